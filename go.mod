@@ -1,0 +1,5 @@
+module github.com/bouncer-mail/bouncer
+
+go 1.26.8
+
+require github.com/emersion/go-message v0.18.2 // indirect
