@@ -63,6 +63,8 @@ type Recipient struct {
 	FinalLogID         string
 	WillRetryUntil     string
 	Extra              []Field // X- and other unknown fields
+
+	OriginalRecipientType string // address type of OriginalRecipient, lower-cased
 }
 
 // Report is one message/delivery-status (or message/global-delivery-status)
