@@ -1,0 +1,87 @@
+package classify
+
+import (
+	"net/mail"
+	"strings"
+
+	"github.com/bouncer-mail/bouncer/dsn"
+	"github.com/bouncer-mail/bouncer/event"
+)
+
+// normalizeAddress returns addr lower-cased, without angle brackets, quotes,
+// a "rfc822;" type or surrounding space, or "" when it is not an address.
+func normalizeAddress(addr string) string {
+	a := strings.TrimSpace(addr)
+	if i := strings.IndexByte(a, ';'); i >= 0 && i < 12 && !strings.Contains(a[:i], "@") {
+		a = strings.TrimSpace(a[i+1:])
+	}
+	if i := strings.LastIndexByte(a, '<'); i >= 0 {
+		if j := strings.IndexByte(a[i:], '>'); j > 0 {
+			a = a[i+1 : i+j]
+		}
+	}
+	a = strings.Trim(a, "<>\"'`()[]{}:;,. \t")
+	at := strings.LastIndexByte(a, '@')
+	if at <= 0 || at == len(a)-1 || strings.ContainsAny(a, " \t\r\n<>") {
+		return ""
+	}
+	return strings.ToLower(a)
+}
+
+func domainOf(addr string) string {
+	if i := strings.LastIndexByte(addr, '@'); i >= 0 {
+		return addr[i+1:]
+	}
+	return ""
+}
+
+// addresses splits an address-list header value into addresses, leniently.
+func addresses(v string) []string {
+	if v == "" {
+		return nil
+	}
+	if list, err := mail.ParseAddressList(v); err == nil {
+		out := make([]string, 0, len(list))
+		for _, a := range list {
+			out = append(out, a.Address)
+		}
+		return out
+	}
+	var out []string
+	for _, f := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' }) {
+		if strings.Contains(f, "@") {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// autoreply recognises an auto-reply (RFC 3834 Auto-Submitted:
+// auto-replied, and vacation texts) and reports it as one event for its
+// sender.
+func (x *exam) autoreply() []event.Event {
+	if !x.c.rules.IsAutoreply(x.m, x.lowerText) {
+		return nil
+	}
+	var from string
+	for _, a := range addresses(x.m.Get("From")) {
+		if from = normalizeAddress(a); from != "" {
+			break
+		}
+	}
+	if from == "" {
+		return []event.Event{}
+	}
+	return []event.Event{{
+		Recipient:  from,
+		Class:      event.ClassAutoreply,
+		Reason:     event.ReasonVacation,
+		Diagnostic: x.m.Get("Subject"),
+		Provider:   x.c.rules.Provider(domainOf(from)),
+		Parser:     "rfc3834",
+		Rule:       "autoreply",
+		MessageID:  x.messageID,
+	}}
+}
+
+var _ interface{ Get(string) string } = (*dsn.Message)(nil)

@@ -1,0 +1,285 @@
+// Package classify turns parsed reports (dsn.Message) and synchronous SMTP
+// replies into events: who failed, how (class), why (reason) and whose
+// problem it is (scope). It is pure: no I/O beyond the reader it is handed.
+package classify
+
+import (
+	"bytes"
+	"io"
+	"strings"
+
+	"github.com/bouncer-mail/bouncer/dsn"
+	"github.com/bouncer-mail/bouncer/event"
+	"github.com/bouncer-mail/bouncer/rules"
+)
+
+// Classifier classifies reports with one rule set. It is safe for
+// concurrent use.
+type Classifier struct {
+	rules *rules.Set
+}
+
+// New returns a Classifier using rs.
+func New(rs *rules.Set) *Classifier {
+	return &Classifier{rules: rs}
+}
+
+// Parse reads one message from r and classifies it. The error is dsn.Parse's:
+// the message could not be read at all.
+func (c *Classifier) Parse(r io.Reader) ([]event.Event, error) {
+	m, err := dsn.Parse(r)
+	if err != nil {
+		return nil, err
+	}
+	return c.Message(m), nil
+}
+
+// Bytes is Parse over a byte slice.
+func (c *Classifier) Bytes(b []byte) ([]event.Event, error) {
+	return c.Parse(bytes.NewReader(b))
+}
+
+// Message classifies a parsed message. It returns no events when the message
+// holds no report it can read (an ordinary email, say).
+func (c *Classifier) Message(m *dsn.Message) []event.Event {
+	x := newExam(c, m)
+	if evs := x.feedback(); evs != nil {
+		return evs
+	}
+	if evs := x.dsn(); len(evs) > 0 {
+		return evs
+	}
+	if evs := x.format(false); len(evs) > 0 {
+		return evs
+	}
+	if evs := x.autoreply(); evs != nil {
+		return evs
+	}
+	return x.format(true)
+}
+
+// exam is the state of classifying one message.
+type exam struct {
+	c         *Classifier
+	m         *dsn.Message
+	lowerText string
+	messageID string
+}
+
+func newExam(c *Classifier, m *dsn.Message) *exam {
+	x := &exam{c: c, m: m, lowerText: rules.LowerASCII(m.Text)}
+	if m.Original != nil && m.Original.MessageID != "" {
+		x.messageID = "<" + strings.Trim(m.Original.MessageID, "<> ") + ">"
+	}
+	return x
+}
+
+// feedback turns an ARF report (RFC 5965) into one complaint per reported
+// recipient.
+func (x *exam) feedback() []event.Event {
+	f := x.m.Feedback
+	if f == nil && !strings.EqualFold(x.m.ReportType, "feedback-report") {
+		return nil
+	}
+	var rcpts []string
+	if f != nil {
+		rcpts = append(rcpts, f.OriginalRcptTo...)
+	}
+	if len(rcpts) == 0 && x.m.Original != nil && x.m.Original.To != "" {
+		rcpts = addresses(x.m.Original.To)
+	}
+	reporting := ""
+	if f != nil {
+		reporting = f.ReportingMTA
+	}
+	var evs []event.Event
+	for _, r := range rcpts {
+		rcpt := normalizeAddress(r)
+		if rcpt == "" {
+			continue
+		}
+		evs = append(evs, event.Event{
+			Recipient:    rcpt,
+			Class:        event.ClassComplaint,
+			Reason:       event.ReasonFeedback,
+			Diagnostic:   feedbackDiagnostic(f),
+			ReportingMTA: reporting,
+			Provider:     x.c.rules.Provider(domainOf(rcpt)),
+			Parser:       "arf",
+			Rule:         "arf",
+			MessageID:    x.messageID,
+		})
+	}
+	if evs == nil {
+		evs = []event.Event{}
+	}
+	return evs
+}
+
+func feedbackDiagnostic(f *dsn.Feedback) string {
+	if f == nil {
+		return ""
+	}
+	s := "feedback-type: " + f.FeedbackType
+	if f.UserAgent != "" {
+		s += "; user-agent: " + f.UserAgent
+	}
+	return s
+}
+
+// dsn turns the recipients of RFC 3464 reports into events.
+func (x *exam) dsn() []event.Event {
+	var evs []event.Event
+	var found []rules.Found
+	foundDone := false
+	for _, rep := range x.m.Reports {
+		for _, r := range rep.Recipients {
+			rcpt := normalizeAddress(r.FinalRecipient)
+			if rcpt == "" {
+				rcpt = normalizeAddress(r.OriginalRecipient)
+			}
+			if rcpt == "" {
+				continue
+			}
+			diag := r.DiagnosticCode
+			if diag == "" {
+				// Many MTAs leave Diagnostic-Code out and say it in the
+				// human-readable part: read it there.
+				if !foundDone {
+					found, foundDone = x.extract(), true
+				}
+				diag = diagnosticFor(found, rcpt)
+			}
+			code := ReplyCode(diag)
+			status := r.Status.String()
+			if st := EnhancedStatus(diag); st != "" && (status == "" || genericStatus(status) && !genericStatus(st) && st[0] == status[0]) {
+				status = st
+			}
+			remote := r.RemoteMTA
+			if remote == "" {
+				remote = RemoteMTA(diag)
+			}
+			provider := x.c.rules.Provider(domainOf(rcpt), remote)
+			v := x.c.Reply(Reply{Code: code, Status: status, Text: diag, Action: string(r.Action), Provider: provider})
+			evs = append(evs, x.event(rcpt, v, code, string(r.Action), diag, remote, rep.ReportingMTA, provider, "rfc3464"))
+		}
+	}
+	return evs
+}
+
+// genericStatus reports whether a status names no specific cause (x.0.0).
+func genericStatus(s string) bool {
+	return strings.HasSuffix(s, ".0.0") || s == ""
+}
+
+func diagnosticFor(found []rules.Found, rcpt string) string {
+	for _, f := range found {
+		if strings.EqualFold(f.Recipient, rcpt) {
+			return f.Diagnostic
+		}
+	}
+	if len(found) == 1 {
+		return found[0].Diagnostic
+	}
+	return ""
+}
+
+// extract reads recipients out of the text with the detected format, or
+// with the generic one.
+func (x *exam) extract() []rules.Found {
+	f := x.c.rules.DetectFormat(x.m, x.lowerText)
+	if f == nil {
+		return nil
+	}
+	return f.Extract(x.m.Text, x.lowerText)
+}
+
+// format reads a non-DSN bounce with the rules' formats. Without fallback
+// only formats recognised by their own marks apply; with it, a message that
+// merely looks like a bounce is read generically.
+func (x *exam) format(fallback bool) []event.Event {
+	f := x.c.rules.DetectFormat(x.m, x.lowerText)
+	if f == nil || f.Fallback != fallback {
+		return nil
+	}
+	found := f.Extract(x.m.Text, x.lowerText)
+	reporting := reportingHost(x.m)
+	var evs []event.Event
+	seen := map[string]bool{}
+	for _, fd := range found {
+		rcpt := normalizeAddress(fd.Recipient)
+		if rcpt == "" || seen[rcpt] || x.isOwnAddress(rcpt) {
+			continue
+		}
+		seen[rcpt] = true
+		diag := fd.Diagnostic
+		code := ReplyCode(diag)
+		status := EnhancedStatus(diag)
+		remote := RemoteMTA(diag)
+		provider := x.c.rules.Provider(domainOf(rcpt), remote)
+		if provider == "" {
+			provider = f.Provider
+		}
+		action := "failed"
+		if code/100 == 4 || strings.HasPrefix(status, "4.") {
+			action = "delayed"
+		}
+		v := x.c.Reply(Reply{Code: code, Status: status, Text: diag, Action: action, Provider: provider})
+		if v.Rule == "none" && f.Reason != "" {
+			v.Reason = event.Reason(f.Reason)
+			v.Scope = v.Reason.DefaultScope()
+			v.Class = classOf(v.Reason, action == "delayed")
+			v.Rule = "format-" + f.Name
+		}
+		evs = append(evs, x.event(rcpt, v, code, action, diag, remote, reporting, provider, f.Name))
+	}
+	return evs
+}
+
+// isOwnAddress reports whether addr is the bounce's own sender or
+// addressee, which a generic reading must not mistake for a recipient.
+func (x *exam) isOwnAddress(addr string) bool {
+	for _, h := range []string{"From", "To", "Return-Path", "Reply-To", "Sender"} {
+		for _, a := range addresses(x.m.Get(h)) {
+			if normalizeAddress(a) == addr {
+				return true
+			}
+		}
+	}
+	local := addr
+	if i := strings.IndexByte(addr, '@'); i >= 0 {
+		local = addr[:i]
+	}
+	return local == "mailer-daemon" || local == "postmaster"
+}
+
+func (x *exam) event(rcpt string, v Verdict, code int, action, diag, remote, reporting, provider, parser string) event.Event {
+	return event.Event{
+		Recipient:    rcpt,
+		Class:        v.Class,
+		Reason:       v.Reason,
+		Scope:        v.Scope,
+		Status:       v.Status,
+		ReplyCode:    code,
+		Action:       action,
+		Diagnostic:   diag,
+		RemoteMTA:    remote,
+		ReportingMTA: reporting,
+		SMTPCommand:  SMTPCommand(rules.LowerASCII(diag)),
+		Provider:     provider,
+		Parser:       parser,
+		Rule:         v.Rule,
+		MessageID:    x.messageID,
+	}
+}
+
+// reportingHost guesses the reporting MTA of a non-DSN bounce from the
+// domain of its From address (MAILER-DAEMON@host).
+func reportingHost(m *dsn.Message) string {
+	for _, a := range addresses(m.Get("From")) {
+		if d := domainOf(normalizeAddress(a)); d != "" {
+			return d
+		}
+	}
+	return ""
+}

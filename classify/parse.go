@@ -1,0 +1,211 @@
+package classify
+
+import (
+	"strings"
+
+	"github.com/bouncer-mail/bouncer/rules"
+)
+
+// ReplyCode returns the first basic SMTP reply code (RFC 5321 section 4.2:
+// 2yz, 4yz or 5yz) written as a word in text, preferring a failure code, or
+// 0. "550-5.1.1" and "550 5.1.1" both give 550; digits inside IP addresses,
+// dates or longer numbers are not codes.
+func ReplyCode(text string) int {
+	first := 0
+	for i := 0; i+3 <= len(text); i++ {
+		c := text[i]
+		if c != '2' && c != '4' && c != '5' {
+			continue
+		}
+		if i > 0 && !codeBoundaryBefore(text[i-1]) {
+			continue
+		}
+		if !isDigit(text[i+1]) || !isDigit(text[i+2]) || text[i+1] > '5' {
+			continue
+		}
+		if i+3 < len(text) && !codeBoundaryAfter(text[i+3]) {
+			continue
+		}
+		code := int(c-'0')*100 + int(text[i+1]-'0')*10 + int(text[i+2]-'0')
+		if c != '2' {
+			return code
+		}
+		if first == 0 {
+			first = code
+		}
+		i += 2
+	}
+	return first
+}
+
+func codeBoundaryBefore(b byte) bool {
+	switch b {
+	case ' ', '\t', '\n', ';', ':', '(', '[', '"', '\'', '<', '#', '=':
+		return true
+	}
+	return false
+}
+
+func codeBoundaryAfter(b byte) bool {
+	switch b {
+	case ' ', '\t', '\n', '-', ')', ']', '"', '\'', ',', ';', ':':
+		return true
+	}
+	return false
+}
+
+func isDigit(b byte) bool { return '0' <= b && b <= '9' }
+
+// EnhancedStatus returns the first enhanced status code (RFC 3463,
+// class.subject.detail with class 2, 4 or 5 and up to three digits each) in
+// text, preferring a failure status, or "". Version numbers and IPv4
+// addresses (four dotted parts) are not statuses.
+func EnhancedStatus(text string) string {
+	first := ""
+	for i := 0; i+5 <= len(text); i++ {
+		c := text[i]
+		if c != '2' && c != '4' && c != '5' {
+			continue
+		}
+		if i > 0 && (isDigit(text[i-1]) || text[i-1] == '.') {
+			continue
+		}
+		if text[i+1] != '.' {
+			continue
+		}
+		j := i + 2
+		n := digits(text, j)
+		if n == 0 || n > 3 || j+n >= len(text) || text[j+n] != '.' {
+			continue
+		}
+		k := j + n + 1
+		m := digits(text, k)
+		if m == 0 || m > 3 {
+			continue
+		}
+		end := k + m
+		if end < len(text) && (text[end] == '.' && end+1 < len(text) && isDigit(text[end+1]) || isDigit(text[end])) {
+			continue
+		}
+		s := text[i:end]
+		if c != '2' {
+			return s
+		}
+		if first == "" {
+			first = s
+		}
+	}
+	return first
+}
+
+func digits(s string, i int) int {
+	n := 0
+	for i+n < len(s) && isDigit(s[i+n]) {
+		n++
+	}
+	return n
+}
+
+// smtpCommands maps phrases MTAs use to say which command drew the reply
+// (Postfix "in reply to RCPT TO command", Sendmail ">>> DATA", qmail "RCPT TO
+// response", Exim "after RCPT TO:") to the command. Checked in order, on
+// lower-cased text.
+var smtpCommands = []struct {
+	phrase  string
+	command string
+}{
+	{"in reply to rcpt to", "RCPT"},
+	{"in reply to end of data", "DATA"},
+	{"in reply to data", "DATA"},
+	{"in reply to mail from", "MAIL"},
+	{"in reply to ehlo", "EHLO"},
+	{"in reply to helo", "HELO"},
+	{"in reply to starttls", "STARTTLS"},
+	{"while talking to", ""}, // Sendmail: the command follows as ">>> CMD"
+	{">>> rcpt to", "RCPT"},
+	{">>> data", "DATA"},
+	{">>> mail from", "MAIL"},
+	{">>> ehlo", "EHLO"},
+	{">>> helo", "HELO"},
+	{"after rcpt to", "RCPT"},
+	{"after end of data", "DATA"},
+	{"after data", "DATA"},
+	{"after mail from", "MAIL"},
+	{"after ehlo", "EHLO"},
+	{"after helo", "HELO"},
+	{"after initial connection", "CONN"},
+	{"after pipelined", ""},
+	{"rcpt to response", "RCPT"},
+	{"data response", "DATA"},
+	{"mail from response", "MAIL"},
+	{"rcpt to:", "RCPT"},
+	{"rcpt to command", "RCPT"},
+	{"rcpt command", "RCPT"},
+	{"mail from:", "MAIL"},
+	{"end of data", "DATA"},
+	{"data command", "DATA"},
+	{"connection greeting", "CONN"},
+	{"smtp greeting", "CONN"},
+}
+
+// SMTPCommand returns the SMTP command a diagnostic says drew the reply, or "".
+func SMTPCommand(lowerText string) string {
+	for _, c := range smtpCommands {
+		if c.command == "" {
+			continue
+		}
+		if strings.Contains(lowerText, c.phrase) {
+			return c.command
+		}
+	}
+	return ""
+}
+
+// RemoteMTA returns the host an MTA's text says answered: Postfix "host
+// mx.example.com[192.0.2.1] said:", qmail "remote host 192.0.2.1 said:",
+// Exim "host mx.example.com [192.0.2.1]:", Sendmail "while talking to
+// mx.example.com.:". "" when none is named.
+func RemoteMTA(text string) string {
+	lower := rules.LowerASCII(text)
+	for _, marker := range []string{"while talking to ", "remote host ", "host "} {
+		i := strings.Index(lower, marker)
+		for i >= 0 {
+			rest := text[i+len(marker):]
+			name := hostToken(rest)
+			if looksLikeHost(name) {
+				return name
+			}
+			next := strings.Index(lower[i+len(marker):], marker)
+			if next < 0 {
+				break
+			}
+			i += len(marker) + next
+		}
+	}
+	return ""
+}
+
+func hostToken(s string) string {
+	end := 0
+	for end < len(s) {
+		c := s[end]
+		if c == ' ' || c == '[' || c == ']' || c == ':' || c == '(' || c == ',' || c == '\n' || c == '\t' || c == '>' || c == '<' {
+			break
+		}
+		end++
+	}
+	return strings.TrimSuffix(s[:end], ".")
+}
+
+func looksLikeHost(s string) bool {
+	if len(s) < 3 || !strings.Contains(s, ".") {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(isDigit(c) || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || c == '.' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,119 @@
+package classify
+
+import "testing"
+
+func TestReplyCode(t *testing.T) {
+	tests := []struct {
+		in   string
+		want int
+	}{
+		{"", 0},
+		{"550 5.1.1 <a@example.com>: Recipient address rejected", 550},
+		{"smtp; 550-5.1.1 The email account that you tried to reach does not exist", 550},
+		{"host mx.example.com[192.0.2.25] said: 452 4.2.2 Mailbox full (in reply to RCPT TO command)", 452},
+		{"remote host 192.0.2.32 said: 550 Unknown user", 550},
+		{"192.0.2.250 refused", 0},                // inside an IPv4 address
+		{"port 2525 closed", 0},                   // part of a longer number
+		{"#5.5.0", 0},                             // a status is not a code
+		{"250 ok; then 421 4.7.0 try again", 421}, // a failure code wins over 2xx
+		{"250 2.0.0 Ok: queued", 250},
+		{"(550)", 550},
+		{"said: 554:", 554},
+		{"Error 5501", 0},
+		{"600 not a code", 0},
+		{"291 not a code", 0}, // second digit above 5
+	}
+	for _, tt := range tests {
+		if got := ReplyCode(tt.in); got != tt.want {
+			t.Errorf("ReplyCode(%q) = %d, want %d", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestEnhancedStatus(t *testing.T) {
+	tests := []struct {
+		in   string
+		want string
+	}{
+		{"", ""},
+		{"550 5.1.1 user unknown", "5.1.1"},
+		{"550-5.7.26 unauthenticated", "5.7.26"},
+		{"(#5.1.1)", "5.1.1"},
+		{"554 5.4.316 Message expired", "5.4.316"},
+		{"relay 192.0.2.4 said", ""}, // IPv4 address
+		{"version 4.2.10.1", ""},     // four parts
+		{"2.0.0 Ok then 4.2.0 Greylisted", "4.2.0"},
+		{"2.1.5 Ok", "2.1.5"},
+		{"5.1", ""},
+		{"15.1.1", ""},
+		{"5.1234.1", ""},
+		{"x5.1.1", "5.1.1"},
+	}
+	for _, tt := range tests {
+		if got := EnhancedStatus(tt.in); got != tt.want {
+			t.Errorf("EnhancedStatus(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestSMTPCommand(t *testing.T) {
+	tests := []struct {
+		in   string
+		want string
+	}{
+		{"", ""},
+		{"550 5.1.1 user unknown (in reply to rcpt to command)", "RCPT"},
+		{"554 5.7.1 spam (in reply to end of data command)", "DATA"},
+		{"553 sender rejected (in reply to mail from command)", "MAIL"},
+		{">>> data <<< 554 rejected", "DATA"},
+		{"smtp error from remote mail server after rcpt to:<a@example.com>:", "RCPT"},
+		{"sorry, no smtp connection got far enough; most progress was rcpt to response", "RCPT"},
+		{"smtp error from remote mail server after initial connection", "CONN"},
+		{"550 user unknown", ""},
+	}
+	for _, tt := range tests {
+		if got := SMTPCommand(tt.in); got != tt.want {
+			t.Errorf("SMTPCommand(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestRemoteMTA(t *testing.T) {
+	tests := []struct {
+		in   string
+		want string
+	}{
+		{"", ""},
+		{"host mx.example.com[192.0.2.1] said: 550 no", "mx.example.com"},
+		{"remote host 192.0.2.32 said: 550 Unknown user", "192.0.2.32"},
+		{"SMTP error from remote mail server after RCPT TO:<a@b.example>: host mx1.example.net [192.0.2.9]: 550", "mx1.example.net"},
+		{"... while talking to mx.example.org.: >>> DATA", "mx.example.org"},
+		{"the host said no", ""},
+	}
+	for _, tt := range tests {
+		if got := RemoteMTA(tt.in); got != tt.want {
+			t.Errorf("RemoteMTA(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestNormalizeAddress(t *testing.T) {
+	tests := []struct {
+		in, want string
+	}{
+		{"", ""},
+		{"User@Example.COM", "user@example.com"},
+		{"<user@example.com>", "user@example.com"},
+		{"rfc822; <User@example.com>", "user@example.com"},
+		{"Kijitora <k@example.jp>", "k@example.jp"},
+		{"\"k@example.jp\"", "k@example.jp"},
+		{"no address", ""},
+		{"@example.com", ""},
+		{"user@", ""},
+	}
+	for _, tt := range tests {
+		if got := normalizeAddress(tt.in); got != tt.want {
+			t.Errorf("normalizeAddress(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}

@@ -1,0 +1,178 @@
+package classify
+
+import (
+	"strings"
+
+	"github.com/bouncer-mail/bouncer/event"
+	"github.com/bouncer-mail/bouncer/rules"
+)
+
+// Reply is one SMTP answer or DSN diagnostic as evidence: whatever of it is
+// known. The same Reply comes from an NDR's recipient block and from a sync
+// reply log, so both are judged alike.
+type Reply struct {
+	Code     int    // basic reply code, 550; 0 when unknown
+	Status   string // enhanced status, "5.1.1"; "" when unknown
+	Text     string // reply or diagnostic text
+	Action   string // DSN action when the reply came from a DSN
+	Provider string
+}
+
+// Verdict is what a Reply means.
+type Verdict struct {
+	Class  event.Class
+	Reason event.Reason
+	Scope  event.Scope
+	Status string // the status given, or one derived from the reason when none was
+	Rule   string // the rule that decided the reason
+}
+
+// Reply classifies one reply. Its text decides first (a full mailbox answered
+// with 550 5.1.1 is still mailboxfull); the enhanced status decides when the
+// text names no cause, then the reply code and the DSN action.
+func (c *Classifier) Reply(r Reply) Verdict {
+	status := r.Status
+	code := r.Code
+	if status == "" && code == 0 && r.Text != "" {
+		code, status = ReplyCode(r.Text), EnhancedStatus(r.Text)
+	}
+	action := strings.ToLower(r.Action)
+	switch action {
+	case "delivered", "relayed", "expanded":
+		return Verdict{Class: event.ClassDelivered, Reason: event.ReasonDelivered, Status: status, Rule: "dsn-action-" + action}
+	}
+	if code/100 == 2 || (code == 0 && strings.HasPrefix(status, "2.")) {
+		return Verdict{Class: event.ClassDelivered, Reason: event.ReasonDelivered, Status: status, Rule: "reply-2xx"}
+	}
+	temporary := code/100 == 4 || (code == 0 && strings.HasPrefix(status, "4.")) ||
+		(code == 0 && status == "" && action == "delayed")
+
+	var v Verdict
+	if m, ok := c.rules.Reason(rules.Reply{Text: rules.LowerASCII(r.Text), Status: status, Code: code, Provider: r.Provider}); ok {
+		v = Verdict{Reason: event.Reason(m.Reason), Scope: event.Scope(m.Scope), Rule: m.Rule}
+	} else if reason, ok := statusReason(status); ok {
+		v = Verdict{Reason: reason, Rule: "status-" + status}
+	} else if action == "delayed" {
+		v = Verdict{Reason: event.ReasonExpired, Rule: "dsn-action-delayed"}
+	} else {
+		v = Verdict{Reason: event.ReasonUndefined, Rule: "none"}
+	}
+	if v.Scope == "" {
+		v.Scope = v.Reason.DefaultScope()
+	}
+	v.Status = status
+	v.Class = classOf(v.Reason, temporary)
+	return v
+}
+
+// classOf applies DESIGN.md: hard is userunknown, hostunknown, hasmoved and
+// notaccept, when permanent; greylisting is its own class when temporary;
+// every other failure is soft.
+func classOf(reason event.Reason, temporary bool) event.Class {
+	switch reason {
+	case event.ReasonUserUnknown, event.ReasonHostUnknown, event.ReasonHasMoved, event.ReasonNotAccept:
+		if temporary {
+			return event.ClassSoft
+		}
+		return event.ClassHard
+	case event.ReasonGreylisting:
+		if temporary {
+			return event.ClassGreylist
+		}
+		return event.ClassSoft
+	case event.ReasonDelivered:
+		return event.ClassDelivered
+	case event.ReasonFeedback:
+		return event.ClassComplaint
+	case event.ReasonVacation:
+		return event.ClassAutoreply
+	}
+	return event.ClassSoft
+}
+
+// statusReason maps an enhanced status code (RFC 3463, and the IANA registry
+// of RFC 5248) to the reason it alone implies. Generic codes (x.0.0, 5.5.0,
+// 5.7.1 ...) imply nothing specific and return false.
+func statusReason(status string) (event.Reason, bool) {
+	if status == "" || len(status) < 5 {
+		return "", false
+	}
+	sub := status[2:] // "1.1" of "5.1.1"
+	if r, ok := statusReasons[sub]; ok {
+		return r, true
+	}
+	return "", false
+}
+
+var statusReasons = map[string]event.Reason{
+	"1.1":  event.ReasonUserUnknown,     // bad destination mailbox address
+	"1.0":  event.ReasonUserUnknown,     // other address status
+	"1.2":  event.ReasonHostUnknown,     // bad destination system address
+	"1.3":  event.ReasonUserUnknown,     // bad destination mailbox address syntax
+	"1.4":  event.ReasonUserUnknown,     // destination mailbox address ambiguous
+	"1.6":  event.ReasonHasMoved,        // destination mailbox has moved
+	"1.7":  event.ReasonRejected,        // bad sender's mailbox address syntax
+	"1.8":  event.ReasonRejected,        // bad sender's system address
+	"1.10": event.ReasonNotAccept,       // recipient address has null MX (RFC 7505)
+	"2.0":  event.ReasonMailboxFull,     // other or undefined mailbox status
+	"2.1":  event.ReasonSuspend,         // mailbox disabled, not accepting messages
+	"2.2":  event.ReasonMailboxFull,     // mailbox full
+	"2.3":  event.ReasonEmailTooLarge,   // message length exceeds administrative limit
+	"2.4":  event.ReasonMailerError,     // mailing list expansion problem
+	"3.0":  event.ReasonSystemError,     // other or undefined mail system status
+	"3.1":  event.ReasonSystemFull,      // mail system full
+	"3.2":  event.ReasonNotAccept,       // system not accepting network messages
+	"3.3":  event.ReasonSystemError,     // system not capable of selected features
+	"3.4":  event.ReasonEmailTooLarge,   // message too big for system
+	"3.5":  event.ReasonSystemError,     // system incorrectly configured
+	"4.0":  event.ReasonNetworkError,    // other or undefined network or routing status
+	"4.1":  event.ReasonNetworkError,    // no answer from host
+	"4.2":  event.ReasonNetworkError,    // bad connection
+	"4.3":  event.ReasonSystemError,     // directory server failure
+	"4.4":  event.ReasonHostUnknown,     // unable to route
+	"4.5":  event.ReasonNetworkError,    // mail system congestion
+	"4.6":  event.ReasonNetworkError,    // routing loop detected
+	"4.7":  event.ReasonExpired,         // delivery time expired
+	"5.0":  event.ReasonSyntaxError,     // other or undefined protocol status
+	"5.1":  event.ReasonSyntaxError,     // invalid command
+	"5.2":  event.ReasonSyntaxError,     // syntax error
+	"5.3":  event.ReasonRateLimited,     // too many recipients
+	"5.4":  event.ReasonSyntaxError,     // invalid command arguments
+	"5.5":  event.ReasonSyntaxError,     // wrong protocol version
+	"5.6":  event.ReasonEmailTooLarge,   // authentication exchange line is too long
+	"6.0":  event.ReasonContentError,    // other or undefined media error
+	"6.1":  event.ReasonContentError,    // media not supported
+	"6.2":  event.ReasonContentError,    // conversion required and prohibited
+	"6.3":  event.ReasonContentError,    // conversion required but not supported
+	"6.5":  event.ReasonContentError,    // conversion failed
+	"6.6":  event.ReasonContentError,    // message content not available
+	"6.7":  event.ReasonNotCompliantRFC, // non-ASCII addresses not permitted
+	"7.2":  event.ReasonPolicyViolation, // mailing list expansion prohibited
+	"7.3":  event.ReasonSecurityError,   // security conversion required but not possible
+	"7.4":  event.ReasonSecurityError,   // security features not supported
+	"7.5":  event.ReasonSecurityError,   // cryptographic failure
+	"7.6":  event.ReasonSecurityError,   // cryptographic algorithm not supported
+	"7.7":  event.ReasonSecurityError,   // message integrity failure
+	"7.8":  event.ReasonSecurityError,   // authentication credentials invalid
+	"7.9":  event.ReasonSecurityError,   // authentication mechanism is too weak
+	"7.10": event.ReasonFailedSTARTTLS,  // encryption needed
+	"7.11": event.ReasonFailedSTARTTLS,  // encryption required for requested authentication mechanism
+	"7.13": event.ReasonSuspend,         // user account disabled
+	"7.14": event.ReasonSecurityError,   // trust relationship required
+	"7.15": event.ReasonSecurityError,   // priority level is too low
+	"7.16": event.ReasonEmailTooLarge,   // message is too big for the specified priority
+	"7.17": event.ReasonHasMoved,        // mailbox owner has changed
+	"7.18": event.ReasonHasMoved,        // domain owner has changed
+	"7.19": event.ReasonSecurityError,   // RRVS test cannot be completed
+	"7.20": event.ReasonAuthFailure,     // no passing DKIM signature found
+	"7.21": event.ReasonAuthFailure,     // no acceptable DKIM signature found
+	"7.22": event.ReasonAuthFailure,     // no valid author-matched DKIM signature found
+	"7.23": event.ReasonAuthFailure,     // SPF validation failed
+	"7.24": event.ReasonAuthFailure,     // SPF validation error
+	"7.25": event.ReasonRequirePTR,      // reverse DNS validation failed
+	"7.26": event.ReasonAuthFailure,     // multiple authentication checks failed
+	"7.27": event.ReasonRejected,        // sender address has null MX
+	"7.28": event.ReasonRateLimited,     // mail flood detected
+	"7.29": event.ReasonAuthFailure,     // ARC validation failure
+	"7.30": event.ReasonAuthFailure,     // REQUIRETLS support required
+}

@@ -1,0 +1,390 @@
+package rules
+
+import (
+	"regexp"
+	"strings"
+)
+
+// Header is what format recognition reads of a message's own header.
+type Header interface {
+	Get(name string) string
+}
+
+// Match is the reason rule that decided, as the classifier reports it.
+type Match struct {
+	Rule   string // rule name
+	Reason string
+	Scope  string // "" means the reason's default scope
+}
+
+// Reply is the evidence a reason rule is matched against.
+type Reply struct {
+	Text     string // reply or diagnostic text, lower-cased by the caller (LowerASCII)
+	Status   string // enhanced status, "5.1.1", or ""
+	Code     int    // basic reply code, or 0
+	Provider string
+}
+
+// Reason returns the first reason rule matching r, or false.
+func (s *Set) Reason(r Reply) (Match, bool) {
+	if r.Text == "" {
+		return Match{}, false
+	}
+	for i := range s.reasons {
+		rr := &s.reasons[i]
+		if !rr.conditionsHold(r) {
+			continue
+		}
+		if rr.textMatches(r.Text) {
+			return Match{Rule: rr.Name, Reason: rr.Reason, Scope: rr.Scope}, true
+		}
+	}
+	return Match{}, false
+}
+
+func (rr *ReasonRule) conditionsHold(r Reply) bool {
+	if len(rr.Status) > 0 {
+		ok := false
+		for _, p := range rr.Status {
+			if r.Status != "" && strings.HasPrefix(r.Status, p) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	if len(rr.Codes) > 0 {
+		class := r.Code / 100
+		if class == 0 && r.Status != "" {
+			class = int(r.Status[0] - '0')
+		}
+		ok := false
+		for _, c := range rr.Codes {
+			if (c < 10 && c == class) || (c >= 100 && c == r.Code) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	if len(rr.Provider) > 0 {
+		ok := false
+		for _, p := range rr.Provider {
+			if p == r.Provider {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+func (rr *ReasonRule) textMatches(text string) bool {
+	for _, p := range rr.Phrases {
+		if strings.Contains(text, p) {
+			return true
+		}
+	}
+	for _, re := range rr.re {
+		if re.MatchString(text) {
+			return true
+		}
+	}
+	return false
+}
+
+// Provider names the provider of a recipient domain or of any of the MTA
+// host names given, or "" when none is known. The domain is tried first.
+func (s *Set) Provider(domain string, hosts ...string) string {
+	domain = strings.ToLower(strings.TrimSuffix(domain, "."))
+	if domain != "" {
+		if p, ok := s.domains[domain]; ok {
+			return p
+		}
+		for _, p := range s.providers {
+			for _, d := range p.Domains {
+				if strings.HasPrefix(d, "*.") && hasDomainSuffix(domain, d[2:]) {
+					return p.Name
+				}
+			}
+		}
+	}
+	for _, h := range hosts {
+		h = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(h), "."))
+		if h == "" {
+			continue
+		}
+		for _, p := range s.providers {
+			for _, suffix := range p.Hosts {
+				if hasDomainSuffix(h, suffix) {
+					return p.Name
+				}
+			}
+		}
+	}
+	return ""
+}
+
+// hasDomainSuffix reports whether host is suffix or a subdomain of it.
+func hasDomainSuffix(host, suffix string) bool {
+	if !strings.HasSuffix(host, suffix) {
+		return false
+	}
+	return len(host) == len(suffix) || host[len(host)-len(suffix)-1] == '.'
+}
+
+// Formats returns the number of formats, for reports.
+func (s *Set) Formats() int { return len(s.formats) }
+
+// DetectFormat returns the first format whose match conditions hold for a
+// message with header h and lower-cased text lowerText, or nil.
+func (s *Set) DetectFormat(h Header, lowerText string) *Format {
+	from := LowerASCII(h.Get("From"))
+	subject := LowerASCII(h.Get("Subject"))
+	for i := range s.formats {
+		f := &s.formats[i]
+		for _, c := range f.Match {
+			if c.holds(h, from, subject, lowerText) {
+				return f
+			}
+		}
+	}
+	return nil
+}
+
+// IsAutoreply reports whether a message with header h and lower-cased text
+// lowerText is an auto-reply.
+func (s *Set) IsAutoreply(h Header, lowerText string) bool {
+	from := LowerASCII(h.Get("From"))
+	subject := LowerASCII(h.Get("Subject"))
+	for i := range s.daemon {
+		if s.daemon[i].holds(h, from, subject, lowerText) {
+			return false
+		}
+	}
+	for i := range s.autoreply {
+		if s.autoreply[i].holds(h, from, subject, lowerText) {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *Cond) holds(h Header, from, subject, lowerText string) bool {
+	if len(c.From) > 0 && !containsAny(from, c.From) {
+		return false
+	}
+	if len(c.Subject) > 0 && !containsAny(subject, c.Subject) {
+		return false
+	}
+	if c.Header != "" {
+		v := h.Get(c.Header)
+		if v == "" {
+			return false
+		}
+		if len(c.Value) > 0 && !containsAny(LowerASCII(v), c.Value) {
+			return false
+		}
+	}
+	if len(c.Body) > 0 && !containsAny(lowerText, c.Body) {
+		return false
+	}
+	return true
+}
+
+func containsAny(s string, subs []string) bool {
+	for _, sub := range subs {
+		if strings.Contains(s, sub) {
+			return true
+		}
+	}
+	return false
+}
+
+// Found is one recipient read out of a bounce's text.
+type Found struct {
+	Recipient  string // as written, without angle brackets
+	Diagnostic string // reply lines joined by single spaces
+}
+
+// Limits of Extract, so a hostile text cannot make it work without end.
+const (
+	maxFound          = 200  // recipients per message
+	maxDiagnosticLen  = 2048 // bytes of reply text per recipient
+	maxDiagnosticRows = 24   // lines of reply text per recipient
+)
+
+var anyAddress = regexp.MustCompile(`<?(?P<rcpt>[^\s<>@"():;,\[\]]+@[A-Za-z0-9][A-Za-z0-9.-]*\.[A-Za-z]{2,})>?`)
+
+// Extract reads the recipients and their replies out of text (as decoded,
+// not lower-cased) following f's description. lowerText is LowerASCII(text).
+func (f *Format) Extract(text, lowerText string) []Found {
+	block, lowerBlock := f.errorBlock(text, lowerText)
+	if block == "" {
+		return nil
+	}
+	patterns := f.recipient
+	if len(patterns) == 0 {
+		patterns = []*regexp.Regexp{anyAddress}
+	}
+	var out []Found
+	var cur *Found
+	rows := 0
+	flush := func() {
+		if cur != nil {
+			cur.Diagnostic = strings.TrimSpace(cur.Diagnostic)
+			out = append(out, *cur)
+			cur = nil
+		}
+	}
+	lines := strings.Split(block, "\n")
+	offset := 0
+	for _, line := range lines {
+		lowerLine := lowerBlock[offset : offset+len(line)]
+		offset += len(line) + 1
+		trimmed := strings.TrimSpace(line)
+		if rcpt, diag, ok := matchRecipient(patterns, line, lowerLine); ok {
+			if cur != nil && strings.EqualFold(rcpt, cur.Recipient) {
+				cur.add(trimmed, &rows)
+				continue
+			}
+			if len(out) >= maxFound {
+				break
+			}
+			flush()
+			cur = &Found{Recipient: rcpt}
+			rows = 0
+			if diag != "" {
+				cur.add(diag, &rows)
+			}
+			continue
+		}
+		if cur == nil {
+			continue
+		}
+		if trimmed == "" {
+			if cur.Diagnostic != "" {
+				flush()
+			}
+			continue
+		}
+		cur.add(trimmed, &rows)
+	}
+	flush()
+	if len(f.diagnostic) > 0 {
+		for i := range out {
+			if out[i].Diagnostic != "" {
+				continue
+			}
+			for _, re := range f.diagnostic {
+				if m := re.FindStringSubmatch(block); m != nil {
+					out[i].Diagnostic = collapseSpace(m[re.SubexpIndex("diag")])
+					break
+				}
+			}
+		}
+	}
+	return out
+}
+
+func (fd *Found) add(s string, rows *int) {
+	if *rows >= maxDiagnosticRows || len(fd.Diagnostic) >= maxDiagnosticLen {
+		return
+	}
+	*rows++
+	if fd.Diagnostic != "" {
+		fd.Diagnostic += " "
+	}
+	fd.Diagnostic += collapseSpace(s)
+	if len(fd.Diagnostic) > maxDiagnosticLen {
+		fd.Diagnostic = fd.Diagnostic[:maxDiagnosticLen]
+	}
+}
+
+func matchRecipient(patterns []*regexp.Regexp, line, lowerLine string) (rcpt, diag string, ok bool) {
+	if !strings.Contains(line, "@") {
+		return "", "", false
+	}
+	for _, re := range patterns {
+		m := re.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		rcpt = strings.Trim(m[re.SubexpIndex("rcpt")], "<>\"' ")
+		if !strings.Contains(rcpt, "@") {
+			continue
+		}
+		if i := re.SubexpIndex("diag"); i >= 0 {
+			diag = strings.TrimSpace(m[i])
+		}
+		return rcpt, diag, true
+	}
+	return "", "", false
+}
+
+// errorBlock cuts text to the part between the format's Start and End
+// phrases.
+func (f *Format) errorBlock(text, lowerText string) (string, string) {
+	start := 0
+	if len(f.start) > 0 {
+		start = -1
+		for _, p := range f.start {
+			if i := strings.Index(lowerText, p); i >= 0 && (start < 0 || i < start) {
+				start = i
+			}
+		}
+		if start < 0 {
+			return "", ""
+		}
+		// Begin at the line after the one holding the start phrase, so the
+		// phrase's own line (often "... to the following addresses:") is
+		// not read as a recipient.
+		if nl := strings.IndexByte(lowerText[start:], '\n'); nl >= 0 {
+			start += nl + 1
+		} else {
+			start = len(lowerText)
+		}
+	}
+	end := len(lowerText)
+	for _, p := range f.end {
+		if i := strings.Index(lowerText[start:], p); i >= 0 && start+i < end {
+			end = start + i
+		}
+	}
+	return text[start:end], lowerText[start:end]
+}
+
+// LowerASCII lower-cases the ASCII letters of s and leaves every other byte
+// in place, so byte offsets in the result are offsets in s.
+func LowerASCII(s string) string {
+	hasUpper := false
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; 'A' <= c && c <= 'Z' {
+			hasUpper = true
+			break
+		}
+	}
+	if !hasUpper {
+		return s
+	}
+	b := make([]byte, len(s))
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		b[i] = c
+	}
+	return string(b)
+}
+
+func collapseSpace(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}

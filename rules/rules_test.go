@@ -1,0 +1,215 @@
+package rules
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/bouncer-mail/bouncer/event"
+)
+
+func TestDefaultCompiles(t *testing.T) {
+	s, err := Default()
+	if err != nil {
+		t.Fatalf("Default: %v", err)
+	}
+	if s.Formats() == 0 || len(s.reasons) == 0 || len(s.providers) == 0 || len(s.autoreply) == 0 {
+		t.Errorf("default rules are missing a section: %d formats, %d reasons, %d providers, %d autoreply",
+			s.Formats(), len(s.reasons), len(s.providers), len(s.autoreply))
+	}
+}
+
+func TestVocabularyMatchesEvent(t *testing.T) {
+	var want []string
+	for _, r := range event.Reasons {
+		want = append(want, string(r))
+	}
+	if !reflect.DeepEqual(reasonVocabulary, want) {
+		t.Errorf("rules vocabulary %v\ndiffers from event.Reasons %v", reasonVocabulary, want)
+	}
+}
+
+func TestDefaultProvidersAreBounded(t *testing.T) {
+	known := map[string]bool{}
+	for _, p := range event.Providers {
+		known[p] = true
+	}
+	for _, p := range MustDefault().providers {
+		if !known[p.Name] {
+			t.Errorf("provider %q of the default rules is not in event.Providers (metric labels would not see it)", p.Name)
+		}
+	}
+}
+
+func TestProvider(t *testing.T) {
+	s := MustDefault()
+	tests := []struct {
+		domain string
+		hosts  []string
+		want   string
+	}{
+		{"gmail.com", nil, "gmail"},
+		{"GMAIL.COM", nil, "gmail"},
+		{"example.com", []string{"aspmx.l.google.com"}, "gmail"},
+		{"example.com", []string{"example-com.mail.protection.outlook.com"}, "outlook"},
+		{"hotmail.co.uk", nil, "outlook"},
+		{"yahoo.co.jp", nil, "yahoo"},
+		{"sub.yahoo.com", nil, "yahoo"},
+		{"example.com", []string{"notgoogle.com"}, ""},
+		{"example.com", []string{"", "mx.example.com"}, ""},
+		{"docomo.ne.jp", nil, "docomo"},
+		{"ezweb.ne.jp", nil, "kddi"},
+		{"", nil, ""},
+	}
+	for _, tt := range tests {
+		if got := s.Provider(tt.domain, tt.hosts...); got != tt.want {
+			t.Errorf("Provider(%q, %q) = %q, want %q", tt.domain, tt.hosts, got, tt.want)
+		}
+	}
+}
+
+func TestReasonConditions(t *testing.T) {
+	s, err := compile(File{Reasons: []ReasonRule{
+		{Name: "temp-only", Reason: "greylisting", Codes: []int{4}, Phrases: []string{"Later"}},
+		{Name: "exact-code", Reason: "blocked", Codes: []int{554}, Phrases: []string{"later"}},
+		{Name: "status", Reason: "mailboxfull", Status: []string{"5.2."}, Phrases: []string{"later"}},
+		{Name: "provider", Reason: "ratelimited", Provider: []string{"gmail"}, Phrases: []string{"later"}},
+		{Name: "regexp", Reason: "userunknown", Regexps: []string{`^no\s+such`}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		in   Reply
+		want string
+	}{
+		{Reply{Text: "try later", Code: 450}, "temp-only"},
+		{Reply{Text: "try later", Status: "4.7.1"}, "temp-only"},
+		{Reply{Text: "try later", Code: 554}, "exact-code"},
+		{Reply{Text: "try later", Code: 550, Status: "5.2.2"}, "status"},
+		{Reply{Text: "try later", Code: 550, Provider: "gmail"}, "provider"},
+		{Reply{Text: "try later", Code: 550}, ""},
+		{Reply{Text: "no  such user"}, "regexp"},
+		{Reply{Text: ""}, ""},
+	}
+	for _, tt := range tests {
+		m, ok := s.Reason(tt.in)
+		if (tt.want == "") == ok || m.Rule != tt.want {
+			t.Errorf("Reason(%+v) = %q, %v; want %q", tt.in, m.Rule, ok, tt.want)
+		}
+	}
+}
+
+func TestCompileErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		f    File
+		want string
+	}{
+		{"unknown reason", File{Reasons: []ReasonRule{{Name: "x", Reason: "nope", Phrases: []string{"a"}}}}, `unknown reason "nope"`},
+		{"no phrases", File{Reasons: []ReasonRule{{Name: "x", Reason: "blocked"}}}, "needs phrases or regexps"},
+		{"bad regexp", File{Reasons: []ReasonRule{{Name: "x", Reason: "blocked", Regexps: []string{"("}}}}, "missing closing )"},
+		{"duplicate", File{Reasons: []ReasonRule{{Name: "x", Reason: "blocked", Phrases: []string{"a"}}, {Name: "x", Reason: "blocked", Phrases: []string{"b"}}}}, "duplicate name"},
+		{"bad scope", File{Reasons: []ReasonRule{{Name: "x", Reason: "blocked", Scope: "everyone", Phrases: []string{"a"}}}}, `unknown scope "everyone"`},
+		{"format no match", File{Formats: []Format{{Name: "f"}}}, "needs at least one match condition"},
+		{"format empty cond", File{Formats: []Format{{Name: "f", Match: []Cond{{}}}}}, "empty match condition"},
+		{"format no rcpt group", File{Formats: []Format{{Name: "f", Match: []Cond{{Body: []string{"x"}}}, Recipient: []string{`<(.*)>`}}}}, "no (?P<rcpt>...) group"},
+	}
+	for _, tt := range tests {
+		_, err := compile(tt.f)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: compile error = %v, want one containing %q", tt.name, err, tt.want)
+		}
+	}
+}
+
+func TestLoadOverride(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "rules.json")
+	over := `{"reasons":[{"name":"mailboxfull","reason":"suspend","phrases":["mailbox is full"]},
+	{"name":"site-local","reason":"blocked","phrases":["our own phrase"]}]}`
+	if err := os.WriteFile(path, []byte(over), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Load(path)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if m, _ := s.Reason(Reply{Text: "550 mailbox is full"}); m.Rule != "mailboxfull" || m.Reason != "suspend" {
+		t.Errorf("overridden rule: got %+v, want the override's reason suspend", m)
+	}
+	if m, _ := s.Reason(Reply{Text: "554 our own phrase"}); m.Rule != "site-local" {
+		t.Errorf("added rule: got %+v", m)
+	}
+	if err := os.WriteFile(path, []byte(`{"reasons":[{"name":"x","reason":"blocked","phrases":["a"],"typo":1}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(path); err == nil || !strings.Contains(err.Error(), "typo") {
+		t.Errorf("unknown field: err = %v, want it named", err)
+	}
+	if _, err := Load(filepath.Join(dir, "missing.json")); err == nil {
+		t.Error("missing file: no error")
+	}
+}
+
+func TestExtract(t *testing.T) {
+	f := Format{Name: "t", Match: []Cond{{Body: []string{"x"}}},
+		Start: []string{"I'm afraid"}, End: []string{"--- Below this line"},
+		Recipient: []string{`^<(?P<rcpt>[^>]+@[^>]+)>:\s*(?P<diag>.*)$`}}
+	s, err := compile(File{Formats: []Format{f}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fm := &s.formats[0]
+	text := "Hi. This is the qmail-send program at mx.example.jp.\n" +
+		"I'm afraid I wasn't able to deliver your message to the following addresses.\n\n" +
+		"<a@example.com>:\n192.0.2.1 does not like recipient.\nRemote host said: 550 5.1.1 no such user\n\n" +
+		"<b@example.net>: Sorry, no mailbox here by that name. (#5.1.1)\n\n" +
+		"--- Below this line is a copy of the message.\n\n<c@example.org>: not a recipient\n"
+	got := fm.Extract(text, LowerASCII(text))
+	want := []Found{
+		{Recipient: "a@example.com", Diagnostic: "192.0.2.1 does not like recipient. Remote host said: 550 5.1.1 no such user"},
+		{Recipient: "b@example.net", Diagnostic: "Sorry, no mailbox here by that name. (#5.1.1)"},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("Extract:\n got %+v\nwant %+v", got, want)
+	}
+	if got := fm.Extract("no start phrase here <a@example.com>", "no start phrase here <a@example.com>"); got != nil {
+		t.Errorf("Extract without the start phrase = %+v, want nil", got)
+	}
+}
+
+func TestExtractBounded(t *testing.T) {
+	f := &Format{Name: "generic"}
+	var b strings.Builder
+	for i := 0; i < 5000; i++ {
+		b.WriteString("<user")
+		b.WriteString(strings.Repeat("x", i%7))
+		b.WriteString("@example.com>\n")
+		b.WriteString(strings.Repeat("reply text ", 50))
+		b.WriteString("\n\n")
+	}
+	text := b.String()
+	got := f.Extract(text, LowerASCII(text))
+	if len(got) > maxFound {
+		t.Errorf("Extract returned %d recipients, limit %d", len(got), maxFound)
+	}
+	for _, fd := range got {
+		if len(fd.Diagnostic) > maxDiagnosticLen {
+			t.Fatalf("diagnostic of %d bytes, limit %d", len(fd.Diagnostic), maxDiagnosticLen)
+		}
+	}
+}
+
+func TestLowerASCII(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{"", ""}, {"abc", "abc"}, {"AbC", "abc"}, {"İX", "İx"}, {"Ünïcode MIX", "Ünïcode mix"},
+	} {
+		got := LowerASCII(tt.in)
+		if got != tt.want || len(got) != len(tt.in) {
+			t.Errorf("LowerASCII(%q) = %q, want %q of the same length", tt.in, got, tt.want)
+		}
+	}
+}
