@@ -81,14 +81,25 @@ func decodeBase64(s string) (string, string) {
 		}
 		acc, n = 0, 0
 	}
+	inLine, gap := false, false // data seen on this line; white space after it
 	for i := 0; i < len(s); i++ {
 		switch v := b64Table[s[i]]; v {
 		case b64Space:
+			if c := s[i]; c == '\n' || c == '\r' {
+				inLine, gap = false, false
+			} else if inLine {
+				gap = true
+			}
 		case b64Pad:
 			flush()
 		case b64Bad:
 			bad++
 		default:
+			if gap {
+				bad++ // base64 has no white space inside a line; prose does
+				gap = false
+			}
+			inLine = true
 			valid++
 			acc = acc<<6 | uint32(v)
 			if n++; n == 4 {
@@ -272,8 +283,26 @@ var wordDecoder = &mime.WordDecoder{CharsetReader: func(cs string, in io.Reader)
 	if message.CharsetReader == nil {
 		return nil, errors.New("no charset tables")
 	}
-	return message.CharsetReader(strings.ToLower(cs), in)
+	r, err := message.CharsetReader(strings.ToLower(cs), in)
+	if err != nil {
+		return nil, err
+	}
+	return smallCopy{r}, nil
 }}
+
+// smallCopy makes io.Copy use a small buffer: mime.WordDecoder copies each
+// converted word into a strings.Builder, and io.Copy would allocate 32 KiB
+// for a word of a few bytes.
+type smallCopy struct{ io.Reader }
+
+func (r smallCopy) WriteTo(w io.Writer) (int64, error) {
+	b, err := io.ReadAll(r.Reader)
+	if err != nil {
+		return 0, err
+	}
+	n, err := w.Write(b)
+	return int64(n), err
+}
 
 // decodeHeaderValue decodes RFC 2047 encoded words, and raw ISO-2022-JP
 // (seen in Japanese headers). On failure it returns v and false.
@@ -464,24 +493,42 @@ func htmlEntity(s string) (rune, int) {
 }
 
 // indexFold is strings.Index for an ASCII-lower-case needle, ignoring ASCII
-// case in s.
+// case in s. It jumps between occurrences of the needle's first byte in
+// either case with IndexByte, remembering both, so it stays linear.
 func indexFold(s, lowerNeedle string) int {
 	n := len(lowerNeedle)
 	if n == 0 {
 		return 0
 	}
-	first := lowerNeedle[0]
-	upper := first
-	if 'a' <= first && first <= 'z' {
-		upper -= 'a' - 'A'
+	lo, up := lowerNeedle[0], lowerNeedle[0]
+	if 'a' <= lo && lo <= 'z' {
+		up -= 'a' - 'A'
 	}
-	for i := 0; i+n <= len(s); i++ {
-		if c := s[i]; c != first && c != upper {
-			continue
+	nextLo, nextUp := -2, -2 // next candidates at or after i; -1: none left
+	for i := 0; i+n <= len(s); {
+		if nextLo != -1 && nextLo < i {
+			if nextLo = strings.IndexByte(s[i:], lo); nextLo >= 0 {
+				nextLo += i
+			}
 		}
-		if equalFold(s[i:i+n], lowerNeedle) {
-			return i
+		if up == lo {
+			nextUp = nextLo
+		} else if nextUp != -1 && nextUp < i {
+			if nextUp = strings.IndexByte(s[i:], up); nextUp >= 0 {
+				nextUp += i
+			}
 		}
+		at := nextLo
+		if at < 0 || nextUp >= 0 && nextUp < at {
+			at = nextUp
+		}
+		if at < 0 || at+n > len(s) {
+			return -1
+		}
+		if equalFold(s[at:at+n], lowerNeedle) {
+			return at
+		}
+		i = at + 1
 	}
 	return -1
 }

@@ -557,12 +557,7 @@ func (p *parser) parseFeedback(body string) *Feedback {
 // Original-Recipient, every group of fields whose first field is a DSN field.
 // It returns "" when there is none, or when it names no recipient.
 func textDeliveryStatus(text string) string {
-	start := -1
-	for _, name := range [...]string{"reporting-mta:", "final-recipient:", "original-recipient:"} {
-		if i := indexFieldLine(text, name); i >= 0 && (start < 0 || i < start) {
-			start = i
-		}
-	}
+	start := indexFieldLine(text, "reporting-mta:", "final-recipient:", "original-recipient:")
 	if start < 0 {
 		return ""
 	}
@@ -599,18 +594,20 @@ func checkDSNBlock(b string) string {
 }
 
 // indexFieldLine returns the offset of the first line of s that starts with
-// name (lower-case), or -1.
-func indexFieldLine(s, name string) int {
-	for off := 0; off < len(s); {
-		i := indexFold(s[off:], name)
+// one of names (lower-case), or -1.
+func indexFieldLine(s string, names ...string) int {
+	for pos := 0; pos < len(s); {
+		rest := s[pos:]
+		for _, n := range names {
+			if hasPrefixFold(rest, n) {
+				return pos
+			}
+		}
+		i := strings.IndexByte(rest, '\n')
 		if i < 0 {
-			return -1
+			break
 		}
-		at := off + i
-		if at == 0 || s[at-1] == '\n' {
-			return at
-		}
-		off = at + 1
+		pos += i + 1
 	}
 	return -1
 }

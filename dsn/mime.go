@@ -11,10 +11,10 @@ import (
 
 // Problems found while reading a header block.
 const (
-	hdrNoHeader   = 1 << iota // the block does not start with a field
-	hdrStrayLine              // a line that is no field was skipped
-	hdrNoBlank                // the header ended without a blank line
-	hdrTooBig                 // MaxHeaderBytes was reached
+	hdrNoHeader  = 1 << iota // the block does not start with a field
+	hdrStrayLine             // a line that is no field was skipped
+	hdrNoBlank               // the header ended without a blank line
+	hdrTooBig                // MaxHeaderBytes was reached
 )
 
 // isKeyByte reports whether c may appear in a field name, RFC 5322 section 2.2.
@@ -115,6 +115,9 @@ func readHeader(s string, limit int) (fields []Field, body string, problems int)
 	vStart, vEnd := -1, -1
 	flush := func() {
 		if vStart >= 0 {
+			if fields == nil {
+				fields = make([]Field, 0, 8)
+			}
 			fields = append(fields, Field{Name: name, Value: unfold(s[vStart:vEnd])})
 			vStart = -1
 		}
@@ -214,7 +217,8 @@ func (m mediaType) param(name string) string {
 // parseContentType parses a Content-Type value leniently: unquoted values
 // with odd characters, stray semicolons and missing values are accepted.
 // RFC 2231 parameter continuations are not decoded.
-// TODO: RFC 2231 (name*0=, name*=charset''value) if a report ever needs it.
+// TODO: RFC 2231 continuations (name*0=...) and charsets (name*=...) if a
+// report ever needs them.
 func parseContentType(v string) mediaType {
 	var m mediaType
 	i := strings.IndexByte(v, ';')

@@ -20,7 +20,8 @@ func (p *parser) setOriginal(h []Field) {
 		n = p.maxOrigHeaders
 		p.anomaly("returned original has more than " + strconv.Itoa(n) + " header fields; the rest dropped")
 	}
-	o := &Original{Headers: p.decodeFields(h, n)}
+	// A copy: h may be a part's header that the walk still reads.
+	o := &Original{Headers: p.decodeFields(append([]Field(nil), h[:n]...))}
 	for i, f := range h {
 		v := f.Value
 		if i < n {
@@ -84,12 +85,9 @@ func inlineHeaders(text string) []Field {
 	var indent string
 	// Prefer the header block after a pasted "Content-Type: message/rfc822"
 	// (a bounce pasted into a bounce), else the first one.
-	from := 0
-	for _, ct := range [...]string{"content-type: message/rfc822", "content-type: text/rfc822-headers"} {
-		if i := indexFieldLine(text, ct); i >= 0 {
-			from = i
-			break
-		}
+	from := indexFieldLine(text, "content-type: message/rfc822", "content-type: text/rfc822-headers")
+	if from < 0 {
+		from = 0
 	}
 	for off := from; off < len(text); {
 		i := indexFold(text[off:], "message-id:")

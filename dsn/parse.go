@@ -82,7 +82,7 @@ type parser struct {
 
 	maxDepth, maxParts, maxText, maxHeader, maxOrigHeaders, maxAnomalies, maxRecipients int
 
-	parts, recipients int
+	parts, recipients  int
 	depthHit, partsHit bool
 	recipientsHit      bool
 	reportTypeSet      bool
@@ -125,8 +125,10 @@ func parse(s string) (*Message, error) {
 		return nil, fmt.Errorf("dsn: %w: first line %s", ErrNoHeader, short(line))
 	}
 	p.headerProblems("message header", problems)
-	p.m.Header = p.decodeFields(h, len(h))
 	p.entity(h, body, walkCtx{top: true})
+	// After the walk, which needs the raw values (a Content-Type parameter
+	// may look like an encoded word).
+	p.m.Header = p.decodeFields(h)
 	p.finish()
 	if len(in) > detachSize {
 		detach(p.m)
@@ -167,18 +169,18 @@ func (p *parser) headerProblems(where string, problems int) {
 	}
 }
 
-// decodeFields returns the first n fields of h with RFC 2047 encoded words
-// decoded; an undecodable value is kept raw with an anomaly.
-func (p *parser) decodeFields(h []Field, n int) []Field {
-	out := make([]Field, n)
-	for i := 0; i < n; i++ {
+// decodeFields decodes the RFC 2047 encoded words of h's values in place;
+// an undecodable value is kept raw with an anomaly. h must not be used for
+// its raw values afterwards.
+func (p *parser) decodeFields(h []Field) []Field {
+	for i := range h {
 		v, ok := decodeHeaderValue(h[i].Value)
 		if !ok {
 			p.anomaly("header " + short(h[i].Name) + ": undecodable encoded word; kept raw")
 		}
-		out[i] = Field{Name: h[i].Name, Value: v}
+		h[i].Value = v
 	}
-	return out
+	return h
 }
 
 // takePart counts an entity against MaxParts.
@@ -324,9 +326,6 @@ func (p *parser) addText(s string) {
 	s = strings.TrimRight(s, " \t\n")
 	if strings.TrimLeft(s, " \t\n") == "" {
 		return
-	}
-	if len(p.text) > 0 {
-		p.text = append(p.text, '\n')
 	}
 	if room := p.maxText - len(p.text); len(s)+1 > room {
 		if room > 0 {
