@@ -160,7 +160,7 @@ func (x *exam) dsn() []event.Event {
 				remote = RemoteMTA(diag)
 			}
 			provider := x.c.rules.Provider(domainOf(rcpt), remote)
-			v := x.c.Reply(Reply{Code: code, Status: status, Text: diag, Action: string(r.Action), Provider: provider})
+			v := x.c.Reply(Reply{Code: code, Status: status, Text: diag, Action: string(r.Action), Command: SMTPCommand(rules.LowerASCII(diag)), Provider: provider})
 			evs = append(evs, x.event(rcpt, v, code, string(r.Action), diag, remote, rep.ReportingMTA, provider, "rfc3464"))
 		}
 	}
@@ -224,7 +224,7 @@ func (x *exam) format(fallback bool) []event.Event {
 		if code/100 == 4 || strings.HasPrefix(status, "4.") {
 			action = "delayed"
 		}
-		v := x.c.Reply(Reply{Code: code, Status: status, Text: diag, Action: action, Provider: provider})
+		v := x.c.Reply(Reply{Code: code, Status: status, Text: diag, Action: action, Command: SMTPCommand(rules.LowerASCII(diag)), Provider: provider})
 		if v.Rule == "none" && f.Reason != "" {
 			v.Reason = event.Reason(f.Reason)
 			v.Scope = v.Reason.DefaultScope()

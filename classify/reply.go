@@ -15,6 +15,7 @@ type Reply struct {
 	Status   string // enhanced status, "5.1.1"; "" when unknown
 	Text     string // reply or diagnostic text
 	Action   string // DSN action when the reply came from a DSN
+	Command  string // SMTP command that drew the reply: RCPT, DATA, ...; "" when unknown
 	Provider string
 }
 
@@ -56,6 +57,12 @@ func (c *Classifier) Reply(r Reply) Verdict {
 		v = Verdict{Reason: event.ReasonExpired, Rule: "dsn-action-delayed"}
 	} else {
 		v = Verdict{Reason: event.ReasonUndefined, Rule: "none"}
+	}
+	if v.Reason == event.ReasonUserUnknown && r.Command == "DATA" {
+		// The server took the recipient at RCPT and refused only after
+		// seeing the message: a content filter speaking, not a missing
+		// mailbox. Suppressing the address on it would lose a customer.
+		v.Reason, v.Scope, v.Rule = event.ReasonFiltered, "", v.Rule+"+after-data"
 	}
 	if v.Scope == "" {
 		v.Scope = v.Reason.DefaultScope()

@@ -39,6 +39,7 @@ func TestReply(t *testing.T) {
 		{"250 sync", Reply{Code: 250, Text: "250 2.0.0 OK"}, event.ClassDelivered, event.ReasonDelivered, event.ScopeNone},
 		{"temporary user unknown is soft", Reply{Code: 450, Status: "4.1.1", Text: "450 4.1.1 <a@example.com>: Recipient address rejected: User unknown"}, event.ClassSoft, event.ReasonUserUnknown, event.ScopeRecipient},
 		{"null mx", Reply{Code: 556, Status: "5.1.10", Text: "556 5.1.10 Recipient address has null MX"}, event.ClassHard, event.ReasonNotAccept, event.ScopeRecipient},
+		{"user unknown after DATA is a filter", Reply{Code: 550, Status: "5.1.1", Text: "550 5.1.1 User unknown", Command: "DATA"}, event.ClassSoft, event.ReasonFiltered, event.ScopeSender},
 		{"nothing known", Reply{Code: 550}, event.ClassSoft, event.ReasonUndefined, event.ScopeTransport},
 	}
 	for _, tt := range tests {
