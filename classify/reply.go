@@ -57,6 +57,11 @@ func (c *Classifier) Reply(r Reply) Verdict {
 		v = Verdict{Reason: event.ReasonExpired, Rule: "dsn-action-delayed"}
 	} else {
 		v = Verdict{Reason: event.ReasonUndefined, Rule: "none"}
+		if code == 0 && status == "" && action != "failed" {
+			// Nothing says the delivery failed: no code, no status, no
+			// failed action, no phrase. Do not guess.
+			return Verdict{Class: event.ClassUnknown, Reason: event.ReasonUndefined, Rule: "none"}
+		}
 	}
 	if v.Reason == event.ReasonUserUnknown && r.Command == "DATA" {
 		// The server took the recipient at RCPT and refused only after

@@ -41,6 +41,8 @@ func TestReply(t *testing.T) {
 		{"null mx", Reply{Code: 556, Status: "5.1.10", Text: "556 5.1.10 Recipient address has null MX"}, event.ClassHard, event.ReasonNotAccept, event.ScopeRecipient},
 		{"user unknown after DATA is a filter", Reply{Code: 550, Status: "5.1.1", Text: "550 5.1.1 User unknown", Command: "DATA"}, event.ClassSoft, event.ReasonFiltered, event.ScopeSender},
 		{"nothing known", Reply{Code: 550}, event.ClassSoft, event.ReasonUndefined, event.ScopeTransport},
+		{"failed, nothing else known", Reply{Action: "failed", Text: "something went wrong"}, event.ClassSoft, event.ReasonUndefined, event.ScopeTransport},
+		{"no evidence of failure", Reply{Text: "thank you for your message"}, event.ClassUnknown, event.ReasonUndefined, event.ScopeNone},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
