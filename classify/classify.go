@@ -142,13 +142,21 @@ func (x *exam) dsn() []event.Event {
 				continue
 			}
 			diag := r.DiagnosticCode
-			if diag == "" {
-				// Many MTAs leave Diagnostic-Code out and say it in the
-				// human-readable part: read it there.
+			command := SMTPCommand(rules.LowerASCII(diag))
+			if diag == "" || command == "" {
+				// Many MTAs leave Diagnostic-Code out, or the command that
+				// drew it ("in reply to RCPT TO command"), and say it in
+				// the human-readable part: read it there.
 				if !foundDone {
 					found, foundDone = x.extract(), true
 				}
-				diag = diagnosticFor(found, rcpt)
+				text := diagnosticFor(found, rcpt)
+				if diag == "" {
+					diag = text
+				}
+				if command == "" {
+					command = SMTPCommand(rules.LowerASCII(text))
+				}
 			}
 			code := ReplyCode(diag)
 			status := r.Status.String()
@@ -160,8 +168,8 @@ func (x *exam) dsn() []event.Event {
 				remote = RemoteMTA(diag)
 			}
 			provider := x.c.rules.Provider(domainOf(rcpt), remote)
-			v := x.c.Reply(Reply{Code: code, Status: status, Text: diag, Action: string(r.Action), Command: SMTPCommand(rules.LowerASCII(diag)), Provider: provider})
-			evs = append(evs, x.event(rcpt, v, code, string(r.Action), diag, remote, rep.ReportingMTA, provider, "rfc3464"))
+			v := x.c.Reply(Reply{Code: code, Status: status, Text: diag, Action: string(r.Action), Command: command, Provider: provider})
+			evs = append(evs, x.event(rcpt, v, code, string(r.Action), command, diag, remote, rep.ReportingMTA, provider, "rfc3464"))
 		}
 	}
 	return evs
@@ -224,14 +232,15 @@ func (x *exam) format(fallback bool) []event.Event {
 		if code/100 == 4 || strings.HasPrefix(status, "4.") {
 			action = "delayed"
 		}
-		v := x.c.Reply(Reply{Code: code, Status: status, Text: diag, Action: action, Command: SMTPCommand(rules.LowerASCII(diag)), Provider: provider})
+		command := SMTPCommand(rules.LowerASCII(diag))
+		v := x.c.Reply(Reply{Code: code, Status: status, Text: diag, Action: action, Command: command, Provider: provider})
 		if v.Rule == "none" && f.Reason != "" {
 			v.Reason = event.Reason(f.Reason)
 			v.Scope = v.Reason.DefaultScope()
 			v.Class = classOf(v.Reason, action == "delayed")
 			v.Rule = "format-" + f.Name
 		}
-		evs = append(evs, x.event(rcpt, v, code, action, diag, remote, reporting, provider, f.Name))
+		evs = append(evs, x.event(rcpt, v, code, action, command, diag, remote, reporting, provider, f.Name))
 	}
 	return evs
 }
@@ -253,7 +262,7 @@ func (x *exam) isOwnAddress(addr string) bool {
 	return local == "mailer-daemon" || local == "postmaster"
 }
 
-func (x *exam) event(rcpt string, v Verdict, code int, action, diag, remote, reporting, provider, parser string) event.Event {
+func (x *exam) event(rcpt string, v Verdict, code int, action, command, diag, remote, reporting, provider, parser string) event.Event {
 	return event.Event{
 		Recipient:    rcpt,
 		Class:        v.Class,
@@ -265,7 +274,7 @@ func (x *exam) event(rcpt string, v Verdict, code int, action, diag, remote, rep
 		Diagnostic:   diag,
 		RemoteMTA:    remote,
 		ReportingMTA: reporting,
-		SMTPCommand:  SMTPCommand(rules.LowerASCII(diag)),
+		SMTPCommand:  command,
 		Provider:     provider,
 		Parser:       parser,
 		Rule:         v.Rule,
