@@ -449,6 +449,9 @@ func tagName(t string) string {
 // htmlEntity decodes the character reference at the start of s and returns
 // it and its length; a lone "&" is returned as itself.
 func htmlEntity(s string) (rune, int) {
+	if len(s) > 12 {
+		s = s[:12] // the longest reference we decode, "&#x10FFFF;", fits
+	}
 	end := strings.IndexByte(s, ';')
 	if end < 2 || end > 10 {
 		return '&', 1

@@ -246,7 +246,11 @@ func decodeUTF8Addr(s string) string {
 		c := s[i]
 		switch {
 		case c == '\\' && strings.HasPrefix(s[i:], `\x{`):
-			end := strings.IndexByte(s[i:], '}')
+			w := s[i:]
+			if len(w) > 10 {
+				w = w[:10] // `\x{10FFFF}`
+			}
+			end := strings.IndexByte(w, '}')
 			if end < 4 || end > 9 {
 				b = append(b, c)
 				continue

@@ -96,11 +96,16 @@ func inlineHeaders(text string) []Field {
 		}
 		at := off + i
 		off = at + 1
-		ls := strings.LastIndexByte(text[:at], '\n') + 1
-		prefix := text[ls:at]
-		if strings.Trim(prefix, " \t>") != "" {
+		// Only white space and ">" may precede it on its line; scanning
+		// back over just those keeps this linear.
+		ls := at
+		for ls > 0 && (isWSP(text[ls-1]) || text[ls-1] == '>') {
+			ls--
+		}
+		if ls > 0 && text[ls-1] != '\n' {
 			continue // "Message-ID:" inside a line of prose
 		}
+		prefix := text[ls:at]
 		line, _ := nextLine(text, at)
 		if messageID(line[len("message-id:"):]) == "" {
 			continue

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Samples are written for these tests (RFC 3464 appendix-style, with the
@@ -769,5 +770,46 @@ func TestDetachLargeInput(t *testing.T) {
 	m := mustParse(t, big)
 	if len(m.Reports) != 1 || m.Original == nil || m.Original.MessageID != "campaign-7.1234@sender.example.com" {
 		t.Errorf("large input parsed differently: %+v", m)
+	}
+}
+
+// TestPathologicalInputs feeds inputs built to trigger quadratic scans; each
+// must parse in well under a second (a quadratic scan of a few MB would take
+// minutes).
+func TestPathologicalInputs(t *testing.T) {
+	const n = 4 << 20
+	mp := "From: a@b\nContent-Type: multipart/mixed; boundary=b\n\n"
+	tests := map[string]string{
+		"dashes":           mp + strings.Repeat("-", n),
+		"boundary-likes":   mp + strings.Repeat("--b--b--bx\n", n/11),
+		"open parts":       mp + strings.Repeat("--b\n", n/4),
+		"message-ids":      "Subject: x\n\n" + strings.Repeat("a message-id: ", n/14),
+		"entities":         "Content-Type: text/html\n\n" + strings.Repeat("&amp", n/4),
+		"tags":             "Content-Type: text/html\n\n" + strings.Repeat("<", n),
+		"comments":         "Content-Type: text/html\n\n" + strings.Repeat("<!--", n/4),
+		"scripts":          "Content-Type: text/html\n\n" + strings.Repeat("<script>", n/8),
+		"qp":               "Content-Type: text/plain\nContent-Transfer-Encoding: quoted-printable\n\n" + strings.Repeat("=", n),
+		"base64":           "Content-Type: text/plain\nContent-Transfer-Encoding: base64\n\n" + strings.Repeat("A B=", n/4),
+		"utf7":             "Content-Type: text/plain; charset=utf-7\n\n" + strings.Repeat("+AAA", n/4),
+		"folded header":    "Subject: x" + strings.Repeat("\n y", n/3) + "\n\nbody",
+		"stray lines":      "Subject: x\n" + strings.Repeat("no field here\n", n/14),
+		"dsn lines":        "Content-Type: message/delivery-status\n\n" + strings.Repeat("Final-Recipient: rfc822; a@b\n", n/29),
+		"dsn comments":     "Content-Type: message/delivery-status\n\nStatus: " + strings.Repeat("(", n),
+		"text dsn":         "Subject: x\n\n" + strings.Repeat("Reporting-MTA: x\n", n/17),
+		"nested messages":  strings.Repeat("Content-Type: message/rfc822\n\n", n/30),
+		"long line":        "Subject: x\n\n" + strings.Repeat("x", n),
+		"unitext":          "Content-Type: message/delivery-status\n\nFinal-Recipient: utf-8; " + strings.Repeat(`\x{`, n/3),
+		"encoded words":    "Subject: " + strings.Repeat("=?iso-2022-jp?B?GyRCJUYbKEI=?= ", n/32) + "\n\n",
+		"report subparts":  "Content-Type: multipart/report; boundary=r\n\n" + strings.Repeat("--r\nContent-Type: message/rfc822\n\nContent-Type: multipart/mixed\n\n", n/64),
+		"mixed delimiters": mp + strings.Repeat("--b\r\n--b \t\n--bb\n", n/18),
+	}
+	for name, in := range tests {
+		start := time.Now()
+		_, err := ParseBytes([]byte(in))
+		d := time.Since(start)
+		if d > 2*time.Second {
+			t.Errorf("%s: %v (err %v)", name, d, err)
+		}
+		t.Logf("%s: %v", name, d)
 	}
 }
