@@ -158,6 +158,9 @@ func (x *exam) dsn() []event.Event {
 					command = SMTPCommand(rules.LowerASCII(text))
 				}
 			}
+			if command == "" && x.single() {
+				command = transcriptCommand(x.lowerText)
+			}
 			code := ReplyCode(diag)
 			status := r.Status.String()
 			if st := EnhancedStatus(diag); st != "" && (status == "" || genericStatus(status) && !genericStatus(st) && st[0] == status[0]) {
@@ -216,7 +219,7 @@ func (x *exam) format(fallback bool) []event.Event {
 	seen := map[string]bool{}
 	for _, fd := range found {
 		rcpt := normalizeAddress(fd.Recipient)
-		if rcpt == "" || seen[rcpt] || x.isOwnAddress(rcpt) {
+		if rcpt == "" || seen[rcpt] || x.isOwnAddress(rcpt, f.Fallback) {
 			continue
 		}
 		seen[rcpt] = true
@@ -233,7 +236,18 @@ func (x *exam) format(fallback bool) []event.Event {
 			action = "delayed"
 		}
 		command := SMTPCommand(rules.LowerASCII(diag))
+		if command == "" && len(found) == 1 {
+			command = transcriptCommand(x.lowerText)
+		}
 		v := x.c.Reply(Reply{Code: code, Status: status, Text: diag, Action: action, Command: command, Provider: provider})
+		if v.Rule == "none" && len(found) == 1 {
+			// The reply names no cause; human-written bounces often give
+			// it before the address ("reject reason: Mailbox full" then
+			// "target mail address: ..."): read the whole error block.
+			if w := x.c.Reply(Reply{Code: code, Status: status, Text: f.Block(x.m.Text, x.lowerText), Action: action, Command: command, Provider: provider}); w.Rule != "none" {
+				v = w
+			}
+		}
 		if v.Rule == "none" && f.Reason != "" {
 			v.Reason = event.Reason(f.Reason)
 			v.Scope = v.Reason.DefaultScope()
@@ -245,9 +259,21 @@ func (x *exam) format(fallback bool) []event.Event {
 	return evs
 }
 
+// single reports whether the message's reports name exactly one recipient,
+// so whatever its text says applies to that one.
+func (x *exam) single() bool {
+	n := 0
+	for _, rep := range x.m.Reports {
+		n += len(rep.Recipients)
+	}
+	return n == 1
+}
+
 // isOwnAddress reports whether addr is the bounce's own sender or
-// addressee, which a generic reading must not mistake for a recipient.
-func (x *exam) isOwnAddress(addr string) bool {
+// addressee, which a reading must not mistake for a recipient. A generic
+// reading also skips postmaster addresses, which bounce texts name as a
+// contact; a format's own recipient pattern may name one as the recipient.
+func (x *exam) isOwnAddress(addr string, generic bool) bool {
 	for _, h := range []string{"From", "To", "Return-Path", "Reply-To", "Sender"} {
 		for _, a := range addresses(x.m.Get(h)) {
 			if normalizeAddress(a) == addr {
@@ -259,7 +285,7 @@ func (x *exam) isOwnAddress(addr string) bool {
 	if i := strings.IndexByte(addr, '@'); i >= 0 {
 		local = addr[:i]
 	}
-	return local == "mailer-daemon" || local == "postmaster"
+	return local == "mailer-daemon" || (generic && local == "postmaster")
 }
 
 func (x *exam) event(rcpt string, v Verdict, code int, action, command, diag, remote, reporting, provider, parser string) event.Event {

@@ -138,6 +138,17 @@ var smtpCommands = []struct {
 	{"rcpt to response", "RCPT"},
 	{"data response", "DATA"},
 	{"mail from response", "MAIL"},
+	{"sent <<< rcpt to", "RCPT"}, // InterScan's transcript
+	{"sent <<< data", "DATA"},
+	{"sent <<< mail from", "MAIL"},
+}
+
+// weakCommands are phrases that name a command only inside one
+// recipient's own reply; over a whole message they may be prose.
+var weakCommands = []struct {
+	phrase  string
+	command string
+}{
 	{"rcpt to:", "RCPT"},
 	{"rcpt to command", "RCPT"},
 	{"rcpt command", "RCPT"},
@@ -146,15 +157,28 @@ var smtpCommands = []struct {
 	{"data command", "DATA"},
 	{"connection greeting", "CONN"},
 	{"smtp greeting", "CONN"},
+	{"connect to ", "CONN"}, // Postfix: "connect to mx.example.com[...]:25: Connection timed out"
 }
 
 // SMTPCommand returns the SMTP command a diagnostic says drew the reply, or "".
 func SMTPCommand(lowerText string) string {
-	for _, c := range smtpCommands {
-		if c.command == "" {
-			continue
-		}
+	if c := transcriptCommand(lowerText); c != "" {
+		return c
+	}
+	for _, c := range weakCommands {
 		if strings.Contains(lowerText, c.phrase) {
+			return c.command
+		}
+	}
+	return ""
+}
+
+// transcriptCommand returns the command named by an MTA's fixed transcript
+// phrasing ("in reply to RCPT TO command", ">>> DATA"), which can be looked
+// for in a whole message, not only in one reply.
+func transcriptCommand(lowerText string) string {
+	for _, c := range smtpCommands {
+		if c.command != "" && strings.Contains(lowerText, c.phrase) {
 			return c.command
 		}
 	}

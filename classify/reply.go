@@ -51,6 +51,9 @@ func (c *Classifier) Reply(r Reply) Verdict {
 	var v Verdict
 	if m, ok := c.rules.Reason(rules.Reply{Text: rules.LowerASCII(r.Text), Status: status, Code: code, Provider: r.Provider}); ok {
 		v = Verdict{Reason: event.Reason(m.Reason), Scope: event.Scope(m.Scope), Rule: m.Rule}
+		if m.AfterData != "" && r.Command == "DATA" {
+			v = Verdict{Reason: event.Reason(m.AfterData), Rule: m.Rule + "+after-data"}
+		}
 	} else if reason, ok := statusReason(status); ok {
 		v = Verdict{Reason: reason, Rule: "status-" + status}
 	} else if action == "delayed" {
@@ -62,12 +65,6 @@ func (c *Classifier) Reply(r Reply) Verdict {
 			// failed action, no phrase. Do not guess.
 			return Verdict{Class: event.ClassUnknown, Reason: event.ReasonUndefined, Rule: "none"}
 		}
-	}
-	if v.Reason == event.ReasonUserUnknown && r.Command == "DATA" {
-		// The server took the recipient at RCPT and refused only after
-		// seeing the message: a content filter speaking, not a missing
-		// mailbox. Suppressing the address on it would lose a customer.
-		v.Reason, v.Scope, v.Rule = event.ReasonFiltered, "", v.Rule+"+after-data"
 	}
 	if v.Scope == "" {
 		v.Scope = v.Reason.DefaultScope()

@@ -12,9 +12,10 @@ type Header interface {
 
 // Match is the reason rule that decided, as the classifier reports it.
 type Match struct {
-	Rule   string // rule name
-	Reason string
-	Scope  string // "" means the reason's default scope
+	Rule      string // rule name
+	Reason    string
+	Scope     string // "" means the reason's default scope
+	AfterData string // the reason instead when the reply came after DATA
 }
 
 // Reply is the evidence a reason rule is matched against.
@@ -36,7 +37,7 @@ func (s *Set) Reason(r Reply) (Match, bool) {
 			continue
 		}
 		if rr.textMatches(r.Text) {
-			return Match{Rule: rr.Name, Reason: rr.Reason, Scope: rr.Scope}, true
+			return Match{Rule: rr.Name, Reason: rr.Reason, Scope: rr.Scope, AfterData: rr.AfterData}, true
 		}
 	}
 	return Match{}, false
@@ -221,7 +222,15 @@ const (
 	maxDiagnosticRows = 24   // lines of reply text per recipient
 )
 
-var anyAddress = regexp.MustCompile(`<?(?P<rcpt>[^\s<>@"():;,\[\]]+@[A-Za-z0-9][A-Za-z0-9.-]*\.[A-Za-z]{2,})>?`)
+// looseAddress and lineAddress are the recipient patterns of a format that
+// gives none. Before any recipient was found, a line naming an address
+// anywhere ("Unable to deliver message to: <a@b>") starts one; while a
+// recipient's reply is being read, only a line that begins with an address
+// does, so an address further into a reply line (a URL's query, "after
+// MAIL FROM:<...>") stays reply text.
+var looseAddress = regexp.MustCompile(`<?(?P<rcpt>[^\s<>@"():;,\[\]=]+@[A-Za-z0-9][A-Za-z0-9.-]*\.[A-Za-z]{2,})>?`)
+
+var lineAddress = regexp.MustCompile(`^[\s"'(]*<?(?P<rcpt>[^\s<>@"():;,\[\]]+@[A-Za-z0-9][A-Za-z0-9.-]*\.[A-Za-z]{2,})>?(?:[\s:,;.>)]|$)`)
 
 // Extract reads the recipients and their replies out of text (as decoded,
 // not lower-cased) following f's description. lowerText is LowerASCII(text).
@@ -231,9 +240,7 @@ func (f *Format) Extract(text, lowerText string) []Found {
 		return nil
 	}
 	patterns := f.recipient
-	if len(patterns) == 0 {
-		patterns = []*regexp.Regexp{anyAddress}
-	}
+	loose, anchored := []*regexp.Regexp{looseAddress}, []*regexp.Regexp{lineAddress}
 	var out []Found
 	var cur *Found
 	rows := 0
@@ -250,7 +257,14 @@ func (f *Format) Extract(text, lowerText string) []Found {
 		lowerLine := lowerBlock[offset : offset+len(line)]
 		offset += len(line) + 1
 		trimmed := strings.TrimSpace(line)
-		if rcpt, diag, ok := matchRecipient(patterns, line, lowerLine); ok {
+		pats := patterns
+		if len(pats) == 0 {
+			pats = loose
+			if cur != nil {
+				pats = anchored
+			}
+		}
+		if rcpt, diag, ok := matchRecipient(pats, line, lowerLine); ok {
 			if cur != nil && strings.EqualFold(rcpt, cur.Recipient) {
 				cur.add(trimmed, &rows)
 				continue
@@ -270,7 +284,7 @@ func (f *Format) Extract(text, lowerText string) []Found {
 			continue
 		}
 		if trimmed == "" {
-			if cur.Diagnostic != "" {
+			if cur.Diagnostic != "" && !f.Multiline {
 				flush()
 			}
 			continue
@@ -327,6 +341,13 @@ func matchRecipient(patterns []*regexp.Regexp, line, lowerLine string) (rcpt, di
 		return rcpt, diag, true
 	}
 	return "", "", false
+}
+
+// Block returns the error block of text: the part between the format's
+// Start and End phrases, where its recipients and replies are.
+func (f *Format) Block(text, lowerText string) string {
+	b, _ := f.errorBlock(text, lowerText)
+	return b
 }
 
 // errorBlock cuts text to the part between the format's Start and End

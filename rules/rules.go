@@ -59,7 +59,11 @@ type ReasonRule struct {
 	Status   []string `json:"status,omitempty"`   // enhanced status prefixes required, "5.7." or "4.2.0"
 	Codes    []int    `json:"codes,omitempty"`    // reply codes required, 450; 4 or 5 alone means the class
 	Provider []string `json:"provider,omitempty"` // providers required
-	Note     string   `json:"note,omitempty"`
+	// AfterData is the reason to use instead when the reply came only
+	// after DATA: the server accepted the recipient at RCPT, so a generic
+	// "user unknown" then is a content filter speaking. Empty: no change.
+	AfterData string `json:"after_data,omitempty"`
+	Note      string `json:"note,omitempty"`
 
 	re []*regexp.Regexp
 }
@@ -89,6 +93,10 @@ type Format struct {
 	// Fallback formats apply only when nothing else recognised the
 	// message: they read any bounce-looking text generically.
 	Fallback bool `json:"fallback,omitempty"`
+	// Multiline formats let a recipient's reply run over blank lines, up
+	// to the next recipient line or the End phrase (GMX's "For the
+	// following reason:" paragraph, Domino's "because:").
+	Multiline bool `json:"multiline,omitempty"`
 	// Reason forces a reason for every recipient of this format when the
 	// reply itself says nothing more specific.
 	Reason string `json:"reason,omitempty"`
@@ -273,6 +281,9 @@ func compile(f File) (*Set, error) {
 		names["reason/"+r.Name] = true
 		if !vocab[r.Reason] {
 			errs = append(errs, fmt.Errorf("%s: unknown reason %q", where, r.Reason))
+		}
+		if r.AfterData != "" && !vocab[r.AfterData] {
+			errs = append(errs, fmt.Errorf("%s: unknown after_data reason %q", where, r.AfterData))
 		}
 		switch r.Scope {
 		case "", "recipient", "sender", "transport":
