@@ -133,40 +133,41 @@ func unhex(c byte) (byte, bool) {
 // decodeQP decodes quoted-printable, RFC 2045 section 6.7. An "=" that starts
 // no valid escape is kept literally.
 func decodeQP(s string) string {
-	if strings.IndexByte(s, '=') < 0 {
+	i := strings.IndexByte(s, '=')
+	if i < 0 {
 		return s
 	}
 	out := make([]byte, 0, len(s))
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c != '=' {
-			out = append(out, c)
-			continue
-		}
-		if i+2 < len(s) {
-			if h, ok := unhex(s[i+1]); ok {
-				if l, ok := unhex(s[i+2]); ok {
+	for i >= 0 {
+		out = append(out, s[:i]...)
+		s = s[i:] // s[0] == '='
+		if len(s) >= 3 {
+			if h, ok := unhex(s[1]); ok {
+				if l, ok := unhex(s[2]); ok {
 					out = append(out, h<<4|l)
-					i += 2
+					s = s[3:]
+					i = strings.IndexByte(s, '=')
 					continue
 				}
 			}
 		}
 		// Soft line break: "=" and optional white space before the line end.
-		j := i + 1
+		j := 1
 		for j < len(s) && (isWSP(s[j]) || s[j] == '\r') {
 			j++
 		}
-		if j >= len(s) {
-			break
+		switch {
+		case j >= len(s):
+			s = ""
+		case s[j] == '\n':
+			s = s[j+1:]
+		default:
+			out = append(out, '=')
+			s = s[1:]
 		}
-		if s[j] == '\n' {
-			i = j
-			continue
-		}
-		out = append(out, c)
+		i = strings.IndexByte(s, '=')
 	}
-	return string(out)
+	return string(append(out, s...))
 }
 
 // normCharset returns the lower-cased charset name, with a few aliases and
@@ -209,6 +210,9 @@ func convertCharset(cs, s string, limit int) (string, string) {
 	if !isCharsetToken(cs) {
 		return s, "unknown charset " + short(cs) + "; text kept as is"
 	}
+	if asciiCompatible(cs) && isPlainASCII(s) {
+		return s, "" // conversion would be the identity
+	}
 	var th textproto.Header
 	th.Set("Content-Type", `text/plain; charset="`+cs+`"`)
 	e, err := message.New(message.Header{Header: th}, strings.NewReader(s))
@@ -225,6 +229,28 @@ func convertCharset(cs, s string, limit int) (string, string) {
 		problem = "charset " + short(cs) + ": " + short(err.Error())
 	}
 	return string(b), problem
+}
+
+// asciiCompatible reports whether charset cs maps the bytes 0x00-0x7F to
+// ASCII (and, for ISO-2022, does so until an escape sequence).
+func asciiCompatible(cs string) bool {
+	for _, p := range [...]string{"iso-8859-", "iso8859-", "windows-", "cp125", "iso-2022-", "euc-", "shift_jis", "sjis", "x-sjis", "gb2312", "gbk", "gb18030", "big5", "koi8-", "ks_c_5601", "tis-620", "latin"} {
+		if strings.HasPrefix(cs, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// isPlainASCII reports whether s has only 7-bit bytes and none of the ESC,
+// SO and SI controls of ISO-2022.
+func isPlainASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 0x80 || c == 0x1b || c == 0x0e || c == 0x0f {
+			return false
+		}
+	}
+	return true
 }
 
 // decodeUTF7 decodes UTF-7, RFC 2152, which Exchange still labels
@@ -546,5 +572,5 @@ func short(s string) string {
 	if len(s) > 60 {
 		s = cutRunes(s, 60) + "..."
 	}
-	return `"` + strings.ToValidUTF8(s, "?") + `"`
+	return strconv.Quote(s)
 }

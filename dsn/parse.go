@@ -323,8 +323,8 @@ func (p *parser) addText(s string) {
 	if p.textFull {
 		return
 	}
-	s = strings.TrimRight(s, " \t\n")
-	if strings.TrimLeft(s, " \t\n") == "" {
+	s = skipBlankLines(strings.TrimRight(s, " \t\n"))
+	if s == "" {
 		return
 	}
 	if room := p.maxText - len(p.text); len(s)+1 > room {
