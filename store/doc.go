@@ -1,5 +1,8 @@
-// Package store will hold bouncer's storage: one interface, with engines for
-// ClickHouse (store/clickhouse) and SQLite (store/sqlite), versioned
-// migrations, the batch writer and the queries the HTTP API needs
-// (DESIGN.md "Store"). Nothing lives here yet.
+// Package store defines where bouncer keeps what it learned: the raw
+// reports it accepted (so they can be classified again when the rules get
+// better) and the events read from them. One interface, Store, has two
+// engines: store/sqlite (the embedded default) and store/clickhouse (for
+// production scale, built by the ingest issue). Every write is idempotent:
+// reports and events carry deterministic ids, so a redelivered NATS message
+// stores nothing twice.
 package store
