@@ -813,3 +813,42 @@ func TestPathologicalInputs(t *testing.T) {
 		t.Logf("%s: %v", name, d)
 	}
 }
+
+func TestMaxHeaderBytes(t *testing.T) {
+	huge := "X-Filler: " + strings.Repeat("y", 70) + "\n"
+	msg := "From: a@example.org\n" + strings.Repeat(huge, MaxHeaderBytes/len(huge)+100) + "Subject: late\n\nthe body\n"
+	m := mustParse(t, msg)
+	if !hasAnomaly(m, "message header longer than") {
+		t.Errorf("Anomalies = %q", m.Anomalies)
+	}
+	if m.Get("From") != "a@example.org" || m.Get("Subject") != "" {
+		t.Errorf("From = %q, Subject = %q; want the first fields only", m.Get("From"), m.Get("Subject"))
+	}
+	if m.Text != "the body\n" {
+		t.Errorf("Text = %q", m.Text)
+	}
+}
+
+func TestEncodedEmbeddedMessage(t *testing.T) {
+	// message/rfc822 must not be base64-encoded (RFC 2046 section 5.2.1),
+	// but some MTAs do it.
+	msg := "From: MAILER-DAEMON@example.net\nContent-Type: multipart/mixed; boundary=e\n\n" +
+		"--e\nContent-Type: text/plain\n\nUndeliverable\n" +
+		"--e\nContent-Type: message/rfc822\nContent-Transfer-Encoding: base64\n\n" +
+		"TWVzc2FnZS1JRDogPGI2NEBleGFtcGxlLmNvbT4KU3ViamVjdDogaGkKCmJvZHkK\n" +
+		"--e--\n"
+	m := mustParse(t, msg)
+	if m.Original == nil || m.Original.MessageID != "b64@example.com" || m.Original.Subject != "hi" {
+		t.Errorf("Original = %+v", m.Original)
+	}
+}
+
+func TestParseReaderCRLF(t *testing.T) {
+	m, err := Parse(strings.NewReader(strings.ReplaceAll(postfixDSN, "\n", "\r\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Reports) != 1 || strings.Contains(m.Text, "\r") || m.Reports[0].Recipients[0].DiagnosticType != "smtp" {
+		t.Errorf("Parse(CRLF) = %+v", m)
+	}
+}
