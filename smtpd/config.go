@@ -1,0 +1,116 @@
+package smtpd
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/bouncer-mail/bouncer/verp"
+)
+
+// Defaults of DESIGN.md "Limits and bad input". go-smtp's zero values mean
+// unlimited, so every limit is set explicitly.
+const (
+	DefaultMaxMessageBytes  = 10 << 20 // 552 5.3.4 beyond
+	DefaultMaxRecipients    = 100
+	DefaultMaxLineLength    = 2048
+	DefaultReadTimeout      = 60 * time.Second
+	DefaultWriteTimeout     = 60 * time.Second
+	DefaultMaxConnections   = 1000
+	DefaultMaxConnsPerIP    = 50
+	DefaultPublishTimeout   = 15 * time.Second
+	DefaultShutdownDeadline = 30 * time.Second
+)
+
+// Config configures a Server.
+type Config struct {
+	// Hostname is announced in the greeting.
+	Hostname string
+	// Domains are the bounce domains accepted at RCPT; empty accepts any
+	// domain (the caller warns about it at start).
+	Domains []string
+	// Signer verifies VERP tokens; nil accepts unsigned addresses only
+	// (and any token unchecked), for senders that cannot sign.
+	Signer *verp.Signer
+	// AcceptUnsigned also accepts addresses without a token when a Signer
+	// is set. Forged and expired tokens are refused either way.
+	AcceptUnsigned bool
+
+	MaxMessageBytes int64
+	MaxRecipients   int
+	MaxLineLength   int
+	ReadTimeout     time.Duration
+	WriteTimeout    time.Duration
+	MaxConnections  int
+	MaxConnsPerIP   int
+	PublishTimeout  time.Duration
+
+	TLSConfig *tls.Config // enables STARTTLS when set
+
+	Publisher  Publisher
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// withDefaults returns c with every zero limit set to its default.
+func (c Config) withDefaults() Config {
+	if c.Hostname == "" {
+		c.Hostname = "localhost"
+	}
+	if c.MaxMessageBytes == 0 {
+		c.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if c.MaxRecipients == 0 {
+		c.MaxRecipients = DefaultMaxRecipients
+	}
+	if c.MaxLineLength == 0 {
+		c.MaxLineLength = DefaultMaxLineLength
+	}
+	if c.ReadTimeout == 0 {
+		c.ReadTimeout = DefaultReadTimeout
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.MaxConnections == 0 {
+		c.MaxConnections = DefaultMaxConnections
+	}
+	if c.MaxConnsPerIP == 0 {
+		c.MaxConnsPerIP = DefaultMaxConnsPerIP
+	}
+	if c.PublishTimeout == 0 {
+		c.PublishTimeout = DefaultPublishTimeout
+	}
+	for i, d := range c.Domains {
+		c.Domains[i] = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(d), "."))
+	}
+	return c
+}
+
+// Validate reports the first thing missing or wrong in c.
+func (c Config) Validate() error {
+	switch {
+	case c.Publisher == nil:
+		return errors.New("smtpd: Config.Publisher is required")
+	case c.Logger == nil:
+		return errors.New("smtpd: Config.Logger is required")
+	case c.Registerer == nil:
+		return errors.New("smtpd: Config.Registerer is required")
+	case c.MaxMessageBytes < 0 || c.MaxRecipients < 0 || c.MaxLineLength < 0 ||
+		c.MaxConnections < 0 || c.MaxConnsPerIP < 0:
+		return errors.New("smtpd: limits must not be negative")
+	case c.ReadTimeout < 0 || c.WriteTimeout < 0 || c.PublishTimeout < 0:
+		return errors.New("smtpd: timeouts must not be negative")
+	}
+	for _, d := range c.Domains {
+		if d == "" || strings.ContainsAny(d, "@ \t") {
+			return fmt.Errorf("smtpd: bad bounce domain %q", d)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,63 @@
+package smtpd
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// replyCodes are the replies the listener itself gives, pre-created so
+// dashboards see zeros.
+var replyCodes = []int{250, 421, 451, 452, 550, 552, 554}
+
+type metrics struct {
+	connections *prometheus.CounterVec // by result: accepted, refused_total, refused_per_ip
+	replies     *prometheus.CounterVec // by code
+	bytes       prometheus.Counter
+	latency     prometheus.Histogram
+	panics      prometheus.Counter
+	active      prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		connections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bouncer_smtp_connections_total",
+			Help: "SMTP connections, by result: accepted, or refused over the total or per-IP limit.",
+		}, []string{"result"}),
+		replies: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bouncer_smtp_replies_total",
+			Help: "Replies the listener gave to RCPT and DATA, by code.",
+		}, []string{"code"}),
+		bytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bouncer_smtp_received_bytes_total",
+			Help: "Bytes of messages accepted with 250.",
+		}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "bouncer_smtp_accept_latency_seconds",
+			Help:    "Time from MAIL FROM to the final reply to DATA.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}),
+		panics: prometheus.NewCounter(prometheus.CounterOpts{
+			Name:        "bouncer_panics_total",
+			Help:        "Panics recovered, by component.",
+			ConstLabels: prometheus.Labels{"component": "smtpd"},
+		}),
+		active: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "bouncer_smtp_active_connections",
+			Help: "SMTP connections open now.",
+		}),
+	}
+	for _, r := range []string{"accepted", "refused_total", "refused_per_ip"} {
+		m.connections.WithLabelValues(r)
+	}
+	for _, c := range replyCodes {
+		m.replies.WithLabelValues(strconv.Itoa(c))
+	}
+	for _, c := range []prometheus.Collector{m.connections, m.replies, m.bytes, m.latency, m.panics, m.active} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}

@@ -1,0 +1,140 @@
+package smtpd
+
+import (
+	"context"
+	"errors"
+	"log"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/bouncer-mail/bouncer/verp"
+)
+
+// Server is the listener. Create it with New, run it with Serve, stop it
+// with Shutdown.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	m       *metrics
+	smtp    *smtp.Server
+	backend *backend
+	domains map[string]bool
+
+	mu        sync.Mutex
+	listeners []*limitListener
+}
+
+// New returns a Server for cfg, with every limit left zero set to its
+// default.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, m: m, domains: map[string]bool{}}
+	for _, d := range cfg.Domains {
+		s.domains[d] = true
+	}
+	s.backend = &backend{s: s}
+	s.backend.idle = sync.NewCond(&s.backend.mu)
+	srv := smtp.NewServer(s.backend)
+	srv.Domain = cfg.Hostname
+	srv.MaxMessageBytes = cfg.MaxMessageBytes
+	srv.MaxRecipients = cfg.MaxRecipients
+	srv.MaxLineLength = cfg.MaxLineLength
+	srv.ReadTimeout = cfg.ReadTimeout
+	srv.WriteTimeout = cfg.WriteTimeout
+	srv.TLSConfig = cfg.TLSConfig
+	srv.EnableSMTPUTF8 = true
+	srv.AllowInsecureAuth = false
+	srv.ErrorLog = log.New(slogWriter{cfg.Logger}, "", 0)
+	s.smtp = srv
+	return s, nil
+}
+
+// Serve accepts connections on l until Shutdown.
+func (s *Server) Serve(l net.Listener) error {
+	ll := newLimitListener(l, s.cfg.MaxConnections, s.cfg.MaxConnsPerIP, s.m)
+	s.mu.Lock()
+	s.listeners = append(s.listeners, ll)
+	s.mu.Unlock()
+	err := s.smtp.Serve(ll)
+	if errors.Is(err, smtp.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting connections, lets every DATA transfer in flight
+// finish (its report made durable and answered), then closes the idle
+// connections. It returns ctx's error if that takes longer than ctx allows;
+// the connections are closed then too.
+func (s *Server) Shutdown(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		s.backend.mu.Lock()
+		for s.backend.inData > 0 {
+			s.backend.idle.Wait()
+		}
+		s.backend.mu.Unlock()
+		close(done)
+	}()
+	// Close the listeners first so no new connection arrives.
+	shutdownErr := make(chan error, 1)
+	go func() { shutdownErr <- s.smtp.Shutdown(context.Background()) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	// Idle connections and those between commands hold nothing accepted:
+	// close them.
+	s.mu.Lock()
+	for _, l := range s.listeners {
+		l.closeAll()
+	}
+	s.mu.Unlock()
+	select {
+	case <-shutdownErr:
+	case <-time.After(5 * time.Second):
+		s.log.Warn("smtp: connections still open after shutdown")
+	}
+	return err
+}
+
+func (s *Server) ourDomain(d string) bool {
+	if len(s.domains) == 0 {
+		return true
+	}
+	return s.domains[strings.TrimSuffix(d, ".")]
+}
+
+// verify checks a recipient's VERP token: nil when it may be accepted.
+func (s *Server) verify(addr string) error {
+	if s.cfg.Signer == nil {
+		return nil
+	}
+	_, err := s.cfg.Signer.Verify(addr)
+	if errors.Is(err, verp.ErrNotVERP) && s.cfg.AcceptUnsigned {
+		return nil
+	}
+	return err
+}
+
+// slogWriter routes go-smtp's log lines to the structured logger.
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.l.Warn("smtp: " + strings.TrimSpace(string(p)))
+	return len(p), nil
+}
