@@ -1,0 +1,442 @@
+package smtpd
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/bouncer-mail/bouncer/broker"
+	"github.com/bouncer-mail/bouncer/verp"
+)
+
+const testDomain = "bounces.example.com"
+
+var testKeys = "test-key-for-the-listener-0001"
+
+// harness is a listener with a real embedded NATS JetStream behind it.
+type harness struct {
+	t      *testing.T
+	srv    *Server
+	addr   string
+	js     jetstream.JetStream
+	nats   *server.Server
+	nc     *nats.Conn
+	dir    string
+	signer *verp.Signer
+	reg    *prometheus.Registry
+}
+
+func newHarness(t *testing.T, mod func(*Config)) *harness {
+	t.Helper()
+	h := &harness{t: t, dir: t.TempDir(), reg: prometheus.NewRegistry()}
+	h.startNATS(-1)
+	keys, err := verp.ParseKeys(testKeys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.signer = &verp.Signer{Keys: keys}
+	cfg := Config{
+		Hostname:   "bouncer.test",
+		Domains:    []string{testDomain},
+		Signer:     h.signer,
+		Publisher:  &broker.Publisher{JS: h.js, Timeout: 2 * time.Second},
+		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Registerer: h.reg,
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	h.srv, err = New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.addr = l.Addr().String()
+	go h.srv.Serve(l)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		h.srv.Shutdown(ctx)
+		h.nc.Close()
+		if h.nats != nil {
+			h.nats.Shutdown()
+		}
+	})
+	return h
+}
+
+// startNATS starts (or restarts, on the same port and store) the embedded
+// server and connects to it.
+func (h *harness) startNATS(port int) {
+	h.t.Helper()
+	listen := "127.0.0.1:" + strconv.Itoa(port)
+	s, err := broker.StartEmbedded(broker.EmbeddedConfig{Listen: listen, StoreDir: h.dir + "/nats", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.nats = s
+	if h.nc == nil {
+		h.nc, err = nats.Connect(s.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		h.js, err = jetstream.New(h.nc)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := broker.EnsureStreams(ctx, h.js, 1); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func (h *harness) natsPort() int {
+	return h.nats.Addr().(*net.TCPAddr).Port
+}
+
+// stored returns how many reports the stream holds.
+func (h *harness) stored() uint64 {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := h.js.Stream(ctx, broker.StreamReports)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+func (h *harness) sign(rcpt string) string {
+	a, err := h.signer.Sign(testDomain, rcpt, "<m1@example.org>")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return a
+}
+
+// client speaks raw SMTP lines, so a test sees every code.
+type client struct {
+	t    *testing.T
+	conn net.Conn
+	r    *bufio.Reader
+}
+
+func (h *harness) dial() *client {
+	h.t.Helper()
+	c, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() { c.Close() })
+	cl := &client{t: h.t, conn: c, r: bufio.NewReader(c)}
+	if code, line := cl.read(); code != 220 {
+		h.t.Fatalf("greeting %q", line)
+	}
+	return cl
+}
+
+// read returns the code and last line of one (multi-line) reply.
+func (c *client) read() (int, string) {
+	c.t.Helper()
+	c.conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	for {
+		line, err := c.r.ReadString('\n')
+		if err != nil {
+			return 0, err.Error()
+		}
+		if len(line) >= 4 && line[3] == '-' {
+			continue
+		}
+		code, _ := strconv.Atoi(line[:3])
+		return code, strings.TrimSpace(line)
+	}
+}
+
+func (c *client) cmd(format string, args ...any) (int, string) {
+	c.t.Helper()
+	fmt.Fprintf(c.conn, format+"\r\n", args...)
+	return c.read()
+}
+
+func (c *client) expect(want int, format string, args ...any) string {
+	c.t.Helper()
+	code, line := c.cmd(format, args...)
+	if code != want {
+		c.t.Fatalf("%s: got %q, want %d", fmt.Sprintf(format, args...), line, want)
+	}
+	return line
+}
+
+// send runs one whole transaction and returns the final reply.
+func (c *client) send(rcpt, body string) (int, string) {
+	c.t.Helper()
+	c.expect(250, "MAIL FROM:<>")
+	c.expect(250, "RCPT TO:<%s>", rcpt)
+	c.expect(354, "DATA")
+	io.WriteString(c.conn, strings.ReplaceAll(body, "\n", "\r\n")+"\r\n.\r\n")
+	return c.read()
+}
+
+const ndr = `From: MAILER-DAEMON@mx.example.net
+To: bounce@example.org
+Subject: Undelivered Mail Returned to Sender
+Message-ID: <ndr-1@mx.example.net>
+
+<nobody@example.net>: host mx.example.net said: 550 5.1.1 User unknown`
+
+func TestSignedNDRAccepted(t *testing.T) {
+	h := newHarness(t, nil)
+	c := h.dial()
+	c.expect(250, "EHLO mx.example.net")
+	if code, line := c.send(h.sign("nobody@example.net"), ndr); code != 250 {
+		t.Fatalf("DATA: %q, want 250", line)
+	}
+	if n := h.stored(); n != 1 {
+		t.Errorf("stream holds %d reports, want 1", n)
+	}
+}
+
+func TestRecipientsRefused(t *testing.T) {
+	h := newHarness(t, nil)
+	expired := &verp.Signer{Keys: h.signer.Keys, Now: func() time.Time { return time.Now().Add(-60 * 24 * time.Hour) }}
+	old, err := expired.Sign(testDomain, "a@example.net", "<m@example.org>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := h.sign("a@example.net")
+	forged := strings.Replace(good, "+", "+x", 1)
+	otherKeys, _ := verp.ParseKeys("another-key-nobody-has-00001")
+	foreign, _ := (&verp.Signer{Keys: otherKeys}).Sign(testDomain, "a@example.net", "<m@example.org>")
+	tests := []struct {
+		name, rcpt string
+		want       string
+	}{
+		{"foreign domain", "b+abc@relay.example.org", "550 5.7.1"},
+		{"forged token", forged, "550 5.7.1"},
+		{"other key", foreign, "550 5.7.1"},
+		{"expired", old, "550 5.7.1"},
+		{"unsigned", "bounces@" + testDomain, "550 5.7.1"},
+		{"not an address", "nobody", "5"},
+	}
+	c := h.dial()
+	c.expect(250, "HELO mx.example.net")
+	c.expect(250, "MAIL FROM:<>")
+	for _, tt := range tests {
+		code, line := c.cmd("RCPT TO:<%s>", tt.rcpt)
+		if !strings.HasPrefix(line, tt.want) || code == 250 {
+			t.Errorf("%s: RCPT %s: %q, want %s", tt.name, tt.rcpt, line, tt.want)
+		}
+	}
+	c.expect(250, "RCPT TO:<%s>", good)
+}
+
+func TestAcceptUnsigned(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.AcceptUnsigned = true })
+	c := h.dial()
+	c.expect(250, "HELO mx.example.net")
+	c.expect(250, "MAIL FROM:<>")
+	c.expect(250, "RCPT TO:<bounces@%s>", testDomain)
+	good := h.sign("a@example.net")
+	c.expect(550, "RCPT TO:<%s>", strings.Replace(good, "+", "+x", 1)) // forged is refused even so
+}
+
+func TestOversizeMessage(t *testing.T) {
+	h := newHarness(t, nil)
+	c := h.dial()
+	c.expect(250, "EHLO mx.example.net")
+	c.expect(250, "MAIL FROM:<>")
+	c.expect(250, "RCPT TO:<%s>", h.sign("a@example.net"))
+	c.expect(354, "DATA")
+	line := strings.Repeat("x", 998) + "\r\n"
+	w := bufio.NewWriterSize(c.conn, 64<<10)
+	go func() {
+		for sent := 0; sent < 16<<20; sent += len(line) {
+			if _, err := w.WriteString(line); err != nil {
+				return
+			}
+		}
+		w.WriteString(".\r\n")
+		w.Flush()
+	}()
+	code, reply := c.read()
+	if code != 552 || !strings.Contains(reply, "5.3.4") {
+		t.Fatalf("16 MiB message: %q, want 552 5.3.4", reply)
+	}
+	if n := h.stored(); n != 0 {
+		t.Errorf("stream holds %d reports after a refused one", n)
+	}
+}
+
+func TestSameNDRTwiceStoredOnce(t *testing.T) {
+	h := newHarness(t, nil)
+	rcpt := h.sign("nobody@example.net")
+	for i := 0; i < 2; i++ {
+		c := h.dial()
+		c.expect(250, "HELO mx.example.net")
+		if code, line := c.send(rcpt, ndr); code != 250 {
+			t.Fatalf("send %d: %q", i, line)
+		}
+	}
+	if n := h.stored(); n != 1 {
+		t.Errorf("stream holds %d reports, want 1", n)
+	}
+}
+
+func TestNATSDownGives451(t *testing.T) {
+	h := newHarness(t, nil)
+	port := h.natsPort()
+	c := h.dial()
+	c.expect(250, "HELO mx.example.net")
+	c.expect(250, "MAIL FROM:<>")
+	c.expect(250, "RCPT TO:<%s>", h.sign("nobody@example.net"))
+	h.nats.Shutdown() // NATS goes away mid-session
+	h.nats.WaitForShutdown()
+	c.expect(354, "DATA")
+	io.WriteString(c.conn, strings.ReplaceAll(ndr, "\n", "\r\n")+"\r\n.\r\n")
+	code, line := c.read()
+	if code != 451 || !strings.Contains(line, "4.3.0") || !strings.Contains(line, "ref ") {
+		t.Fatalf("NATS down: %q, want 451 4.3.0 with a reference", line)
+	}
+	for _, leak := range []string{"nats", "jetstream", "timeout", "deadline"} {
+		if strings.Contains(strings.ToLower(line), leak) {
+			t.Errorf("reply %q leaks %q", line, leak)
+		}
+	}
+	// NATS is back: the sender retries and the report is stored once.
+	h.startNATS(port)
+	deadline := time.Now().Add(10 * time.Second)
+	for h.nc.Status() != nats.CONNECTED && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	for i := 0; i < 2; i++ {
+		c := h.dial()
+		c.expect(250, "HELO mx.example.net")
+		if code, line := c.send(h.sign("nobody@example.net"), ndr); code != 250 {
+			t.Fatalf("retry %d after NATS came back: %q", i, line)
+		}
+	}
+	if n := h.stored(); n != 1 {
+		t.Errorf("stream holds %d reports, want 1", n)
+	}
+}
+
+func TestShutdownDuringData(t *testing.T) {
+	h := newHarness(t, nil)
+	c := h.dial()
+	c.expect(250, "HELO mx.example.net")
+	c.expect(250, "MAIL FROM:<>")
+	c.expect(250, "RCPT TO:<%s>", h.sign("nobody@example.net"))
+	c.expect(354, "DATA")
+	idle := h.dial() // a connection with no transaction: closed by shutdown
+	io.WriteString(c.conn, "From: MAILER-DAEMON@mx.example.net\r\nSubject: failure notice\r\n\r\npart one\r\n")
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		done <- h.srv.Shutdown(ctx)
+	}()
+	time.Sleep(200 * time.Millisecond) // the shutdown is waiting for the transfer
+	select {
+	case err := <-done:
+		t.Fatalf("Shutdown returned (%v) while a DATA transfer was in flight", err)
+	default:
+	}
+	io.WriteString(c.conn, "<nobody@example.net>: 550 5.1.1 user unknown\r\n.\r\n")
+	if code, line := c.read(); code != 250 {
+		t.Fatalf("the transfer in flight got %q, want 250", line)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if n := h.stored(); n != 1 {
+		t.Errorf("stream holds %d reports, want the one acknowledged", n)
+	}
+	if _, err := net.DialTimeout("tcp", h.addr, time.Second); err == nil {
+		t.Error("the listener still accepts connections after Shutdown")
+	}
+	idle.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := idle.r.ReadString('\n'); err == nil {
+		t.Error("an idle connection was left open after Shutdown")
+	}
+}
+
+func TestConnectionLimits(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.MaxConnsPerIP = 2 })
+	a, b := h.dial(), h.dial()
+	c, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	line, _ := bufio.NewReader(c).ReadString('\n')
+	if !strings.HasPrefix(line, "421 4.7.0") {
+		t.Errorf("third connection from one IP: %q, want 421 4.7.0", line)
+	}
+	a.conn.Close()
+	b.expect(250, "NOOP")
+	// A slot freed: a new connection is served again.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		d, err := net.Dial("tcp", h.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, _ := bufio.NewReader(d).ReadString('\n')
+		d.Close()
+		if strings.HasPrefix(l, "220") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after a connection closed, new ones still get %q", l)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestLimitsAdvertised(t *testing.T) {
+	h := newHarness(t, nil)
+	c := h.dial()
+	fmt.Fprintf(c.conn, "EHLO mx.example.net\r\n")
+	c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var ehlo strings.Builder
+	for {
+		line, err := c.r.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		ehlo.WriteString(line)
+		if line[3] == ' ' {
+			break
+		}
+	}
+	for _, want := range []string{"SIZE " + strconv.Itoa(DefaultMaxMessageBytes), "RCPTMAX=100", "SMTPUTF8"} {
+		if !strings.Contains(ehlo.String(), want) {
+			t.Errorf("EHLO reply lacks %q:\n%s", want, ehlo.String())
+		}
+	}
+	long := "NOOP " + strings.Repeat("x", DefaultMaxLineLength+10)
+	if code, line := c.cmd("%s", long); code != 500 {
+		t.Errorf("a %d-byte command line: %q, want 500", len(long), line)
+	}
+}
