@@ -115,6 +115,11 @@ func readHeader(s string, limit int) (fields []Field, body string, problems int)
 	vStart, vEnd := -1, -1
 	flush := func() {
 		if vStart >= 0 {
+			if vEnd > limit {
+				// One field longer than the whole block may be.
+				vEnd = max(vStart, limit)
+				problems |= hdrTooBig
+			}
 			if fields == nil {
 				fields = make([]Field, 0, 8)
 			}
