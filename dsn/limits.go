@@ -29,6 +29,10 @@ var (
 	// MaxOriginalHeaders bounds Original.Headers, in fields.
 	MaxOriginalHeaders = 200
 
+	// MaxRecipients bounds the recipients kept over all reports of a
+	// message; the rest are dropped with an anomaly.
+	MaxRecipients = 1000
+
 	// MaxAnomalies bounds Message.Anomalies; the last entry says how many
 	// more were dropped.
 	MaxAnomalies = 64

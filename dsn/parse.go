@@ -92,9 +92,6 @@ type parser struct {
 	droppedAnomalies   int
 }
 
-// MaxRecipients bounds the recipients kept over all reports of a message.
-var MaxRecipients = 1000
-
 func parse(s string) (*Message, error) {
 	if isBlankLine(strings.TrimLeft(s, " \t\r\n")) {
 		return nil, fmt.Errorf("dsn: %w", ErrEmpty)
