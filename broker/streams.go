@@ -1,0 +1,126 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Subjects and streams. A stream's subjects are fixed here; consumers
+// filter on them.
+const (
+	// SubjectReports carries raw reports from the listener: the message
+	// data is the report as received, the envelope is in HeaderEnvelope.
+	SubjectReports = "bouncer.reports"
+	StreamReports  = "BOUNCER_REPORTS"
+
+	// SubjectAttempts is where sending MTAs publish their sync reply logs
+	// (DESIGN.md "Sync reply logs"), one subject per sender below it.
+	SubjectAttempts = "delivery.attempts.>"
+	StreamAttempts  = "DELIVERY_ATTEMPTS"
+
+	// SubjectDeadLetter holds what ingest could not read, one subject per
+	// source below it (SubjectDeadLetterReports, ...), kept for inspection.
+	SubjectDeadLetter        = "bouncer.deadletter.>"
+	SubjectDeadLetterReports = "bouncer.deadletter.reports"
+	StreamDeadLetter         = "BOUNCER_DEADLETTER"
+)
+
+// Headers ingest adds to a dead letter, beside the original's own headers.
+const (
+	HeaderDeadLetterError    = "Bouncer-Error"           // why it could not be read
+	HeaderDeadLetterStream   = "Bouncer-Origin-Stream"   // the stream it came from
+	HeaderDeadLetterSubject  = "Bouncer-Origin-Subject"  // its subject there
+	HeaderDeadLetterSequence = "Bouncer-Origin-Sequence" // its stream sequence there
+)
+
+// Stream limits.
+const (
+	// ReportsMaxMsgSize bounds one report message: the listener accepts
+	// 10 MiB of message; the rest is room for headers.
+	ReportsMaxMsgSize = 12 << 20
+	// ReportsDuplicates is the dedup window for reports. It covers a
+	// remote MTA resending after a 451 whose publish had in fact landed
+	// (Postfix retries after 5 minutes); beyond it the store's idempotent
+	// Write is the dedup.
+	ReportsDuplicates = 15 * time.Minute
+
+	// AttemptsMaxMsgSize bounds one sync reply log record.
+	AttemptsMaxMsgSize = 1 << 20
+	// AttemptsMaxAge is how long sync reply logs are kept.
+	AttemptsMaxAge = 7 * 24 * time.Hour
+
+	// DeadLetterMaxMsgSize leaves room for the error headers ingest adds
+	// to a report-sized message.
+	DeadLetterMaxMsgSize = ReportsMaxMsgSize + 1<<20
+	// DeadLetterMaxAge is how long dead letters are kept for inspection.
+	DeadLetterMaxAge = 30 * 24 * time.Hour
+
+	// duplicates is the dedup window of the other streams.
+	duplicates = 2 * time.Minute
+)
+
+// StreamConfigs returns the configuration of every stream bouncer uses,
+// with replicas replicas (values below 1 mean 1).
+func StreamConfigs(replicas int) []jetstream.StreamConfig {
+	if replicas < 1 {
+		replicas = 1
+	}
+	return []jetstream.StreamConfig{{
+		Name:        StreamReports,
+		Description: "raw reports accepted by the bouncer listener",
+		Subjects:    []string{SubjectReports},
+		// Work queue: a report leaves the stream once ingest acked it,
+		// which it does only after the store committed it. Nothing ages
+		// out: when the disk fills, publishes fail and the listener
+		// answers 451, so the remote MTA keeps the report.
+		Retention:   jetstream.WorkQueuePolicy,
+		Discard:     jetstream.DiscardNew,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+		MaxMsgSize:  ReportsMaxMsgSize,
+		Duplicates:  ReportsDuplicates,
+		AllowDirect: true,
+	}, {
+		Name:        StreamAttempts,
+		Description: "sync reply logs published by sending MTAs",
+		Subjects:    []string{SubjectAttempts},
+		// TODO: limits retention while nothing consumes the logs yet
+		// (correlation comes with the sync-log issue), so an MTA that
+		// already publishes does not fill the disk.
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+		MaxMsgSize:  AttemptsMaxMsgSize,
+		MaxAge:      AttemptsMaxAge,
+		Duplicates:  duplicates,
+		AllowDirect: true,
+	}, {
+		Name:        StreamDeadLetter,
+		Description: "messages ingest could not read, kept for inspection",
+		Subjects:    []string{SubjectDeadLetter},
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+		MaxMsgSize:  DeadLetterMaxMsgSize,
+		MaxAge:      DeadLetterMaxAge,
+		Duplicates:  duplicates,
+		AllowDirect: true,
+	}}
+}
+
+// EnsureStreams creates bouncer's streams, or updates them to
+// StreamConfigs(replicas) when they exist. Every process that publishes
+// or consumes calls it at start; it is idempotent.
+func EnsureStreams(ctx context.Context, js jetstream.JetStream, replicas int) error {
+	for _, cfg := range StreamConfigs(replicas) {
+		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("broker: ensuring stream %s (%s): %w", cfg.Name, cfg.Subjects[0], err)
+		}
+	}
+	return nil
+}
