@@ -51,14 +51,31 @@ type Store interface {
 	// Write stores reports and events in one transaction. Rows whose id is
 	// already stored are left as they are, so a retry after a crash or a
 	// redelivery writes nothing twice.
+	//
+	// An event's id is unique per Version: a higher Version of an id
+	// supersedes the lower ones in every read and count, whatever order
+	// they were written in. Recipients are stored lower-cased. Empty
+	// slices are a no-op. A row with an empty id, a zero time or a Class
+	// not in event.Classes fails the whole batch, nothing written. Times
+	// are kept to the second at least (ClickHouse's DateTime); returned
+	// times are UTC.
 	Write(ctx context.Context, reports []Report, events []Event) error
 	// RecipientEvents returns the newest events of one recipient address
 	// (lower-cased), newest first, at most limit.
+	//
+	// Only the highest Version of each event id is returned. An address
+	// with no events yields an empty, non-nil slice; a limit below 1 is an
+	// error.
 	RecipientEvents(ctx context.Context, address string, limit int) ([]Event, error)
 	// Stats counts reports and events received since a time.
+	//
+	// The window includes since. Each event id counts once, in the class
+	// of its highest Version.
 	Stats(ctx context.Context, since time.Time) (Stats, error)
 	// Ping reports whether the store can take writes.
 	Ping(ctx context.Context) error
+	// Close releases the store after in-flight calls return. Every later
+	// call returns ErrClosed, except Close, which returns nil.
 	Close() error
 }
 

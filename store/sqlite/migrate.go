@@ -1,0 +1,127 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+)
+
+// migrations are the schema's versions, in order: migrations[i] brings the
+// database to version i+1. They are append-only: a released migration is
+// never edited, a change is a new one. Each runs in its own transaction
+// together with its schema_migrations row, so a crash leaves the database
+// at one version or the next, never between.
+//
+// Tables are STRICT, so a wrongly typed bind is an error instead of a
+// silently converted value.
+var migrations = []string{
+	// 1: raw reports and the events read from them.
+	//
+	// events has no foreign key to reports: sync reply log events have no
+	// raw report, their report_id names the log message instead.
+	//
+	// An event id has one row per classification version; readers take the
+	// highest version per id (as ClickHouse's ReplacingMergeTree(version)
+	// does), so reclassifying writes new rows instead of updating old ones.
+	//
+	// TODO: outcomes and suppressions (DESIGN.md "Correlation and outcome",
+	// "Suppression policy") come as migration 2 with the suppression issue.
+	`
+CREATE TABLE reports (
+	id          TEXT    NOT NULL PRIMARY KEY, -- hex SHA-256 of raw
+	received    INTEGER NOT NULL,             -- UTC Unix nanoseconds
+	return_path TEXT    NOT NULL,
+	recipients  TEXT    NOT NULL,             -- JSON array of RCPT TO addresses
+	client_ip   TEXT    NOT NULL,
+	helo        TEXT    NOT NULL,
+	tls         TEXT    NOT NULL,
+	raw         BLOB    NOT NULL,
+	parse_error TEXT    NOT NULL
+) STRICT;
+
+CREATE INDEX reports_received ON reports (received);
+
+CREATE TABLE events (
+	id            TEXT    NOT NULL,
+	version       INTEGER NOT NULL,
+	report_id     TEXT    NOT NULL,
+	idx           INTEGER NOT NULL,
+	time          INTEGER NOT NULL, -- UTC Unix nanoseconds
+	source        TEXT    NOT NULL,
+	recipient     TEXT    NOT NULL, -- lower-cased
+	class         TEXT    NOT NULL,
+	reason        TEXT    NOT NULL,
+	scope         TEXT    NOT NULL,
+	status        TEXT    NOT NULL,
+	reply_code    INTEGER NOT NULL,
+	action        TEXT    NOT NULL,
+	diagnostic    TEXT    NOT NULL,
+	remote_mta    TEXT    NOT NULL,
+	reporting_mta TEXT    NOT NULL,
+	smtp_command  TEXT    NOT NULL,
+	provider      TEXT    NOT NULL,
+	parser        TEXT    NOT NULL,
+	rule          TEXT    NOT NULL,
+	message_id    TEXT    NOT NULL,
+	PRIMARY KEY (id, version)
+) STRICT;
+
+CREATE INDEX events_recipient_time ON events (recipient, time);
+CREATE INDEX events_time ON events (time);
+`,
+}
+
+// migrate brings the database to the newest version. It is idempotent,
+// and safe against another process migrating the same file at once: the
+// version is read inside each migration's IMMEDIATE transaction.
+func migrate(ctx context.Context, db *sql.DB) error {
+	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+	version    INTEGER NOT NULL PRIMARY KEY,
+	applied_at INTEGER NOT NULL -- UTC Unix nanoseconds
+) STRICT`); err != nil {
+		return fmt.Errorf("creating schema_migrations: %w", err)
+	}
+	for i, m := range migrations {
+		if err := apply(ctx, db, i+1, m); err != nil {
+			return fmt.Errorf("version %d: %w", i+1, err)
+		}
+	}
+	return nil
+}
+
+// apply runs one migration unless the database already has it. A database
+// newer than this binary is an error: running old code on a schema it
+// does not know would be guessing.
+func apply(ctx context.Context, db *sql.DB, version int, ddl string) (err error) {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			tx.Rollback()
+		}
+	}()
+	var current int
+	if err := tx.QueryRowContext(ctx, "SELECT coalesce(max(version), 0) FROM schema_migrations").Scan(&current); err != nil {
+		return err
+	}
+	if current > len(migrations) {
+		return fmt.Errorf("database schema version %d is newer than this binary's %d", current, len(migrations))
+	}
+	if current >= version {
+		return tx.Rollback()
+	}
+	if current != version-1 {
+		return fmt.Errorf("database schema version %d, cannot apply %d", current, version)
+	}
+	if _, err := tx.ExecContext(ctx, ddl); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+		version, time.Now().UTC().UnixNano()); err != nil {
+		return err
+	}
+	return tx.Commit()
+}

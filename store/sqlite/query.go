@@ -1,0 +1,130 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+
+	"github.com/bouncer-mail/bouncer/event"
+	"github.com/bouncer-mail/bouncer/store"
+)
+
+// newest keeps only the highest version of each event id; e is the outer
+// events row. The primary key (id, version) answers it with one seek.
+const newest = `NOT EXISTS (SELECT 1 FROM events n WHERE n.id = e.id AND n.version > e.version)`
+
+const selectRecipientEvents = `SELECT
+	e.id, e.version, e.report_id, e.idx, e.time, e.source,
+	e.recipient, e.class, e.reason, e.scope, e.status, e.reply_code, e.action, e.diagnostic,
+	e.remote_mta, e.reporting_mta, e.smtp_command, e.provider, e.parser, e.rule, e.message_id
+	FROM events e
+	WHERE e.recipient = ? AND ` + newest + `
+	ORDER BY e.time DESC, e.id
+	LIMIT ?`
+
+// RecipientEvents returns the newest events of address (compared
+// lower-cased), newest first, ties in id order, at most limit; see
+// store.Store. An unknown address yields an empty, non-nil slice.
+func (s *Store) RecipientEvents(ctx context.Context, address string, limit int) ([]store.Event, error) {
+	if err := s.acquire(); err != nil {
+		return nil, err
+	}
+	defer s.mu.RUnlock()
+	if limit < 1 {
+		return nil, fmt.Errorf("sqlite: recipient events: limit %d, want at least 1", limit)
+	}
+	rows, err := s.r.QueryContext(ctx, selectRecipientEvents, normalizeAddress(address), limit)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: recipient events: %w", err)
+	}
+	defer rows.Close()
+	out := []store.Event{}
+	for rows.Next() {
+		var (
+			e       store.Event
+			version int64
+			t       int64
+			class   string
+			reason  string
+			scope   string
+		)
+		if err := rows.Scan(&e.ID, &version, &e.ReportID, &e.Index, &t, &e.Source,
+			&e.Recipient, &class, &reason, &scope, &e.Status, &e.ReplyCode, &e.Action, &e.Diagnostic,
+			&e.RemoteMTA, &e.ReportingMTA, &e.SMTPCommand, &e.Provider, &e.Parser, &e.Rule, &e.MessageID); err != nil {
+			return nil, fmt.Errorf("sqlite: recipient events: %w", err)
+		}
+		e.Version = uint32(version)
+		e.Time = fromUnixNano(t)
+		e.Class, e.Reason, e.Scope = event.Class(class), event.Reason(reason), event.Scope(scope)
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: recipient events: %w", err)
+	}
+	return out, nil
+}
+
+// Stats counts reports received and events by class since a time, both
+// from one snapshot; see store.Store. Each event id counts once, in the
+// class of its highest version.
+func (s *Store) Stats(ctx context.Context, since time.Time) (store.Stats, error) {
+	if err := s.acquire(); err != nil {
+		return store.Stats{}, err
+	}
+	defer s.mu.RUnlock()
+	st, err := s.stats(ctx, since)
+	if err != nil {
+		return store.Stats{}, fmt.Errorf("sqlite: stats: %w", err)
+	}
+	return st, nil
+}
+
+func (s *Store) stats(ctx context.Context, since time.Time) (store.Stats, error) {
+	st := store.Stats{Since: since, EventsByClass: make(map[event.Class]int64, len(event.Classes))}
+	for _, c := range event.Classes {
+		st.EventsByClass[c] = 0
+	}
+	from := clampUnixNano(since)
+
+	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return st, err
+	}
+	defer tx.Rollback()
+
+	if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM reports WHERE received >= ?", from).
+		Scan(&st.ReportsReceived); err != nil {
+		return st, err
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT e.class, count(*) FROM events e
+		WHERE e.time >= ? AND `+newest+`
+		GROUP BY e.class`, from)
+	if err != nil {
+		return st, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			class string
+			n     int64
+		)
+		if err := rows.Scan(&class, &n); err != nil {
+			return st, err
+		}
+		st.EventsByClass[event.Class(class)] += n
+	}
+	return st, rows.Err()
+}
+
+// clampUnixNano is unixNano for a bound: times beyond int64 nanoseconds
+// become the smallest or largest one instead of wrapping around.
+func clampUnixNano(t time.Time) int64 {
+	switch {
+	case t.Before(minTime):
+		return minTime.UnixNano()
+	case t.After(maxTime):
+		return maxTime.UnixNano()
+	}
+	return unixNano(t)
+}

@@ -1,0 +1,211 @@
+// Package sqlite is bouncer's embedded store engine: store.Store on one
+// SQLite database file (modernc.org/sqlite, pure Go, no cgo).
+//
+// The database runs in WAL mode with synchronous=FULL, so a Write that
+// returned survives a power loss: ingest acknowledges a NATS message only
+// after that. Writes go through a single connection (SQLite has one writer
+// at a time anyway, and queueing in database/sql is cheaper than spinning
+// on SQLITE_BUSY); reads use a separate pool of query-only connections,
+// which WAL lets run alongside the writer.
+//
+// Times are stored as INTEGER UTC Unix nanoseconds.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+
+	"github.com/bouncer-mail/bouncer/store"
+)
+
+// driverName is the name modernc.org/sqlite registers with database/sql.
+const driverName = "sqlite"
+
+// Defaults for the zero Options.
+const (
+	DefaultBusyTimeout = 10 * time.Second
+	DefaultReadConns   = 4
+)
+
+// Options tunes a Store. The zero value is ready to use.
+type Options struct {
+	// BusyTimeout is how long a statement waits for a lock another process
+	// (or a checkpoint) holds before failing with SQLITE_BUSY.
+	BusyTimeout time.Duration
+	// ReadConns caps the read pool's open connections.
+	ReadConns int
+}
+
+// Validate reports whether the options are usable.
+func (o Options) Validate() error {
+	if o.BusyTimeout < 0 {
+		return errors.New("sqlite: Options.BusyTimeout is negative")
+	}
+	if o.ReadConns < 0 {
+		return errors.New("sqlite: Options.ReadConns is negative")
+	}
+	return nil
+}
+
+func (o Options) withDefaults() Options {
+	if o.BusyTimeout == 0 {
+		o.BusyTimeout = DefaultBusyTimeout
+	}
+	if o.ReadConns == 0 {
+		o.ReadConns = DefaultReadConns
+	}
+	return o
+}
+
+// Store is a store.Store on a SQLite file. It is safe for concurrent use.
+type Store struct {
+	w *sql.DB // the single write connection
+	r *sql.DB // the read pool, query_only
+
+	// mu guards closed. Every method holds it for reading while it runs,
+	// so Close waits for in-flight calls instead of failing them midway.
+	mu     sync.RWMutex
+	closed bool
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open opens (creating it if absent) the database at path, a file name,
+// and applies the migrations it lacks. ":memory:" is not supported: the
+// read pool needs a file to share.
+func Open(ctx context.Context, path string, opts Options) (*Store, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	opts = opts.withDefaults()
+	if path == "" || path == ":memory:" || strings.HasPrefix(path, "file:") {
+		return nil, fmt.Errorf("sqlite: path %q: want a plain file name", path)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: %w", err)
+	}
+
+	w, err := sql.Open(driverName, dsn(abs, opts, false))
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: opening %s: %w", abs, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	w.SetConnMaxIdleTime(0)
+	if err := checkWriter(ctx, w); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("sqlite: opening %s: %w", abs, err)
+	}
+	if err := migrate(ctx, w); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("sqlite: migrating %s: %w", abs, err)
+	}
+
+	// The read pool opens after the writer switched the file to WAL, so
+	// it never needs to write the journal mode itself.
+	r, err := sql.Open(driverName, dsn(abs, opts, true))
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("sqlite: opening %s: %w", abs, err)
+	}
+	r.SetMaxOpenConns(opts.ReadConns)
+	r.SetMaxIdleConns(opts.ReadConns)
+	if err := r.PingContext(ctx); err != nil {
+		r.Close()
+		w.Close()
+		return nil, fmt.Errorf("sqlite: opening %s: %w", abs, err)
+	}
+	return &Store{w: w, r: r}, nil
+}
+
+// dsn builds a file: URI for the driver. Every connection gets the
+// pragmas, as they are per connection (journal_mode is per file, but
+// asking again is harmless). The writer begins its transactions
+// IMMEDIATE, so a write never fails halfway to upgrade its lock.
+func dsn(abs string, opts Options, readOnly bool) string {
+	q := url.Values{}
+	q.Set("_busy_timeout", strconv.FormatInt(opts.BusyTimeout.Milliseconds(), 10))
+	q.Set("_foreign_keys", "1")
+	q.Set("_synchronous", "FULL")
+	if readOnly {
+		q.Set("_query_only", "1")
+	} else {
+		q.Set("_journal_mode", "WAL")
+		q.Set("_txlock", "immediate")
+	}
+	// The path goes through url.URL so '?', '#' and '%' in it are escaped;
+	// SQLite decodes %HH in a file: URI.
+	return "file:" + (&url.URL{Path: abs}).EscapedPath() + "?" + q.Encode()
+}
+
+// checkWriter makes sure the pragmas that durability depends on took
+// effect: a file system without shared memory support silently keeps the
+// rollback journal, for example.
+func checkWriter(ctx context.Context, w *sql.DB) error {
+	var mode string
+	if err := w.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		return err
+	}
+	if !strings.EqualFold(mode, "wal") {
+		return fmt.Errorf("journal_mode is %q, want wal", mode)
+	}
+	var sync int
+	if err := w.QueryRowContext(ctx, "PRAGMA synchronous").Scan(&sync); err != nil {
+		return err
+	}
+	if sync != syncFull {
+		return fmt.Errorf("synchronous is %d, want %d (FULL)", sync, syncFull)
+	}
+	return nil
+}
+
+// syncFull is PRAGMA synchronous's value for FULL.
+const syncFull = 2
+
+// acquire takes the read lock that keeps Close out, or reports ErrClosed.
+// The caller must call s.mu.RUnlock when done.
+func (s *Store) acquire() error {
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return store.ErrClosed
+	}
+	return nil
+}
+
+// Ping reports whether the write connection answers, within ctx.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.acquire(); err != nil {
+		return err
+	}
+	defer s.mu.RUnlock()
+	var n int
+	if err := s.w.QueryRowContext(ctx, "SELECT count(*) FROM schema_migrations").Scan(&n); err != nil {
+		return fmt.Errorf("sqlite: ping: %w", err)
+	}
+	return nil
+}
+
+// Close waits for running calls, then closes both pools. Later calls
+// return store.ErrClosed; closing again returns nil.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	return errors.Join(s.r.Close(), s.w.Close())
+}

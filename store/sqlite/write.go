@@ -1,0 +1,171 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/bouncer-mail/bouncer/event"
+	"github.com/bouncer-mail/bouncer/store"
+)
+
+const insertReport = `INSERT INTO reports
+	(id, received, return_path, recipients, client_ip, helo, tls, raw, parse_error)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+	ON CONFLICT DO NOTHING`
+
+const insertEvent = `INSERT INTO events
+	(id, version, report_id, idx, time, source,
+	 recipient, class, reason, scope, status, reply_code, action, diagnostic,
+	 remote_mta, reporting_mta, smtp_command, provider, parser, rule, message_id)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	ON CONFLICT DO NOTHING`
+
+// Write stores reports and events in one transaction; see store.Store.
+// A report or event already stored under its id (and version) is left
+// as it is. The whole batch is refused, nothing written, when one row is
+// invalid: an empty id, a zero time, an unknown class.
+func (s *Store) Write(ctx context.Context, reports []store.Report, events []store.Event) (err error) {
+	if err := s.acquire(); err != nil {
+		return err
+	}
+	defer s.mu.RUnlock()
+	if len(reports) == 0 && len(events) == 0 {
+		return nil
+	}
+	if err := validate(reports, events); err != nil {
+		return err
+	}
+
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sqlite: write: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			tx.Rollback()
+		}
+	}()
+	if err := writeReports(ctx, tx, reports); err != nil {
+		return fmt.Errorf("sqlite: write: %w", err)
+	}
+	if err := writeEvents(ctx, tx, events); err != nil {
+		return fmt.Errorf("sqlite: write: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("sqlite: write: commit: %w", err)
+	}
+	return nil
+}
+
+func writeReports(ctx context.Context, tx *sql.Tx, reports []store.Report) error {
+	if len(reports) == 0 {
+		return nil
+	}
+	stmt, err := tx.PrepareContext(ctx, insertReport)
+	if err != nil {
+		return err
+	}
+	defer stmt.Close()
+	for _, r := range reports {
+		rcpts := r.Recipients
+		if rcpts == nil {
+			rcpts = []string{}
+		}
+		rcptJSON, err := json.Marshal(rcpts)
+		if err != nil {
+			return fmt.Errorf("report %s: recipients: %w", r.ID, err)
+		}
+		raw := r.Raw
+		if raw == nil {
+			raw = []byte{}
+		}
+		if _, err := stmt.ExecContext(ctx, r.ID, unixNano(r.Received), r.ReturnPath, string(rcptJSON),
+			r.ClientIP, r.Helo, r.TLS, raw, r.ParseError); err != nil {
+			return fmt.Errorf("report %s: %w", r.ID, err)
+		}
+	}
+	return nil
+}
+
+func writeEvents(ctx context.Context, tx *sql.Tx, events []store.Event) error {
+	if len(events) == 0 {
+		return nil
+	}
+	stmt, err := tx.PrepareContext(ctx, insertEvent)
+	if err != nil {
+		return err
+	}
+	defer stmt.Close()
+	for _, e := range events {
+		if _, err := stmt.ExecContext(ctx, e.ID, int64(e.Version), e.ReportID, e.Index, unixNano(e.Time), e.Source,
+			normalizeAddress(e.Recipient), string(e.Class), string(e.Reason), string(e.Scope), e.Status, e.ReplyCode,
+			e.Action, e.Diagnostic, e.RemoteMTA, e.ReportingMTA, e.SMTPCommand, e.Provider, e.Parser,
+			e.Rule, e.MessageID); err != nil {
+			return fmt.Errorf("event %s version %d: %w", e.ID, e.Version, err)
+		}
+	}
+	return nil
+}
+
+// Times outside this range do not fit Unix nanoseconds in an int64.
+var (
+	minTime = time.Unix(0, -1<<63).UTC()
+	maxTime = time.Unix(0, 1<<63-1).UTC()
+)
+
+// validate refuses the rows no engine could store faithfully.
+func validate(reports []store.Report, events []store.Event) error {
+	for i, r := range reports {
+		if r.ID == "" {
+			return fmt.Errorf("sqlite: write: report %d: empty id", i)
+		}
+		if err := checkTime(r.Received); err != nil {
+			return fmt.Errorf("sqlite: write: report %s: received: %w", r.ID, err)
+		}
+	}
+	for i, e := range events {
+		if e.ID == "" {
+			return fmt.Errorf("sqlite: write: event %d: empty id", i)
+		}
+		if err := checkTime(e.Time); err != nil {
+			return fmt.Errorf("sqlite: write: event %s: time: %w", e.ID, err)
+		}
+		if !knownClass(e.Class) {
+			return fmt.Errorf("sqlite: write: event %s: unknown class %q", e.ID, e.Class)
+		}
+	}
+	return nil
+}
+
+var errZeroTime = errors.New("zero time")
+
+func checkTime(t time.Time) error {
+	if t.IsZero() {
+		return errZeroTime
+	}
+	if t.Before(minTime) || t.After(maxTime) {
+		return fmt.Errorf("%s out of range", t.Format(time.RFC3339))
+	}
+	return nil
+}
+
+func knownClass(c event.Class) bool {
+	for _, k := range event.Classes {
+		if c == k {
+			return true
+		}
+	}
+	return false
+}
+
+// normalizeAddress is how recipient addresses are stored and looked up.
+func normalizeAddress(a string) string { return strings.ToLower(a) }
+
+func unixNano(t time.Time) int64 { return t.UTC().UnixNano() }
+
+func fromUnixNano(n int64) time.Time { return time.Unix(0, n).UTC() }

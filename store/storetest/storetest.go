@@ -1,0 +1,594 @@
+// Package storetest is the conformance suite every store.Store engine
+// passes: store/sqlite runs it on a temporary file, store/clickhouse on a
+// throwaway server. What it checks is the contract the rest of bouncer
+// relies on: idempotent writes, atomic batches, newest-version-wins reads,
+// complete per-class counts, and ErrClosed after Close.
+//
+// The suite uses whole-second times, the precision of ClickHouse's
+// DateTime, and lower-case recipients, as classify produces them.
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bouncer-mail/bouncer/event"
+	"github.com/bouncer-mail/bouncer/store"
+)
+
+// Run runs the suite. open must return a new, empty store for each call;
+// Run closes it when the subtest ends, so Close must be idempotent.
+func Run(t *testing.T, open func(t *testing.T) store.Store) {
+	tests := []struct {
+		name string
+		run  func(t *testing.T, s store.Store)
+	}{
+		{"RoundTrip", testRoundTrip},
+		{"Idempotent", testIdempotent},
+		{"FirstWriteWins", testFirstWriteWins},
+		{"RecipientEvents", testRecipientEvents},
+		{"RecipientEventsLimit", testRecipientEventsLimit},
+		{"Stats", testStats},
+		{"Versions", testVersions},
+		{"Empty", testEmpty},
+		{"Atomic", testAtomic},
+		{"InvalidRows", testInvalidRows},
+		{"CanceledContext", testCanceledContext},
+		{"LargeBatch", testLargeBatch},
+		{"Concurrent", testConcurrent},
+		{"Closed", testClosed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := open(t)
+			t.Cleanup(func() {
+				if err := s.Close(); err != nil {
+					t.Errorf("Close: %v", err)
+				}
+			})
+			tt.run(t, s)
+		})
+	}
+}
+
+// base is the suite's "now": recent enough for any engine's time type,
+// whole seconds, in UTC.
+var base = time.Now().UTC().Truncate(time.Second).Add(-time.Hour)
+
+// newReport returns a report with every field set, received at t.
+func newReport(id string, t time.Time) store.Report {
+	return store.Report{
+		Envelope: event.Envelope{
+			ID:         id,
+			ReturnPath: "bounce+" + id + "@bounces.example.com",
+			Recipients: []string{"b+" + id + "@bounces.example.com", "c@bounces.example.com"},
+			ClientIP:   "192.0.2.7",
+			Helo:       "mx.example.net",
+			Received:   t,
+			TLS:        "TLS1.3",
+		},
+		Raw:        []byte("From: MAILER-DAEMON\r\n\r\nreport " + id + "\x00\xff"),
+		ParseError: "",
+	}
+}
+
+// newEvent returns event index of reportID with every field set.
+func newEvent(reportID string, index int, recipient string, class event.Class, t time.Time) store.Event {
+	return store.Event{
+		ID:       store.EventID(reportID, index),
+		ReportID: reportID,
+		Index:    index,
+		Version:  1,
+		Time:     t,
+		Source:   "ndr",
+		Event: event.Event{
+			Recipient:    recipient,
+			Class:        class,
+			Reason:       event.ReasonUserUnknown,
+			Scope:        event.ScopeRecipient,
+			Status:       "5.1.1",
+			ReplyCode:    550,
+			Action:       "failed",
+			Diagnostic:   "smtp; 550 5.1.1 <" + recipient + ">: Recipient address rejected: User unknown",
+			RemoteMTA:    "mx1.example.org",
+			ReportingMTA: "mta.example.com",
+			SMTPCommand:  "RCPT",
+			Provider:     "gmail",
+			Parser:       "rfc3464",
+			Rule:         "postfix-user-unknown",
+			MessageID:    fmt.Sprintf("<%s.%d@example.com>", reportID, index),
+		},
+	}
+}
+
+func write(t *testing.T, s store.Store, reports []store.Report, events []store.Event) {
+	t.Helper()
+	if err := s.Write(context.Background(), reports, events); err != nil {
+		t.Fatalf("Write(%d reports, %d events): %v", len(reports), len(events), err)
+	}
+}
+
+func recipientEvents(t *testing.T, s store.Store, address string, limit int) []store.Event {
+	t.Helper()
+	got, err := s.RecipientEvents(context.Background(), address, limit)
+	if err != nil {
+		t.Fatalf("RecipientEvents(%q, %d): %v", address, limit, err)
+	}
+	if got == nil {
+		t.Fatalf("RecipientEvents(%q, %d) = nil, want a non-nil slice", address, limit)
+	}
+	return got
+}
+
+func stats(t *testing.T, s store.Store, since time.Time) store.Stats {
+	t.Helper()
+	st, err := s.Stats(context.Background(), since)
+	if err != nil {
+		t.Fatalf("Stats(%v): %v", since, err)
+	}
+	return st
+}
+
+// classCounts builds a complete EventsByClass map from the non-zero counts.
+func classCounts(nonZero map[event.Class]int64) map[event.Class]int64 {
+	m := make(map[event.Class]int64, len(event.Classes))
+	for _, c := range event.Classes {
+		m[c] = nonZero[c]
+	}
+	return m
+}
+
+func checkStats(t *testing.T, s store.Store, since time.Time, reports int64, byClass map[event.Class]int64) {
+	t.Helper()
+	st := stats(t, s, since)
+	if st.ReportsReceived != reports {
+		t.Errorf("Stats(%v).ReportsReceived = %d, want %d", since, st.ReportsReceived, reports)
+	}
+	if want := classCounts(byClass); !reflect.DeepEqual(st.EventsByClass, want) {
+		t.Errorf("Stats(%v).EventsByClass = %v, want %v", since, st.EventsByClass, want)
+	}
+}
+
+// sameEvent reports the differences between two events, comparing times
+// as instants.
+func sameEvent(got, want store.Event) string {
+	var diffs []string
+	if !got.Time.Equal(want.Time) {
+		diffs = append(diffs, fmt.Sprintf("Time = %v, want %v", got.Time, want.Time))
+	}
+	if got.Time.Location() != time.UTC {
+		diffs = append(diffs, fmt.Sprintf("Time location = %v, want UTC", got.Time.Location()))
+	}
+	got.Time, want.Time = time.Time{}, time.Time{}
+	if got != want {
+		diffs = append(diffs, fmt.Sprintf("got %+v\nwant %+v", got, want))
+	}
+	return strings.Join(diffs, "; ")
+}
+
+func ids(events []store.Event) []string {
+	out := make([]string, len(events))
+	for i, e := range events {
+		out[i] = e.ID
+	}
+	return out
+}
+
+func testRoundTrip(t *testing.T, s store.Store) {
+	// A time zone other than UTC must come back as the same instant, in UTC.
+	zone := time.FixedZone("UTC+9", 9*3600)
+	r := newReport("r1", base.In(zone))
+	want := []store.Event{
+		newEvent("r1", 0, "alice@example.com", event.ClassHard, base.In(zone)),
+		newEvent("r1", 1, "bob@example.org", event.ClassSoft, base),
+	}
+	want[1].Version = 7
+	want[1].Source = "sync"
+	want[1].Reason = event.ReasonMailboxFull
+	want[1].Scope = event.ScopeRecipient
+	want[1].Status = "4.2.2"
+	want[1].ReplyCode = 452
+	want[1].Action = "delayed"
+	want[1].Provider = "outlook"
+	want[1].Diagnostic = "unicode ✓ and \"quotes\"\nnew line"
+	write(t, s, []store.Report{r}, want)
+
+	for _, w := range want {
+		got := recipientEvents(t, s, w.Recipient, 10)
+		if len(got) != 1 {
+			t.Fatalf("RecipientEvents(%q) = %d events, want 1", w.Recipient, len(got))
+		}
+		want := w
+		want.Time = want.Time.UTC()
+		if d := sameEvent(got[0], want); d != "" {
+			t.Errorf("RecipientEvents(%q): %s", w.Recipient, d)
+		}
+	}
+	checkStats(t, s, base.Add(-time.Minute), 1, map[event.Class]int64{event.ClassHard: 1, event.ClassSoft: 1})
+
+	if err := s.Ping(context.Background()); err != nil {
+		t.Errorf("Ping: %v", err)
+	}
+}
+
+func testIdempotent(t *testing.T, s store.Store) {
+	reports := []store.Report{newReport("r1", base), newReport("r2", base)}
+	events := []store.Event{
+		newEvent("r1", 0, "a@example.com", event.ClassHard, base),
+		newEvent("r1", 1, "b@example.com", event.ClassSoft, base),
+		newEvent("r2", 0, "a@example.com", event.ClassGreylist, base.Add(time.Second)),
+	}
+	write(t, s, reports, events)
+	want := map[event.Class]int64{event.ClassHard: 1, event.ClassSoft: 1, event.ClassGreylist: 1}
+	checkStats(t, s, base, 2, want)
+
+	// A redelivery writes the same rows again, whole or in part.
+	write(t, s, reports, events)
+	write(t, s, reports[1:], events[2:])
+	write(t, s, nil, events[:1])
+	checkStats(t, s, base, 2, want)
+	if got := recipientEvents(t, s, "a@example.com", 10); len(got) != 2 {
+		t.Errorf("RecipientEvents(a) after rewrites = %v, want 2 events", ids(got))
+	}
+	if got := recipientEvents(t, s, "b@example.com", 10); len(got) != 1 {
+		t.Errorf("RecipientEvents(b) after rewrites = %v, want 1 event", ids(got))
+	}
+}
+
+// A row whose id (and version) is stored is left as it is, even when the
+// second write differs: a retry must not rewrite history.
+func testFirstWriteWins(t *testing.T, s store.Store) {
+	first := newEvent("r1", 0, "a@example.com", event.ClassHard, base)
+	write(t, s, []store.Report{newReport("r1", base)}, []store.Event{first})
+	second := first
+	second.Class = event.ClassSoft
+	second.Diagnostic = "different"
+	later := newReport("r1", base.Add(48*time.Hour))
+	write(t, s, []store.Report{later}, []store.Event{second})
+
+	got := recipientEvents(t, s, "a@example.com", 10)
+	if len(got) != 1 {
+		t.Fatalf("RecipientEvents = %v, want 1 event", ids(got))
+	}
+	if d := sameEvent(got[0], first); d != "" {
+		t.Errorf("after a second write of the same id: %s", d)
+	}
+	checkStats(t, s, base, 1, map[event.Class]int64{event.ClassHard: 1})
+	checkStats(t, s, base.Add(24*time.Hour), 0, nil)
+}
+
+func testRecipientEvents(t *testing.T, s store.Store) {
+	var events []store.Event
+	// a@ gets events at base+0s..4s written out of order, b@ one event.
+	for i, offset := range []int{3, 0, 4, 1, 2} {
+		events = append(events, newEvent("r1", i, "a@example.com", event.ClassSoft, base.Add(time.Duration(offset)*time.Second)))
+	}
+	events = append(events, newEvent("r1", 5, "b@example.com", event.ClassHard, base.Add(10*time.Second)))
+	// Sync events have no raw report.
+	write(t, s, nil, events)
+
+	tests := []struct {
+		address string
+		limit   int
+		want    []string // event ids, newest first
+	}{
+		{"a@example.com", 10, ids([]store.Event{events[2], events[0], events[4], events[3], events[1]})},
+		{"a@example.com", 5, ids([]store.Event{events[2], events[0], events[4], events[3], events[1]})},
+		{"a@example.com", 2, ids([]store.Event{events[2], events[0]})},
+		{"a@example.com", 1, ids([]store.Event{events[2]})},
+		{"A@Example.COM", 10, ids([]store.Event{events[2], events[0], events[4], events[3], events[1]})},
+		{"b@example.com", 10, ids(events[5:])},
+		{"c@example.com", 10, []string{}},
+		{"", 10, []string{}},
+		{"example.com", 10, []string{}},
+		{"a@example.com ", 10, []string{}},
+		{"a@example.co", 10, []string{}},
+	}
+	for _, tt := range tests {
+		got := recipientEvents(t, s, tt.address, tt.limit)
+		if !reflect.DeepEqual(ids(got), tt.want) {
+			t.Errorf("RecipientEvents(%q, %d) = %v, want %v", tt.address, tt.limit, ids(got), tt.want)
+		}
+		for _, e := range got {
+			if e.Recipient != strings.ToLower(tt.address) {
+				t.Errorf("RecipientEvents(%q) returned recipient %q", tt.address, e.Recipient)
+			}
+		}
+	}
+}
+
+func testRecipientEventsLimit(t *testing.T, s store.Store) {
+	write(t, s, nil, []store.Event{newEvent("r1", 0, "a@example.com", event.ClassSoft, base)})
+	for _, limit := range []int{0, -1} {
+		if got, err := s.RecipientEvents(context.Background(), "a@example.com", limit); err == nil {
+			t.Errorf("RecipientEvents(limit %d) = %v, nil; want an error", limit, ids(got))
+		}
+	}
+}
+
+func testStats(t *testing.T, s store.Store) {
+	// An empty store reports every class, at zero.
+	checkStats(t, s, time.Time{}, 0, nil)
+
+	day := 24 * time.Hour
+	reports := []store.Report{
+		newReport("old", base.Add(-3*day)),
+		newReport("edge", base.Add(-day)),
+		newReport("new", base),
+	}
+	events := []store.Event{
+		newEvent("old", 0, "a@example.com", event.ClassHard, base.Add(-3*day)),
+		newEvent("old", 1, "b@example.com", event.ClassComplaint, base.Add(-3*day)),
+		newEvent("edge", 0, "a@example.com", event.ClassSoft, base.Add(-day)),
+		newEvent("new", 0, "a@example.com", event.ClassDelivered, base),
+		newEvent("new", 1, "b@example.com", event.ClassAutoreply, base),
+		newEvent("new", 2, "c@example.com", event.ClassUnknown, base),
+		newEvent("new", 3, "d@example.com", event.ClassUnknown, base),
+		newEvent("sync", 0, "e@example.com", event.ClassGreylist, base.Add(time.Second)),
+	}
+	write(t, s, reports, events)
+
+	tests := []struct {
+		name    string
+		since   time.Time
+		reports int64
+		byClass map[event.Class]int64
+	}{
+		{"everything", time.Time{}, 3, map[event.Class]int64{
+			event.ClassHard: 1, event.ClassComplaint: 1, event.ClassSoft: 1, event.ClassDelivered: 1,
+			event.ClassAutoreply: 1, event.ClassUnknown: 2, event.ClassGreylist: 1}},
+		{"window start inclusive", base.Add(-day), 2, map[event.Class]int64{
+			event.ClassSoft: 1, event.ClassDelivered: 1, event.ClassAutoreply: 1, event.ClassUnknown: 2,
+			event.ClassGreylist: 1}},
+		{"just after the edge", base.Add(-day + time.Second), 1, map[event.Class]int64{
+			event.ClassDelivered: 1, event.ClassAutoreply: 1, event.ClassUnknown: 2, event.ClassGreylist: 1}},
+		{"last second only", base.Add(time.Second), 0, map[event.Class]int64{event.ClassGreylist: 1}},
+		{"future", base.Add(day), 0, nil},
+		{"non-UTC since", base.Add(-day).In(time.FixedZone("UTC-5", -5*3600)), 2, map[event.Class]int64{
+			event.ClassSoft: 1, event.ClassDelivered: 1, event.ClassAutoreply: 1, event.ClassUnknown: 2,
+			event.ClassGreylist: 1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			checkStats(t, s, tt.since, tt.reports, tt.byClass)
+		})
+	}
+	st := stats(t, s, base)
+	if !st.Since.Equal(base) {
+		t.Errorf("Stats(%v).Since = %v", base, st.Since)
+	}
+}
+
+// Reclassifying writes a higher Version under the same id: reads and
+// counts see only the highest, whatever order the versions arrive in.
+func testVersions(t *testing.T, s store.Store) {
+	v1 := newEvent("r1", 0, "a@example.com", event.ClassSoft, base)
+	v1.Reason = event.ReasonUndefined
+	v2 := v1
+	v2.Version = 2
+	v2.Class = event.ClassHard
+	v2.Reason = event.ReasonUserUnknown
+	v2.Rule = "better-rule"
+	v3 := v2
+	v3.Version = 3
+	v3.Class = event.ClassGreylist
+	v3.Reason = event.ReasonGreylisting
+	other := newEvent("r1", 1, "a@example.com", event.ClassSoft, base.Add(-time.Second))
+
+	check := func(step string, want store.Event, byClass map[event.Class]int64) {
+		t.Helper()
+		got := recipientEvents(t, s, "a@example.com", 10)
+		if len(got) != 2 {
+			t.Fatalf("%s: RecipientEvents = %v, want 2 events (one per id)", step, ids(got))
+		}
+		if d := sameEvent(got[0], want); d != "" {
+			t.Errorf("%s: %s", step, d)
+		}
+		if got, n := recipientEvents(t, s, "a@example.com", 1), 1; len(got) != n || got[0].Version != want.Version {
+			t.Errorf("%s: RecipientEvents(limit 1) = %+v, want version %d only", step, got, want.Version)
+		}
+		checkStats(t, s, base.Add(-time.Minute), 1, byClass)
+	}
+
+	write(t, s, []store.Report{newReport("r1", base)}, []store.Event{v1, other})
+	check("v1", v1, map[event.Class]int64{event.ClassSoft: 2})
+	write(t, s, nil, []store.Event{v2})
+	check("v2", v2, map[event.Class]int64{event.ClassSoft: 1, event.ClassHard: 1})
+	// An old version redelivered changes nothing.
+	write(t, s, nil, []store.Event{v1})
+	check("v1 again", v2, map[event.Class]int64{event.ClassSoft: 1, event.ClassHard: 1})
+	// Two versions in one batch, newest first.
+	write(t, s, nil, []store.Event{v3, v2})
+	check("v3", v3, map[event.Class]int64{event.ClassSoft: 1, event.ClassGreylist: 1})
+}
+
+func testEmpty(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	for _, w := range []struct {
+		reports []store.Report
+		events  []store.Event
+	}{{nil, nil}, {[]store.Report{}, []store.Event{}}, {nil, []store.Event{}}, {[]store.Report{}, nil}} {
+		if err := s.Write(ctx, w.reports, w.events); err != nil {
+			t.Errorf("Write(%#v, %#v): %v", w.reports, w.events, err)
+		}
+	}
+	checkStats(t, s, time.Time{}, 0, nil)
+}
+
+// A batch is one transaction: one bad row and nothing of it is stored.
+func testAtomic(t *testing.T, s store.Store) {
+	good := newEvent("r1", 0, "a@example.com", event.ClassHard, base)
+	bad := newEvent("r1", 1, "a@example.com", event.Class("bogus"), base)
+	if err := s.Write(context.Background(), []store.Report{newReport("r1", base)}, []store.Event{good, bad}); err == nil {
+		t.Fatal("Write with an unknown class succeeded")
+	}
+	checkStats(t, s, time.Time{}, 0, nil)
+	if got := recipientEvents(t, s, "a@example.com", 10); len(got) != 0 {
+		t.Errorf("after a failed Write, RecipientEvents = %v, want none", ids(got))
+	}
+}
+
+func testInvalidRows(t *testing.T, s store.Store) {
+	ok := newEvent("r1", 0, "a@example.com", event.ClassHard, base)
+	mod := func(f func(e *store.Event)) []store.Event {
+		e := ok
+		f(&e)
+		return []store.Event{e}
+	}
+	noID := newReport("", base)
+	zeroTime := newReport("r1", time.Time{})
+	tests := []struct {
+		name    string
+		reports []store.Report
+		events  []store.Event
+	}{
+		{"report without id", []store.Report{noID}, nil},
+		{"report without time", []store.Report{zeroTime}, nil},
+		{"event without id", nil, mod(func(e *store.Event) { e.ID = "" })},
+		{"event without time", nil, mod(func(e *store.Event) { e.Time = time.Time{} })},
+		{"event with empty class", nil, mod(func(e *store.Event) { e.Class = "" })},
+		{"event with unknown class", nil, mod(func(e *store.Event) { e.Class = "HARD" })},
+	}
+	for _, tt := range tests {
+		if err := s.Write(context.Background(), tt.reports, tt.events); err == nil {
+			t.Errorf("%s: Write succeeded, want an error", tt.name)
+		}
+	}
+	checkStats(t, s, time.Time{}, 0, nil)
+}
+
+func testCanceledContext(t *testing.T, s store.Store) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err := s.Write(ctx, []store.Report{newReport("r1", base)},
+		[]store.Event{newEvent("r1", 0, "a@example.com", event.ClassHard, base)})
+	if err == nil {
+		t.Error("Write with a canceled context succeeded")
+	}
+	checkStats(t, s, time.Time{}, 0, nil)
+	if _, err := s.RecipientEvents(ctx, "a@example.com", 10); err == nil {
+		t.Error("RecipientEvents with a canceled context succeeded")
+	}
+	if _, err := s.Stats(ctx, base); err == nil {
+		t.Error("Stats with a canceled context succeeded")
+	}
+}
+
+func testLargeBatch(t *testing.T, s store.Store) {
+	const n = 10000
+	reports := make([]store.Report, 0, n/10)
+	events := make([]store.Event, 0, n)
+	for i := range n / 10 {
+		id := fmt.Sprintf("r%04d", i)
+		reports = append(reports, newReport(id, base))
+		for j := range 10 {
+			class := event.Classes[(i*10+j)%len(event.Classes)]
+			events = append(events, newEvent(id, j, fmt.Sprintf("u%d@example.com", j), class,
+				base.Add(time.Duration(i)*time.Second)))
+		}
+	}
+	write(t, s, reports, events)
+
+	st := stats(t, s, time.Time{})
+	if st.ReportsReceived != n/10 {
+		t.Errorf("ReportsReceived = %d, want %d", st.ReportsReceived, n/10)
+	}
+	var total int64
+	for _, c := range event.Classes {
+		total += st.EventsByClass[c]
+	}
+	if total != n {
+		t.Errorf("events counted = %d (%v), want %d", total, st.EventsByClass, n)
+	}
+	got := recipientEvents(t, s, "u3@example.com", 1000)
+	if len(got) != n/10 {
+		t.Fatalf("RecipientEvents(u3, 1000) = %d events, want %d", len(got), n/10)
+	}
+	if want := store.EventID(fmt.Sprintf("r%04d", n/10-1), 3); got[0].ID != want {
+		t.Errorf("newest event of u3 = %s, want %s", got[0].ID, want)
+	}
+	// Writing the whole batch again stores nothing new.
+	write(t, s, reports, events)
+	if st2 := stats(t, s, time.Time{}); !reflect.DeepEqual(st2.EventsByClass, st.EventsByClass) ||
+		st2.ReportsReceived != st.ReportsReceived {
+		t.Errorf("after rewriting the batch, stats %+v, want %+v", st2, st)
+	}
+}
+
+// Writers and readers at once, with overlapping batches; run under -race.
+func testConcurrent(t *testing.T, s store.Store) {
+	const (
+		writers = 8
+		batches = 20
+		perBat  = 10
+	)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*writers*batches)
+	for w := range writers {
+		wg.Go(func() {
+			for b := range batches {
+				// Writers 2k and 2k+1 write the same reports, as two
+				// ingest workers given the same redelivered message would.
+				id := fmt.Sprintf("r%d-%d", (w/2)*2+b%2, b)
+				r := newReport(id, base)
+				var events []store.Event
+				for i := range perBat {
+					events = append(events, newEvent(id, i, fmt.Sprintf("u%d@example.com", i), event.ClassSoft, base))
+				}
+				if err := s.Write(ctx, []store.Report{r}, events); err != nil {
+					errs <- fmt.Errorf("writer %d batch %d: %w", w, b, err)
+				}
+			}
+		})
+		wg.Go(func() {
+			for range batches {
+				if _, err := s.RecipientEvents(ctx, fmt.Sprintf("u%d@example.com", w), 50); err != nil {
+					errs <- err
+				}
+				if _, err := s.Stats(ctx, time.Time{}); err != nil {
+					errs <- err
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	// Each pair of writers stored 'batches' distinct reports.
+	wantReports := int64(writers / 2 * batches)
+	checkStats(t, s, time.Time{}, wantReports, map[event.Class]int64{event.ClassSoft: wantReports * perBat})
+}
+
+func testClosed(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	checks := []struct {
+		name string
+		err  error
+	}{
+		{"Write", s.Write(ctx, []store.Report{newReport("r1", base)}, nil)},
+		{"Write empty", s.Write(ctx, nil, nil)},
+		{"RecipientEvents", func() error { _, err := s.RecipientEvents(ctx, "a@example.com", 1); return err }()},
+		{"Stats", func() error { _, err := s.Stats(ctx, base); return err }()},
+		{"Ping", s.Ping(ctx)},
+	}
+	for _, c := range checks {
+		if !errors.Is(c.err, store.ErrClosed) {
+			t.Errorf("%s after Close = %v, want store.ErrClosed", c.name, c.err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("second Close = %v, want nil", err)
+	}
+}
