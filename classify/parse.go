@@ -163,7 +163,7 @@ var weakCommands = []struct {
 // SMTPCommand returns the SMTP command a diagnostic says drew the reply, or "".
 func SMTPCommand(lowerText string) string {
 	if c := transcriptCommand(lowerText); c != "" {
-		return c
+		return pipelined(c, lowerText)
 	}
 	for _, c := range weakCommands {
 		if strings.Contains(lowerText, c.phrase) {
@@ -173,13 +173,24 @@ func SMTPCommand(lowerText string) string {
 	return ""
 }
 
+// pipelined corrects DATA to RCPT for a pipelined transcript in which the
+// recipient was refused at RCPT and the server then refused DATA for want
+// of recipients (Sendmail: ">>> DATA", "<<< 550 5.1.1 ... User unknown",
+// "<<< 503 5.0.0 Need RCPT (recipient)").
+func pipelined(command, lowerText string) string {
+	if command == "DATA" && (strings.Contains(lowerText, "need rcpt") || strings.Contains(lowerText, "no valid recipients") || strings.Contains(lowerText, "503 5.5.1")) {
+		return "RCPT"
+	}
+	return command
+}
+
 // transcriptCommand returns the command named by an MTA's fixed transcript
 // phrasing ("in reply to RCPT TO command", ">>> DATA"), which can be looked
 // for in a whole message, not only in one reply.
 func transcriptCommand(lowerText string) string {
 	for _, c := range smtpCommands {
 		if c.command != "" && strings.Contains(lowerText, c.phrase) {
-			return c.command
+			return pipelined(c.command, lowerText)
 		}
 	}
 	return ""

@@ -70,6 +70,7 @@ func TestSMTPCommand(t *testing.T) {
 		{"sorry, no smtp connection got far enough; most progress was rcpt to response", "RCPT"},
 		{"smtp error from remote mail server after initial connection", "CONN"},
 		{"550 user unknown", ""},
+		{"... while talking to mx.example.org.: >>> data <<< 550 5.1.1 <a@example.org>... user unknown <<< 503 5.0.0 need rcpt (recipient)", "RCPT"},
 	}
 	for _, tt := range tests {
 		if got := SMTPCommand(tt.in); got != tt.want {

@@ -42,7 +42,8 @@ func (c *Classifier) Reply(r Reply) Verdict {
 	case "delivered", "relayed", "expanded":
 		return Verdict{Class: event.ClassDelivered, Reason: event.ReasonDelivered, Status: status, Rule: "dsn-action-" + action}
 	}
-	if code/100 == 2 || (code == 0 && strings.HasPrefix(status, "2.")) {
+	failed := action == "failed" || strings.HasPrefix(status, "4.") || strings.HasPrefix(status, "5.")
+	if !failed && (code/100 == 2 || (code == 0 && strings.HasPrefix(status, "2."))) {
 		return Verdict{Class: event.ClassDelivered, Reason: event.ReasonDelivered, Status: status, Rule: "reply-2xx"}
 	}
 	temporary := code/100 == 4 || (code == 0 && strings.HasPrefix(status, "4.")) ||
@@ -51,7 +52,9 @@ func (c *Classifier) Reply(r Reply) Verdict {
 	var v Verdict
 	if m, ok := c.rules.Reason(rules.Reply{Text: rules.LowerASCII(r.Text), Status: status, Code: code, Provider: r.Provider}); ok {
 		v = Verdict{Reason: event.Reason(m.Reason), Scope: event.Scope(m.Scope), Rule: m.Rule}
-		if m.AfterData != "" && r.Command == "DATA" {
+		if m.AfterData != "" && r.Command == "DATA" && !strings.HasSuffix(status, ".1.1") {
+			// An explicit X.1.1 ("bad destination mailbox address") says
+			// what it means whenever it came.
 			v = Verdict{Reason: event.Reason(m.AfterData), Rule: m.Rule + "+after-data"}
 		}
 	} else if reason, ok := statusReason(status); ok {
@@ -115,7 +118,6 @@ func statusReason(status string) (event.Reason, bool) {
 
 var statusReasons = map[string]event.Reason{
 	"1.1":  event.ReasonUserUnknown,     // bad destination mailbox address
-	"1.0":  event.ReasonUserUnknown,     // other address status
 	"1.2":  event.ReasonHostUnknown,     // bad destination system address
 	"1.3":  event.ReasonUserUnknown,     // bad destination mailbox address syntax
 	"1.4":  event.ReasonUserUnknown,     // destination mailbox address ambiguous
@@ -123,7 +125,6 @@ var statusReasons = map[string]event.Reason{
 	"1.7":  event.ReasonRejected,        // bad sender's mailbox address syntax
 	"1.8":  event.ReasonRejected,        // bad sender's system address
 	"1.10": event.ReasonNotAccept,       // recipient address has null MX (RFC 7505)
-	"2.0":  event.ReasonMailboxFull,     // other or undefined mailbox status
 	"2.1":  event.ReasonSuspend,         // mailbox disabled, not accepting messages
 	"2.2":  event.ReasonMailboxFull,     // mailbox full
 	"2.3":  event.ReasonEmailTooLarge,   // message length exceeds administrative limit
@@ -142,7 +143,6 @@ var statusReasons = map[string]event.Reason{
 	"4.5":  event.ReasonNetworkError,    // mail system congestion
 	"4.6":  event.ReasonNetworkError,    // routing loop detected
 	"4.7":  event.ReasonExpired,         // delivery time expired
-	"5.0":  event.ReasonSyntaxError,     // other or undefined protocol status
 	"5.1":  event.ReasonSyntaxError,     // invalid command
 	"5.2":  event.ReasonSyntaxError,     // syntax error
 	"5.3":  event.ReasonRateLimited,     // too many recipients

@@ -39,7 +39,10 @@ func TestReply(t *testing.T) {
 		{"250 sync", Reply{Code: 250, Text: "250 2.0.0 OK"}, event.ClassDelivered, event.ReasonDelivered, event.ScopeNone},
 		{"temporary user unknown is soft", Reply{Code: 450, Status: "4.1.1", Text: "450 4.1.1 <a@example.com>: Recipient address rejected: User unknown"}, event.ClassSoft, event.ReasonUserUnknown, event.ScopeRecipient},
 		{"null mx", Reply{Code: 556, Status: "5.1.10", Text: "556 5.1.10 Recipient address has null MX"}, event.ClassHard, event.ReasonNotAccept, event.ScopeRecipient},
-		{"user unknown after DATA is a filter", Reply{Code: 550, Status: "5.1.1", Text: "550 5.1.1 User unknown", Command: "DATA"}, event.ClassSoft, event.ReasonFiltered, event.ScopeSender},
+		{"user unknown after DATA is a filter", Reply{Code: 550, Text: "550 Unknown user", Command: "DATA"}, event.ClassSoft, event.ReasonFiltered, event.ScopeSender},
+		{"explicit 5.1.1 after DATA stays", Reply{Code: 550, Status: "5.1.1", Text: "550 5.1.1 User unknown", Command: "DATA"}, event.ClassHard, event.ReasonUserUnknown, event.ScopeRecipient},
+		{"yahoo dd after DATA stays", Reply{Code: 554, Text: "554 delivery error: dd This user doesn't have a yahoo.com account", Command: "DATA"}, event.ClassHard, event.ReasonUserUnknown, event.ScopeRecipient},
+		{"failed DSN with a 2xx-looking number is not delivered", Reply{Status: "5.3.0", Action: "failed", Text: "554 5.3.0 unknown mailer error 255"}, event.ClassSoft, event.ReasonMailerError, event.ScopeTransport},
 		{"nothing known", Reply{Code: 550}, event.ClassSoft, event.ReasonUndefined, event.ScopeTransport},
 		{"failed, nothing else known", Reply{Action: "failed", Text: "something went wrong"}, event.ClassSoft, event.ReasonUndefined, event.ScopeTransport},
 		{"no evidence of failure", Reply{Text: "thank you for your message"}, event.ClassUnknown, event.ReasonUndefined, event.ScopeNone},
@@ -88,6 +91,9 @@ func TestStatusReason(t *testing.T) {
 	}{
 		{"", "", false},
 		{"5.1.1", event.ReasonUserUnknown, true},
+		{"5.1.0", "", false}, // other address status: sender or recipient
+		{"5.2.0", "", false},
+		{"5.5.0", "", false},
 		{"4.1.1", event.ReasonUserUnknown, true},
 		{"5.1.2", event.ReasonHostUnknown, true},
 		{"5.1.6", event.ReasonHasMoved, true},
