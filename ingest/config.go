@@ -1,0 +1,124 @@
+package ingest
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/bouncer-mail/bouncer/broker"
+	"github.com/bouncer-mail/bouncer/classify"
+	"github.com/bouncer-mail/bouncer/store"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Defaults of Config's tunables.
+const (
+	DefaultDurable      = "ingest"
+	DefaultBatchSize    = 500
+	DefaultBatchWait    = 200 * time.Millisecond
+	DefaultBatchBytes   = 64 << 20
+	DefaultBackoff      = 500 * time.Millisecond
+	DefaultMaxBackoff   = 30 * time.Second
+	DefaultWriteTimeout = 20 * time.Second
+)
+
+// AckWait is how long JetStream waits for ingest's ack before it
+// redelivers a message, to this or another ingest process. A batch is
+// fetched, classified, written and acked well within it (WriteTimeout is
+// below it); a redelivery is harmless, Store.Write being idempotent.
+const AckWait = 30 * time.Second
+
+// maxBatchSize bounds BatchSize; the consumer's MaxAckPending is a
+// multiple of it.
+const maxBatchSize = 10000
+
+// minBatchBytes is the smallest BatchBytes: a fetch must be able to carry
+// the largest report, or JetStream would never hand it out.
+const minBatchBytes = broker.ReportsMaxMsgSize + 1<<20
+
+// Config configures a Pipeline. JS, Store, Classifier, Logger and
+// Registerer are required; zero tunables take the defaults above.
+type Config struct {
+	JS         jetstream.JetStream
+	Store      store.Store
+	Classifier *classify.Classifier
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+
+	// Durable names the consumer. Every ingest process with the same
+	// name shares it: each message goes to one of them.
+	Durable string
+	// BatchSize and BatchWait bound one fetch, and so one Store.Write:
+	// at most BatchSize messages, waiting at most BatchWait for them.
+	BatchSize int
+	BatchWait time.Duration
+	// BatchBytes bounds the bytes of one fetch; at least 13 MiB, so the
+	// largest report fits.
+	BatchBytes int
+	// Backoff is the first pause after a failed store write or NATS
+	// request; it doubles with every further failure up to MaxBackoff.
+	Backoff    time.Duration
+	MaxBackoff time.Duration
+	// WriteTimeout bounds one Store.Write, and the acks after it. It is
+	// below AckWait.
+	WriteTimeout time.Duration
+}
+
+// withDefaults returns c with zero tunables set to their defaults.
+func (c Config) withDefaults() Config {
+	if c.Durable == "" {
+		c.Durable = DefaultDurable
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = DefaultBatchSize
+	}
+	if c.BatchWait == 0 {
+		c.BatchWait = DefaultBatchWait
+	}
+	if c.BatchBytes == 0 {
+		c.BatchBytes = DefaultBatchBytes
+	}
+	if c.Backoff == 0 {
+		c.Backoff = DefaultBackoff
+	}
+	if c.MaxBackoff == 0 {
+		c.MaxBackoff = max(DefaultMaxBackoff, c.Backoff)
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = DefaultWriteTimeout
+	}
+	return c
+}
+
+// Validate reports the first thing wrong with c, zero tunables taking
+// their defaults.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	switch {
+	case c.JS == nil:
+		return errors.New("ingest: Config.JS is required")
+	case c.Store == nil:
+		return errors.New("ingest: Config.Store is required")
+	case c.Classifier == nil:
+		return errors.New("ingest: Config.Classifier is required")
+	case c.Logger == nil:
+		return errors.New("ingest: Config.Logger is required")
+	case c.Registerer == nil:
+		return errors.New("ingest: Config.Registerer is required")
+	case c.BatchSize < 1 || c.BatchSize > maxBatchSize:
+		return fmt.Errorf("ingest: Config.BatchSize %d is outside 1..%d", c.BatchSize, maxBatchSize)
+	case c.BatchWait < 0:
+		return fmt.Errorf("ingest: Config.BatchWait %s is negative", c.BatchWait)
+	case c.BatchBytes < minBatchBytes:
+		return fmt.Errorf("ingest: Config.BatchBytes %d is below %d, the largest report", c.BatchBytes, minBatchBytes)
+	case c.Backoff < 0:
+		return fmt.Errorf("ingest: Config.Backoff %s is negative", c.Backoff)
+	case c.MaxBackoff < c.Backoff:
+		return fmt.Errorf("ingest: Config.MaxBackoff %s is below Config.Backoff %s", c.MaxBackoff, c.Backoff)
+	case c.WriteTimeout < 0 || c.WriteTimeout >= AckWait:
+		return fmt.Errorf("ingest: Config.WriteTimeout %s must be positive and below AckWait %s", c.WriteTimeout, AckWait)
+	}
+	return nil
+}

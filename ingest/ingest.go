@@ -1,0 +1,226 @@
+// Package ingest is the pipeline from JetStream to the store (DESIGN.md
+// "Data flow", step 2): it fetches raw reports in batches, classifies them,
+// writes each batch with one Store.Write and acknowledges the messages only
+// after the store committed them. While the store is down nothing is
+// acknowledged and JetStream keeps the backlog. What it cannot read goes to
+// the dead-letter stream, never away.
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/bouncer-mail/bouncer/broker"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Pipeline consumes bouncer's streams into the store. Create it with New,
+// start it with Run; Ready is safe to call at any time, from any goroutine.
+type Pipeline struct {
+	cfg Config
+	log *slog.Logger
+	m   *metrics
+	now func() time.Time
+
+	mu         sync.Mutex
+	storeErr   error     // the last store write's error, nil after a success
+	storeSince time.Time // when the store started failing
+	storeFails int       // failed writes in a row
+	natsErr    error     // the last consumer or fetch error, nil after a success
+}
+
+// source is one stream the pipeline consumes. The sync-log issue adds one
+// for broker.StreamAttempts, with its case in Pipeline.decode.
+type source struct {
+	stream  string
+	subject string
+	durable string
+}
+
+// New checks cfg and registers the pipeline's metrics on cfg.Registerer.
+func New(cfg Config) (*Pipeline, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	return &Pipeline{cfg: cfg, log: cfg.Logger.With("component", "ingest"), m: m, now: time.Now}, nil
+}
+
+// Run is New then Pipeline.Run.
+func Run(ctx context.Context, cfg Config) error {
+	p, err := New(cfg)
+	if err != nil {
+		return err
+	}
+	return p.Run(ctx)
+}
+
+// Run consumes until ctx is done, then returns nil once the batch in hand
+// is written and acked (within WriteTimeout). Failures of NATS or the store
+// are retried with backoff, never returned; Ready tells about them. The
+// streams must exist (broker.EnsureStreams).
+func (p *Pipeline) Run(ctx context.Context) error {
+	sources := []source{{stream: broker.StreamReports, subject: broker.SubjectReports, durable: p.cfg.Durable}}
+	var wg sync.WaitGroup
+	for _, src := range sources {
+		wg.Go(func() { p.consume(ctx, src) })
+	}
+	wg.Wait()
+	return nil
+}
+
+// Ready returns nil when ingest can do its work: the last store write
+// succeeded (or none failed yet), the NATS connection is up and the last
+// consumer request succeeded. Otherwise it describes the failure. It backs
+// /readyz.
+func (p *Pipeline) Ready() error {
+	p.mu.Lock()
+	storeErr, since, fails, natsErr := p.storeErr, p.storeSince, p.storeFails, p.natsErr
+	p.mu.Unlock()
+	if storeErr != nil {
+		return fmt.Errorf("ingest: store write failing since %s (%d attempts): %w",
+			since.UTC().Format(time.RFC3339), fails, storeErr)
+	}
+	// A fetch while disconnected merely times out, like an idle one: ask
+	// the connection.
+	if nc := p.cfg.JS.Conn(); nc != nil && !nc.IsConnected() {
+		return fmt.Errorf("ingest: NATS connection is %s", strings.ToLower(nc.Status().String()))
+	}
+	return natsErr
+}
+
+func (p *Pipeline) setStoreErr(err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err == nil {
+		p.storeErr, p.storeFails = nil, 0
+		return
+	}
+	if p.storeErr == nil {
+		p.storeSince = p.now()
+	}
+	p.storeErr = err
+	p.storeFails++
+}
+
+func (p *Pipeline) setNATSErr(err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.natsErr = err
+}
+
+// consume fetches batches of src until ctx is done.
+func (p *Pipeline) consume(ctx context.Context, src source) {
+	bo := backoff{first: p.cfg.Backoff, max: p.cfg.MaxBackoff}
+	var cons jetstream.Consumer
+	for ctx.Err() == nil {
+		if cons == nil {
+			c, err := p.cfg.JS.CreateOrUpdateConsumer(ctx, src.stream, jetstream.ConsumerConfig{
+				Durable:       src.durable,
+				Description:   "bouncer ingest: " + src.subject + " to the store",
+				FilterSubject: src.subject,
+				DeliverPolicy: jetstream.DeliverAllPolicy,
+				AckPolicy:     jetstream.AckExplicitPolicy,
+				AckWait:       AckWait,
+				MaxDeliver:    -1, // a message is acked or dead-lettered, never dropped
+				MaxAckPending: 20 * p.cfg.BatchSize,
+			})
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				err = fmt.Errorf("ingest: consumer %s on stream %s: %w", src.durable, src.stream, err)
+				p.setNATSErr(err)
+				d := bo.fail()
+				p.log.Error("cannot create consumer; retrying", "error", err, "retry_in", d)
+				sleep(ctx, d)
+				continue
+			}
+			cons = c
+		}
+
+		msgs, ferr := fetch(cons, p.cfg)
+		if ferr != nil {
+			ferr = fmt.Errorf("ingest: fetching from %s: %w", src.stream, ferr)
+			cons = nil // it may be gone: create it again
+		}
+		p.setNATSErr(ferr)
+		var perr error
+		if len(msgs) > 0 {
+			// A failed batch is nak'ed with the pause the loop then takes,
+			// so its messages come back when it fetches again.
+			perr = p.process(ctx, msgs, bo.next())
+		}
+		switch {
+		case perr != nil:
+			d := bo.fail()
+			p.log.Error("batch not stored; its messages stay in JetStream", "error", perr, "messages", len(msgs), "retry_in", d)
+			sleep(ctx, d)
+		case ferr != nil:
+			d := bo.fail()
+			p.log.Error("fetch failed; retrying", "error", ferr, "retry_in", d)
+			sleep(ctx, d)
+		case len(msgs) > 0:
+			bo.reset()
+		}
+	}
+}
+
+// fetch returns one batch, bounded by cfg's size, bytes and wait. It may
+// return messages and an error: the messages are to be handled still.
+func fetch(cons jetstream.Consumer, cfg Config) ([]jetstream.Msg, error) {
+	batch, err := cons.Fetch(cfg.BatchSize, jetstream.FetchMaxWait(cfg.BatchWait), jetstream.FetchMaxBytes(cfg.BatchBytes))
+	if err != nil {
+		return nil, err
+	}
+	var msgs []jetstream.Msg
+	for msg := range batch.Messages() {
+		msgs = append(msgs, msg)
+	}
+	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) {
+		return msgs, err
+	}
+	return msgs, nil
+}
+
+// backoff is an exponential backoff: first, doubling up to max.
+type backoff struct {
+	first, max, cur time.Duration
+}
+
+// next is the pause the next failure will bring.
+func (b *backoff) next() time.Duration {
+	if b.cur == 0 {
+		return b.first
+	}
+	return b.cur
+}
+
+// fail records a failure and returns the pause it brings.
+func (b *backoff) fail() time.Duration {
+	d := b.next()
+	b.cur = min(2*d, b.max)
+	return d
+}
+
+func (b *backoff) reset() { b.cur = 0 }
+
+// sleep pauses for d or until ctx is done.
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

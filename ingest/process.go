@@ -1,0 +1,190 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/bouncer-mail/bouncer/broker"
+	"github.com/bouncer-mail/bouncer/store"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ClassificationVersion is store.Event.Version of the events ingest
+// writes; a reclassification writes a higher one.
+const ClassificationVersion uint32 = 1
+
+// ackConcurrency bounds the acks in flight after a write.
+const ackConcurrency = 32
+
+// decoded is what one message contributes to a batch's write.
+type decoded struct {
+	report *store.Report // nil when the message carries no report
+	events []store.Event
+}
+
+// unreadable is a message's failure to decode: it goes to the dead-letter
+// stream with reason as the metric label.
+type unreadable struct {
+	reason string
+	err    error
+}
+
+func (u *unreadable) Error() string { return u.err.Error() }
+func (u *unreadable) Unwrap() error { return u.err }
+
+// process handles one fetched batch: unreadable messages go to the dead
+// letters, the rest are written with one Store.Write and acked after it.
+// On a failed write nothing is acked: the messages are nak'ed with
+// nakDelay, and the error is returned.
+func (p *Pipeline) process(ctx context.Context, msgs []jetstream.Msg, nakDelay time.Duration) error {
+	p.m.batches.Inc()
+	p.m.batchSize.Observe(float64(len(msgs)))
+
+	// The batch in hand is finished even when ctx is done: a write that
+	// committed gets its acks, within WriteTimeout.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.WriteTimeout)
+	defer cancel()
+
+	var (
+		reports   []store.Report
+		events    []store.Event
+		pending   []jetstream.Msg // acked after the write
+		seen      = map[string]bool{}
+		newest    time.Time
+		deadFails int
+	)
+	for _, msg := range msgs {
+		d, err := p.decode(msg)
+		if err != nil {
+			if err := p.deadLetter(wctx, msg, err); err != nil {
+				deadFails++
+				p.log.Error("cannot dead-letter; will retry", "error", err, "seq", sequence(msg))
+				nak(msg, nakDelay)
+			}
+			continue
+		}
+		pending = append(pending, msg)
+		if d.report == nil || seen[d.report.ID] {
+			// The same bytes twice in one batch (published again after
+			// the dedup window): written once, both acked.
+			continue
+		}
+		seen[d.report.ID] = true
+		reports = append(reports, *d.report)
+		events = append(events, d.events...)
+		if d.report.Received.After(newest) {
+			newest = d.report.Received
+		}
+	}
+
+	if len(reports) > 0 {
+		if err := p.cfg.Store.Write(wctx, reports, events); err != nil {
+			p.m.writeErrors.Inc()
+			p.setStoreErr(err)
+			for _, msg := range pending {
+				nak(msg, nakDelay)
+			}
+			return fmt.Errorf("ingest: writing %d reports and %d events: %w", len(reports), len(events), err)
+		}
+		p.setStoreErr(nil)
+		p.m.reports.Add(float64(len(reports)))
+		for _, ev := range events {
+			p.m.countEvent(ev.Source, ev.Event)
+		}
+		p.m.lag.Set(p.now().Sub(newest).Seconds())
+	}
+	p.ackAll(wctx, pending)
+	if deadFails > 0 {
+		return fmt.Errorf("ingest: %d messages could not be dead-lettered", deadFails)
+	}
+	return nil
+}
+
+// decode reads one message by the stream it came from. A panic is
+// recovered, counted, and makes the message unreadable.
+func (p *Pipeline) decode(msg jetstream.Msg) (d decoded, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			p.m.panics.Inc()
+			p.log.Error("panic reading message", "panic", r, "seq", sequence(msg), "stack", string(debug.Stack()))
+			d, err = decoded{}, &unreadable{reason: deadPanic, err: fmt.Errorf("panic: %v", r)}
+		}
+	}()
+	md, err := msg.Metadata()
+	if err != nil {
+		return decoded{}, &unreadable{reason: deadUnknown, err: fmt.Errorf("no JetStream metadata: %w", err)}
+	}
+	switch md.Stream {
+	case broker.StreamReports:
+		return p.decodeReport(msg, md)
+	default:
+		return decoded{}, &unreadable{reason: deadUnknown, err: fmt.Errorf("no reader for stream %s (subject %s)", md.Stream, msg.Subject())}
+	}
+}
+
+// decodeReport reads a raw report: its envelope, and the events classify
+// finds in it. A report classify cannot parse is stored with its
+// ParseError and no events; one it cannot even decode is unreadable.
+func (p *Pipeline) decodeReport(msg jetstream.Msg, md *jetstream.MsgMetadata) (decoded, error) {
+	env, raw, err := broker.DecodeReport(msg)
+	if err != nil {
+		return decoded{}, &unreadable{reason: deadDecode, err: err}
+	}
+	if env.Received.IsZero() {
+		env.Received = md.Timestamp
+	}
+	rep := &store.Report{Envelope: env, Raw: raw}
+	evs, err := p.cfg.Classifier.Bytes(raw)
+	if err != nil {
+		rep.ParseError = err.Error()
+	}
+	d := decoded{report: rep, events: make([]store.Event, 0, len(evs))}
+	for i, ev := range evs {
+		d.events = append(d.events, store.Event{
+			ID:       store.EventID(env.ID, i),
+			ReportID: env.ID,
+			Index:    i,
+			Version:  ClassificationVersion,
+			Time:     env.Received,
+			Source:   SourceNDR,
+			Event:    ev,
+		})
+	}
+	return d, nil
+}
+
+// ackAll acks msgs, each confirmed by the server. A failed ack is logged:
+// the message comes back after AckWait and is written again, to no effect.
+func (p *Pipeline) ackAll(ctx context.Context, msgs []jetstream.Msg) {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, ackConcurrency)
+	for _, msg := range msgs {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := msg.DoubleAck(ctx); err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
+				p.log.Warn("ack failed; the message will be redelivered", "error", err, "seq", sequence(msg))
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// nak asks for msg again after delay; should that fail too, AckWait
+// brings it back.
+func nak(msg jetstream.Msg, delay time.Duration) {
+	_ = msg.NakWithDelay(delay)
+}
+
+// sequence is msg's stream sequence, 0 when unknown, for logs.
+func sequence(msg jetstream.Msg) uint64 {
+	md, err := msg.Metadata()
+	if err != nil {
+		return 0
+	}
+	return md.Sequence.Stream
+}
