@@ -214,6 +214,9 @@ func (x *exam) format(fallback bool) []event.Event {
 		return nil
 	}
 	found := f.Extract(x.m.Text, x.lowerText)
+	if len(found) == 0 && !f.Fallback {
+		found = x.fromOriginal(f)
+	}
 	reporting := reportingHost(x.m)
 	var evs []event.Event
 	seen := map[string]bool{}
@@ -269,12 +272,33 @@ func (x *exam) single() bool {
 	return n == 1
 }
 
-// isOwnAddress reports whether addr is the bounce's own sender or
-// addressee, which a reading must not mistake for a recipient. A generic
-// reading also skips postmaster addresses, which bounce texts name as a
-// contact; a format's own recipient pattern may name one as the recipient.
+// fromOriginal is the last resort of a recognised format whose error block
+// names no address (Exim's "save to xxxx", a bare local part): the one
+// addressee of the returned original, with the error block as the reply.
+func (x *exam) fromOriginal(f *rules.Format) []rules.Found {
+	if x.m.Original == nil {
+		return nil
+	}
+	to := addresses(x.m.Original.To)
+	if len(to) != 1 {
+		return nil
+	}
+	block := strings.Join(strings.Fields(f.Block(x.m.Text, x.lowerText)), " ")
+	if len(block) > 1024 {
+		block = block[:1024]
+	}
+	return []rules.Found{{Recipient: to[0], Diagnostic: block}}
+}
+
+// isOwnAddress reports whether addr must not be read as a recipient: a
+// mailer-daemon, or, in a generic reading, the bounce's own sender or
+// addressee or a postmaster (bounce texts name them as contacts). A
+// format's own recipient pattern is trusted with the others.
 func (x *exam) isOwnAddress(addr string, generic bool) bool {
 	for _, h := range []string{"From", "To", "Return-Path", "Reply-To", "Sender"} {
+		if !generic {
+			break
+		}
 		for _, a := range addresses(x.m.Get(h)) {
 			if normalizeAddress(a) == addr {
 				return true
