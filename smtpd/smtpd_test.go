@@ -27,7 +27,7 @@ var testKeys = "test-key-for-the-listener-0001"
 
 // harness is a listener with a real embedded NATS JetStream behind it.
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	srv    *Server
 	addr   string
 	js     jetstream.JetStream
@@ -38,7 +38,7 @@ type harness struct {
 	reg    *prometheus.Registry
 }
 
-func newHarness(t *testing.T, mod func(*Config)) *harness {
+func newHarness(t testing.TB, mod func(*Config)) *harness {
 	t.Helper()
 	h := &harness{t: t, dir: t.TempDir(), reg: prometheus.NewRegistry()}
 	h.startNATS(-1)
@@ -137,7 +137,7 @@ func (h *harness) sign(rcpt string) string {
 
 // client speaks raw SMTP lines, so a test sees every code.
 type client struct {
-	t    *testing.T
+	t    testing.TB
 	conn net.Conn
 	r    *bufio.Reader
 }
