@@ -167,6 +167,35 @@ func TestEnsureStreams(t *testing.T) {
 	}
 }
 
+func TestCheckMaxPayload(t *testing.T) {
+	js := connect(t, startServer(t, t.TempDir()))
+	if err := CheckMaxPayload(js); err != nil {
+		t.Errorf("embedded server: %v", err)
+	}
+	// A server with NATS' default max_payload, as an external one may be.
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	defer s.Shutdown()
+	if !s.ReadyForConnections(5 * time.Second) {
+		t.Fatal("plain server not ready")
+	}
+	nc, err := nats.Connect(s.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	plain, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckMaxPayload(plain); err == nil || !strings.Contains(err.Error(), "max_payload") {
+		t.Errorf("default max_payload: %v, want an error", err)
+	}
+}
+
 func TestPublishDecodeRoundTrip(t *testing.T) {
 	s := startServer(t, t.TempDir())
 	js := connect(t, s)

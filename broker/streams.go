@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -121,6 +122,22 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, replicas int) er
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
 			return fmt.Errorf("broker: ensuring stream %s (%s): %w", cfg.Name, cfg.Subjects[0], err)
 		}
+	}
+	return nil
+}
+
+// CheckMaxPayload returns an error when the server js is connected to
+// refuses messages as large as ReportsMaxMsgSize: NATS' default
+// max_payload is 1 MiB, and with it every larger report would be answered
+// 451 for ever. The embedded server is set up right; an external one needs
+// max_payload: 16MB.
+func CheckMaxPayload(js jetstream.JetStream) error {
+	nc := js.Conn()
+	if nc == nil {
+		return errors.New("broker: no NATS connection")
+	}
+	if got := nc.MaxPayload(); got < ReportsMaxMsgSize {
+		return fmt.Errorf("broker: NATS server max_payload is %d bytes, reports need %d (set max_payload: 16MB)", got, ReportsMaxMsgSize)
 	}
 	return nil
 }
