@@ -80,8 +80,24 @@ func (x *exam) autoreply() []event.Event {
 		Provider:   x.c.rules.Provider(domainOf(from)),
 		Parser:     "rfc3834",
 		Rule:       "autoreply",
-		MessageID:  x.messageID,
+		MessageID:  x.repliedTo(),
 	}}
+}
+
+// repliedTo is the message an auto-reply answers: the returned original's
+// id, or its In-Reply-To (RFC 3834 section 3.1.4 asks auto-replies to set
+// it).
+func (x *exam) repliedTo() string {
+	if x.messageID != "" {
+		return x.messageID
+	}
+	v := strings.TrimSpace(x.m.Get("In-Reply-To"))
+	if i := strings.IndexByte(v, '<'); i >= 0 {
+		if j := strings.IndexByte(v[i:], '>'); j > 0 {
+			return v[i : i+j+1]
+		}
+	}
+	return ""
 }
 
 var _ interface{ Get(string) string } = (*dsn.Message)(nil)

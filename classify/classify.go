@@ -218,6 +218,9 @@ func (x *exam) format(fallback bool) []event.Event {
 		found = x.fromOriginal(f)
 	}
 	reporting := reportingHost(x.m)
+	// A non-DSN bounce gives up unless it says it will retry: a 4xx in a
+	// final bounce is the last answer of a message that expired.
+	delayed := x.c.rules.IsDelayed(x.m, x.lowerText)
 	var evs []event.Event
 	seen := map[string]bool{}
 	for _, fd := range found {
@@ -235,7 +238,7 @@ func (x *exam) format(fallback bool) []event.Event {
 			provider = f.Provider
 		}
 		action := "failed"
-		if code/100 == 4 || strings.HasPrefix(status, "4.") {
+		if delayed {
 			action = "delayed"
 		}
 		command := SMTPCommand(rules.LowerASCII(diag))

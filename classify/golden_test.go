@@ -64,7 +64,7 @@ func TestGolden(t *testing.T) {
 	}
 	n := 0
 	for _, path := range samples {
-		if strings.HasSuffix(path, ".golden.json") || strings.HasSuffix(path, ".md") {
+		if base := filepath.Base(path); strings.HasSuffix(base, ".golden.json") || strings.HasSuffix(base, ".md") || strings.HasPrefix(base, ".") {
 			continue
 		}
 		n++

@@ -244,7 +244,7 @@ func (p *parser) entity(h []Field, body string, c walkCtx) {
 		p.deliveryStatus(h, ct, body, t == "message/global-delivery-status", "")
 	case t == "message/feedback-report":
 		p.feedback(h, ct, body, "")
-	case t == "text/rfc822-headers" || t == "message/rfc822-headers" || t == "text/rfc822-header":
+	case t == "text/rfc822-headers" || t == "message/rfc822-headers" || t == "text/rfc822-header" || t == "message/global-headers":
 		p.headersOnly(h, ct, body)
 	case t == "text/html":
 		if c.noText {

@@ -178,6 +178,18 @@ func (s *Set) IsAutoreply(h Header, lowerText string) bool {
 	return false
 }
 
+// IsDelayed reports whether a non-DSN bounce is a delay warning.
+func (s *Set) IsDelayed(h Header, lowerText string) bool {
+	from := LowerASCII(h.Get("From"))
+	subject := LowerASCII(h.Get("Subject"))
+	for i := range s.delayed {
+		if s.delayed[i].holds(h, from, subject, lowerText) {
+			return true
+		}
+	}
+	return false
+}
+
 func (c *Cond) holds(h Header, from, subject, lowerText string) bool {
 	if len(c.From) > 0 && !containsAny(from, c.From) {
 		return false
@@ -245,11 +257,26 @@ func (f *Format) Extract(text, lowerText string) []Found {
 	var cur *Found
 	rows := 0
 	flush := func() {
-		if cur != nil {
-			cur.Diagnostic = strings.TrimSpace(cur.Diagnostic)
-			out = append(out, *cur)
-			cur = nil
+		if cur == nil {
+			return
 		}
+		cur.Diagnostic = strings.TrimSpace(cur.Diagnostic)
+		// A recipient named again further down ("Unable to deliver message
+		// to <a@b>" after its transcript) is the same recipient.
+		for i := range out {
+			if strings.EqualFold(out[i].Recipient, cur.Recipient) {
+				if cur.Diagnostic != "" && len(out[i].Diagnostic) < maxDiagnosticLen {
+					out[i].Diagnostic = strings.TrimSpace(out[i].Diagnostic + " " + cur.Diagnostic)
+					if len(out[i].Diagnostic) > maxDiagnosticLen {
+						out[i].Diagnostic = out[i].Diagnostic[:maxDiagnosticLen]
+					}
+				}
+				cur = nil
+				return
+			}
+		}
+		out = append(out, *cur)
+		cur = nil
 	}
 	lines := strings.Split(block, "\n")
 	offset := 0

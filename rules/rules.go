@@ -37,6 +37,10 @@ type File struct {
 	// (MAILER-DAEMON, X-Failed-Recipients): such a message is never an
 	// auto-reply, whatever its Auto-Submitted header says.
 	Daemon []Cond `json:"daemon,omitempty"`
+	// Delayed conditions recognise a delay warning among non-DSN bounces:
+	// the MTA still holds the message and will retry, so its recipients'
+	// action is "delayed", not "failed".
+	Delayed []Cond `json:"delayed,omitempty"`
 }
 
 // Provider names a mailbox provider by the domains it hosts and the host
@@ -123,6 +127,7 @@ type Set struct {
 	formats   []Format
 	autoreply []Cond
 	daemon    []Cond
+	delayed   []Cond
 	domains   map[string]string // exact recipient domain -> provider
 }
 
@@ -184,6 +189,7 @@ func loadDefault() (File, error) {
 		all.Formats = append(all.Formats, f.Formats...)
 		all.Autoreply = append(all.Autoreply, f.Autoreply...)
 		all.Daemon = append(all.Daemon, f.Daemon...)
+		all.Delayed = append(all.Delayed, f.Delayed...)
 	}
 	return all, nil
 }
@@ -233,6 +239,7 @@ func merge(def, over File) File {
 	}
 	out.Autoreply = append(append(out.Autoreply, over.Autoreply...), def.Autoreply...)
 	out.Daemon = append(append(out.Daemon, over.Daemon...), def.Daemon...)
+	out.Delayed = append(append(out.Delayed, over.Delayed...), def.Delayed...)
 	return out
 }
 
@@ -354,6 +361,8 @@ func compile(f File) (*Set, error) {
 	s.autoreply = f.Autoreply
 	errs = append(errs, compileConds("daemon", f.Daemon)...)
 	s.daemon = f.Daemon
+	errs = append(errs, compileConds("delayed", f.Delayed)...)
+	s.delayed = f.Delayed
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
