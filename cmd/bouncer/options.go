@@ -1,0 +1,159 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Options is the whole configuration of the all-in-one service. Every flag
+// has an environment twin BOUNCER_<NAME> (dashes as underscores); the flag
+// wins when both are set.
+type Options struct {
+	SMTPAddr       string
+	HTTPAddr       string
+	NATSListen     string
+	NATSURL        string
+	DataDir        string
+	Domains        []string
+	ClickHouseDSN  string
+	RulesFile      string
+	VERPKeysFile   string
+	VERPKeys       string // from BOUNCER_VERP_KEYS only: never a flag, so it stays out of ps
+	AcceptUnsigned bool
+	Hostname       string
+	TLSCert        string
+	TLSKey         string
+	LogLevel       string
+
+	MaxMessageBytes int64
+	MaxRecipients   int
+	MaxConnections  int
+	MaxConnsPerIP   int
+	ReadTimeout     time.Duration
+	WriteTimeout    time.Duration
+	ShutdownTimeout time.Duration
+}
+
+// stringList is a repeatable flag; a comma-separated env value fills it too.
+type stringList []string
+
+func (l *stringList) String() string { return strings.Join(*l, ",") }
+func (l *stringList) Set(v string) error {
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*l = append(*l, s)
+		}
+	}
+	return nil
+}
+
+// parseOptions reads flags (args) over environment values (getenv).
+func parseOptions(args []string, getenv func(string) string) (Options, *flag.FlagSet, error) {
+	var o Options
+	fl := flag.NewFlagSet("bouncer", flag.ContinueOnError)
+	env := func(name, def string) string {
+		if v := getenv("BOUNCER_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))); v != "" {
+			return v
+		}
+		return def
+	}
+	str := func(p *string, name, def, usage string) {
+		fl.StringVar(p, name, env(name, def), usage+" (env BOUNCER_"+strings.ToUpper(strings.ReplaceAll(name, "-", "_"))+")")
+	}
+	var envErr error
+	num := func(p *int, name string, def int, usage string) {
+		v, err := strconv.Atoi(env(name, strconv.Itoa(def)))
+		if err != nil && envErr == nil {
+			envErr = fmt.Errorf("env BOUNCER_%s: %w", strings.ToUpper(strings.ReplaceAll(name, "-", "_")), err)
+		}
+		fl.IntVar(p, name, v, usage+" (env BOUNCER_"+strings.ToUpper(strings.ReplaceAll(name, "-", "_"))+")")
+	}
+	dur := func(p *time.Duration, name string, def time.Duration, usage string) {
+		v, err := time.ParseDuration(env(name, def.String()))
+		if err != nil && envErr == nil {
+			envErr = fmt.Errorf("env BOUNCER_%s: %w", strings.ToUpper(strings.ReplaceAll(name, "-", "_")), err)
+		}
+		fl.DurationVar(p, name, v, usage+" (env BOUNCER_"+strings.ToUpper(strings.ReplaceAll(name, "-", "_"))+")")
+	}
+	str(&o.SMTPAddr, "smtp-addr", "127.0.0.1:2525", "SMTP listen `address` for bounce reports")
+	str(&o.HTTPAddr, "http-addr", "127.0.0.1:8025", "HTTP listen `address` for the API, /metrics and health")
+	str(&o.NATSListen, "nats-listen", "127.0.0.1:4222", "listen `address` of the embedded NATS server")
+	str(&o.NATSURL, "nats-url", "", "external NATS `url`; when set, no NATS server is embedded")
+	str(&o.DataDir, "data-dir", "./bouncer-data", "`directory` for the embedded NATS store and SQLite")
+	var domains stringList
+	_ = domains.Set(env("domain", ""))
+	fl.Var(&domains, "domain", "bounce `domain` accepted at RCPT; repeatable (env BOUNCER_DOMAIN, comma-separated)")
+	str(&o.ClickHouseDSN, "clickhouse-dsn", "", "ClickHouse `dsn` (clickhouse://host:9000/db); empty: SQLite under --data-dir")
+	str(&o.RulesFile, "rules", "", "extra rules `file` overriding the embedded defaults")
+	str(&o.VERPKeysFile, "verp-keys-file", "", "`file` of VERP keys, one per line; the first signs, all verify")
+	fl.BoolVar(&o.AcceptUnsigned, "accept-unsigned", env("accept-unsigned", "") == "true", "also accept bounce addresses without a VERP token (env BOUNCER_ACCEPT_UNSIGNED=true)")
+	host, _ := os.Hostname()
+	str(&o.Hostname, "hostname", host, "host `name` announced in the SMTP greeting")
+	str(&o.TLSCert, "tls-cert", "", "PEM certificate `file` enabling STARTTLS")
+	str(&o.TLSKey, "tls-key", "", "PEM private key `file` for --tls-cert")
+	str(&o.LogLevel, "log-level", "info", "log `level`: debug, info, warn, error")
+	num(&o.MaxRecipients, "max-recipients", 100, "recipients per SMTP transaction")
+	num(&o.MaxConnections, "max-connections", 1000, "concurrent SMTP connections")
+	num(&o.MaxConnsPerIP, "max-connections-per-ip", 50, "concurrent SMTP connections from one IP address")
+	maxMsg := 0
+	num(&maxMsg, "max-message-bytes", 10<<20, "largest message accepted, in bytes (552 5.3.4 beyond)")
+	dur(&o.ReadTimeout, "read-timeout", 60*time.Second, "SMTP read timeout")
+	dur(&o.WriteTimeout, "write-timeout", 60*time.Second, "SMTP write timeout")
+	dur(&o.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long SIGTERM waits for transfers in flight")
+	if envErr != nil {
+		return o, fl, envErr
+	}
+	if err := fl.Parse(args); err != nil {
+		return o, fl, err
+	}
+	if fl.NArg() > 0 {
+		return o, fl, fmt.Errorf("unexpected argument %q", fl.Arg(0))
+	}
+	o.Domains = domains
+	o.MaxMessageBytes = int64(maxMsg)
+	o.VERPKeys = getenv("BOUNCER_VERP_KEYS")
+	return o, fl, nil
+}
+
+// Validate reports the first thing wrong in o.
+func (o Options) Validate() error {
+	for name, addr := range map[string]string{"--smtp-addr": o.SMTPAddr, "--http-addr": o.HTTPAddr} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return fmt.Errorf("%s %q: %w", name, addr, err)
+		}
+	}
+	if o.NATSURL == "" {
+		if _, _, err := net.SplitHostPort(o.NATSListen); err != nil {
+			return fmt.Errorf("--nats-listen %q: %w", o.NATSListen, err)
+		}
+	}
+	switch {
+	case o.DataDir == "":
+		return errors.New("--data-dir is required")
+	case (o.TLSCert == "") != (o.TLSKey == ""):
+		return errors.New("--tls-cert and --tls-key go together")
+	case o.VERPKeys != "" && o.VERPKeysFile != "":
+		return errors.New("BOUNCER_VERP_KEYS and --verp-keys-file are both set; use one")
+	case o.MaxMessageBytes <= 0 || o.MaxRecipients <= 0 || o.MaxConnections <= 0 || o.MaxConnsPerIP <= 0:
+		return errors.New("limits must be positive")
+	case o.ReadTimeout <= 0 || o.WriteTimeout <= 0 || o.ShutdownTimeout <= 0:
+		return errors.New("timeouts must be positive")
+	}
+	switch o.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("--log-level %q: want debug, info, warn or error", o.LogLevel)
+	}
+	for _, d := range o.Domains {
+		if strings.ContainsAny(d, "@ /") || !strings.Contains(d, ".") && d != "localhost" {
+			return fmt.Errorf("--domain %q is not a domain name", d)
+		}
+	}
+	return nil
+}

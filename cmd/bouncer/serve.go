@@ -1,0 +1,243 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/bouncer-mail/bouncer/api"
+	"github.com/bouncer-mail/bouncer/broker"
+	"github.com/bouncer-mail/bouncer/classify"
+	"github.com/bouncer-mail/bouncer/ingest"
+	"github.com/bouncer-mail/bouncer/smtpd"
+	"github.com/bouncer-mail/bouncer/store/sqlite"
+	"github.com/bouncer-mail/bouncer/verp"
+)
+
+// Service is the running all-in-one: listener, embedded NATS, ingest,
+// store and HTTP API. Start it with Start, stop it with Stop.
+type Service struct {
+	opts Options
+	log  *slog.Logger
+
+	SMTPAddr, HTTPAddr, NATSURL string // where it listens, known after Start
+
+	nats    *server.Server
+	nc      *nats.Conn
+	smtp    *smtpd.Server
+	http    *http.Server
+	store   *sqlite.Store
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	errc    chan error
+	stopped sync.Once
+}
+
+// Start brings every part up, in dependency order, and returns once the
+// listener accepts connections. reg receives every metric.
+func Start(ctx context.Context, opts Options, log *slog.Logger, reg *prometheus.Registry) (*Service, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Service{opts: opts, log: log, errc: make(chan error, 4)}
+	ok := false
+	defer func() {
+		if !ok {
+			s.Stop(context.Background())
+		}
+	}()
+	if err := os.MkdirAll(opts.DataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	rs, err := loadRules(opts.RulesFile)
+	if err != nil {
+		return nil, err
+	}
+	signer, err := loadSigner(opts)
+	if err != nil {
+		return nil, err
+	}
+	if signer == nil {
+		log.Warn("no VERP keys (BOUNCER_VERP_KEYS or --verp-keys-file): bounce addresses are accepted unsigned")
+	}
+	if len(opts.Domains) == 0 {
+		log.Warn("no --domain: RCPT is accepted for any domain")
+	}
+	if opts.ClickHouseDSN != "" {
+		return nil, errors.New("--clickhouse-dsn: the ClickHouse store is not built yet; leave it empty for SQLite")
+	}
+
+	s.store, err = sqlite.Open(ctx, filepath.Join(opts.DataDir, "bouncer.db"), sqlite.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+
+	natsURL := opts.NATSURL
+	if natsURL == "" {
+		s.nats, err = broker.StartEmbedded(broker.EmbeddedConfig{Listen: opts.NATSListen, StoreDir: filepath.Join(opts.DataDir, "nats"), Logger: log})
+		if err != nil {
+			return nil, fmt.Errorf("embedded NATS: %w", err)
+		}
+		natsURL = s.nats.ClientURL()
+	}
+	s.NATSURL = natsURL
+	s.nc, err = nats.Connect(natsURL, nats.Name("bouncer"), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true))
+	if err != nil {
+		return nil, fmt.Errorf("NATS %s: %w", natsURL, err)
+	}
+	js, err := jetstream.New(s.nc)
+	if err != nil {
+		return nil, err
+	}
+	if opts.NATSURL != "" {
+		if err := broker.CheckMaxPayload(js); err != nil {
+			return nil, fmt.Errorf("NATS %s: %w", natsURL, err)
+		}
+	}
+	if err := broker.EnsureStreams(ctx, js, 1); err != nil {
+		return nil, fmt.Errorf("NATS streams: %w", err)
+	}
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	pipe, err := ingest.New(ingest.Config{JS: js, Store: s.store, Classifier: classify.New(rs), Logger: log.With("component", "ingest"), Registerer: reg})
+	if err != nil {
+		return nil, err
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := pipe.Run(runCtx); err != nil && !errors.Is(err, context.Canceled) {
+			s.errc <- fmt.Errorf("ingest: %w", err)
+		}
+	}()
+
+	handler, err := api.New(api.Config{Store: s.store, Logger: log.With("component", "api"), Gatherer: reg, Ready: pipe.Ready})
+	if err != nil {
+		return nil, err
+	}
+	hl, err := net.Listen("tcp", opts.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("HTTP: %w", err)
+	}
+	s.HTTPAddr = hl.Addr().String()
+	s.http = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 5 * time.Minute, IdleTimeout: 2 * time.Minute}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := s.http.Serve(hl); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.errc <- fmt.Errorf("HTTP: %w", err)
+		}
+	}()
+
+	var tlsConfig *tls.Config
+	if opts.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(opts.TLSCert, opts.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("TLS: %w", err)
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	s.smtp, err = smtpd.New(smtpd.Config{
+		Hostname: opts.Hostname, Domains: opts.Domains, Signer: signer, AcceptUnsigned: opts.AcceptUnsigned,
+		MaxMessageBytes: opts.MaxMessageBytes, MaxRecipients: opts.MaxRecipients,
+		MaxConnections: opts.MaxConnections, MaxConnsPerIP: opts.MaxConnsPerIP,
+		ReadTimeout: opts.ReadTimeout, WriteTimeout: opts.WriteTimeout,
+		TLSConfig: tlsConfig, Publisher: &broker.Publisher{JS: js, Timeout: smtpd.DefaultPublishTimeout},
+		Logger: log.With("component", "smtpd"), Registerer: reg,
+	})
+	if err != nil {
+		return nil, err
+	}
+	sl, err := net.Listen("tcp", opts.SMTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("SMTP: %w", err)
+	}
+	s.SMTPAddr = sl.Addr().String()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := s.smtp.Serve(sl); err != nil {
+			s.errc <- fmt.Errorf("SMTP: %w", err)
+		}
+	}()
+	log.Info("bouncer started", "smtp", s.SMTPAddr, "http", s.HTTPAddr, "nats", natsURL, "data_dir", opts.DataDir, "domains", opts.Domains)
+	ok = true
+	return s, nil
+}
+
+// Err delivers the first error of a part that stopped by itself.
+func (s *Service) Err() <-chan error { return s.errc }
+
+// Stop shuts down in reverse order: the listener first (transfers in
+// flight finish and are answered), then ingest, HTTP, NATS and the store.
+func (s *Service) Stop(ctx context.Context) error {
+	var err error
+	s.stopped.Do(func() {
+		if s.smtp != nil {
+			sctx, cancel := context.WithTimeout(ctx, s.opts.ShutdownTimeout)
+			if e := s.smtp.Shutdown(sctx); e != nil {
+				err = fmt.Errorf("SMTP shutdown: %w", e)
+			}
+			cancel()
+		}
+		if s.cancel != nil {
+			s.cancel()
+		}
+		if s.http != nil {
+			hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			s.http.Shutdown(hctx)
+			cancel()
+		}
+		s.wg.Wait()
+		if s.nc != nil {
+			s.nc.Drain()
+			s.nc.Close()
+		}
+		if s.nats != nil {
+			s.nats.Shutdown()
+			s.nats.WaitForShutdown()
+		}
+		if s.store != nil {
+			s.store.Close()
+		}
+	})
+	return err
+}
+
+func loadSigner(o Options) (*verp.Signer, error) {
+	var keys verp.Keys
+	var err error
+	switch {
+	case o.VERPKeysFile != "":
+		keys, err = verp.LoadKeysFile(o.VERPKeysFile)
+	case o.VERPKeys != "":
+		keys, err = verp.ParseKeys(o.VERPKeys)
+	default:
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("VERP keys: %w", err)
+	}
+	return &verp.Signer{Keys: keys}, nil
+}
+
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}

@@ -1,0 +1,226 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bouncer-mail/bouncer/verp"
+)
+
+const serveKeys = "serve-test-key-000000000001"
+
+func startService(t *testing.T) *Service {
+	t.Helper()
+	opts, _, err := parseOptions([]string{
+		"--smtp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0",
+		"--data-dir", t.TempDir(), "--domain", "bounces.example.com", "--hostname", "bouncer.test",
+	}, func(k string) string {
+		if k == "BOUNCER_VERP_KEYS" {
+			return serveKeys
+		}
+		return ""
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := Start(context.Background(), opts, slog.New(slog.NewTextHandler(io.Discard, nil)), newRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { svc.Stop(context.Background()) })
+	return svc
+}
+
+// smtpSend delivers one message over real SMTP and returns the final reply.
+func smtpSend(t *testing.T, addr, rcpt, msg string) string {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	r := bufio.NewReader(c)
+	read := func() string {
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				t.Fatalf("reading reply: %v", err)
+			}
+			if len(line) < 4 || line[3] != '-' {
+				return strings.TrimSpace(line)
+			}
+		}
+	}
+	read()
+	for _, cmd := range []string{"EHLO mx.example.net", "MAIL FROM:<>", "RCPT TO:<" + rcpt + ">", "DATA"} {
+		fmt.Fprintf(c, "%s\r\n", cmd)
+		if reply := read(); reply[0] != '2' && reply[0] != '3' {
+			return reply
+		}
+	}
+	io.WriteString(c, strings.ReplaceAll(msg, "\n", "\r\n")+"\r\n.\r\n")
+	return read()
+}
+
+func getJSON(t *testing.T, u string, v any) int {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if v != nil {
+		if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+			t.Fatalf("GET %s: %v", u, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+const e2eNDR = `From: MAILER-DAEMON@mx.example.net
+To: bounce@example.org
+Subject: Undelivered Mail Returned to Sender
+Message-ID: <ndr-e2e@mx.example.net>
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="b1"
+
+--b1
+Content-Type: text/plain
+
+This is the mail system at host mx.example.net.
+
+<Gone@Example.NET>: host mx.example.net[192.0.2.1] said: 550 5.1.1
+    <gone@example.net>: Recipient address rejected: User unknown (in reply to
+    RCPT TO command)
+
+--b1
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; mx.example.net
+
+Final-Recipient: rfc822; Gone@Example.NET
+Action: failed
+Status: 5.1.1
+Diagnostic-Code: smtp; 550 5.1.1 <gone@example.net>: Recipient address rejected: User unknown
+
+--b1--`
+
+// TestServeEndToEnd runs the all-in-one service and sends it a signed NDR
+// over SMTP: it must come out of the HTTP API as a classified event.
+func TestServeEndToEnd(t *testing.T) {
+	svc := startService(t)
+	keys, _ := verp.ParseKeys(serveKeys)
+	rcpt, err := (&verp.Signer{Keys: keys}).Sign("bounces.example.com", "gone@example.net", "<m1@example.org>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reply := smtpSend(t, svc.SMTPAddr, rcpt, e2eNDR); !strings.HasPrefix(reply, "250") {
+		t.Fatalf("DATA: %q", reply)
+	}
+	if reply := smtpSend(t, svc.SMTPAddr, "b+forged@bounces.example.com", e2eNDR); !strings.HasPrefix(reply, "550 5.7.1") {
+		t.Errorf("forged VERP: %q, want 550 5.7.1", reply)
+	}
+	base := "http://" + svc.HTTPAddr
+	var hist struct {
+		Events []struct {
+			Recipient, Class, Reason, Scope, Status, Source string
+			SMTPCommand                                     string `json:"smtp_command"`
+		}
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if code := getJSON(t, base+"/v1/recipients/"+url.PathEscape("GONE@example.net")+"/events", &hist); code != 200 {
+			t.Fatalf("recipient events: HTTP %d", code)
+		}
+		if len(hist.Events) > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(hist.Events) != 1 {
+		t.Fatalf("%d events stored, want 1", len(hist.Events))
+	}
+	e := hist.Events[0]
+	if e.Recipient != "gone@example.net" || e.Class != "hard" || e.Reason != "userunknown" || e.Scope != "recipient" || e.Status != "5.1.1" || e.SMTPCommand != "RCPT" || e.Source != "ndr" {
+		t.Errorf("stored event %+v", e)
+	}
+	var stats struct {
+		ReportsReceived int64            `json:"reports_received"`
+		EventsByClass   map[string]int64 `json:"events_by_class"`
+	}
+	if code := getJSON(t, base+"/v1/stats?window=24h", &stats); code != 200 {
+		t.Fatalf("stats: HTTP %d", code)
+	}
+	if stats.ReportsReceived != 1 || stats.EventsByClass["hard"] != 1 {
+		t.Errorf("stats %+v, want 1 report and 1 hard event", stats)
+	}
+	for _, path := range []string{"/healthz", "/readyz"} {
+		if code := getJSON(t, base+path, nil); code != 200 {
+			t.Errorf("%s: HTTP %d", path, code)
+		}
+	}
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`bouncer_smtp_replies_total{code="250"} 1`,
+		`bouncer_smtp_replies_total{code="550"} 1`,
+		"bouncer_smtp_connections_total", "bouncer_smtp_received_bytes_total",
+		"bouncer_smtp_accept_latency_seconds_bucket", `bouncer_panics_total{component="smtpd"} 0`,
+		"bouncer_ingest_batches_total",
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+}
+
+func TestParseOptionsEnv(t *testing.T) {
+	env := map[string]string{"BOUNCER_SMTP_ADDR": "0.0.0.0:25", "BOUNCER_DOMAIN": "a.example.com,b.example.com", "BOUNCER_MAX_RECIPIENTS": "7"}
+	o, _, err := parseOptions([]string{"--max-recipients", "9"}, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.SMTPAddr != "0.0.0.0:25" || len(o.Domains) != 2 || o.MaxRecipients != 9 {
+		t.Errorf("options %+v: want env address, two env domains, flag over env for max-recipients", o)
+	}
+	if err := o.Validate(); err != nil {
+		t.Errorf("Validate: %v", err)
+	}
+	bad := []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{[]string{"--smtp-addr", "nope"}, nil, "--smtp-addr"},
+		{[]string{"--tls-cert", "x"}, nil, "--tls-key"},
+		{[]string{"--domain", "user@example.com"}, nil, "not a domain"},
+		{[]string{"--log-level", "loud"}, nil, "--log-level"},
+		{nil, map[string]string{"BOUNCER_MAX_RECIPIENTS": "many"}, "BOUNCER_MAX_RECIPIENTS"},
+		{[]string{"--verp-keys-file", "/x"}, map[string]string{"BOUNCER_VERP_KEYS": "k"}, "both set"},
+		{[]string{"extra"}, nil, "unexpected argument"},
+	}
+	for _, b := range bad {
+		o, _, err := parseOptions(b.args, func(k string) string { return b.env[k] })
+		if err == nil {
+			err = o.Validate()
+		}
+		if err == nil || !strings.Contains(err.Error(), b.want) {
+			t.Errorf("%v %v: err %v, want one mentioning %q", b.args, b.env, err, b.want)
+		}
+	}
+}
