@@ -49,6 +49,9 @@ func (c *Classifier) Message(m *dsn.Message) []event.Event {
 	if evs := x.dsn(); len(evs) > 0 {
 		return evs
 	}
+	if evs := x.ses(); len(evs) > 0 {
+		return evs
+	}
 	if evs := x.format(false); len(evs) > 0 {
 		return evs
 	}
