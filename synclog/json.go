@@ -50,11 +50,11 @@ type kumo struct {
 		Name string `json:"name"`
 		Addr string `json:"addr"`
 	} `json:"peer_address"`
-	Timestamp   json.RawMessage   `json:"timestamp"`
-	NumAttempts int               `json:"num_attempts"`
-	Meta        map[string]any    `json:"meta"`
-	Headers     map[string]any    `json:"headers"`
-	Feedback    json.RawMessage   `json:"feedback_report"`
+	Timestamp   json.RawMessage `json:"timestamp"`
+	NumAttempts int             `json:"num_attempts"`
+	Meta        map[string]any  `json:"meta"`
+	Headers     map[string]any  `json:"headers"`
+	Feedback    json.RawMessage `json:"feedback_report"`
 }
 
 func parseJSON(b []byte) ([]Attempt, error) {
