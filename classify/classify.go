@@ -217,7 +217,9 @@ func (x *exam) format(fallback bool) []event.Event {
 		return nil
 	}
 	found := f.Extract(x.m.Text, x.lowerText)
-	if len(found) == 0 && !f.Fallback {
+	if len(found) == 0 && (!f.Fallback || len(x.m.Reports) > 0 || x.m.Get("X-Failed-Recipients") != "") {
+		// A recognised format, an empty delivery-status part or an
+		// X-Failed-Recipients header: this is a bounce, whoever it names.
 		found = x.fromOriginal(f)
 	}
 	reporting := reportingHost(x.m)
@@ -278,22 +280,70 @@ func (x *exam) single() bool {
 	return n == 1
 }
 
-// fromOriginal is the last resort of a recognised format whose error block
-// names no address (Exim's "save to xxxx", a bare local part): the one
-// addressee of the returned original, with the error block as the reply.
+// fromOriginal is the last resort of a bounce whose error block names no
+// address (Exim's "save to xxxx", a bare local part, Postfix's "Delivery
+// report unavailable"): the addresses of its X-Failed-Recipients header
+// (Exim, Gmail), else the one addressee of the returned original (its To,
+// else the "for" clause of its Received fields, RFC 5321 section 4.4), with
+// the error block as the reply.
 func (x *exam) fromOriginal(f *rules.Format) []rules.Found {
-	if x.m.Original == nil {
-		return nil
+	to := addresses(x.m.Get("X-Failed-Recipients"))
+	if len(to) == 0 && x.m.Original != nil {
+		to = addresses(x.m.Original.To)
+		if len(to) == 0 {
+			to = receivedFor(x.m.Original.Headers)
+		}
+		if len(to) != 1 {
+			return nil
+		}
 	}
-	to := addresses(x.m.Original.To)
-	if len(to) != 1 {
+	if len(to) == 0 || len(to) > maxHeaderRecipients {
 		return nil
 	}
 	block := strings.Join(strings.Fields(f.Block(x.m.Text, x.lowerText)), " ")
 	if len(block) > 1024 {
 		block = block[:1024]
 	}
-	return []rules.Found{{Recipient: to[0], Diagnostic: block}}
+	out := make([]rules.Found, 0, len(to))
+	for _, a := range to {
+		out = append(out, rules.Found{Recipient: a, Diagnostic: block})
+	}
+	return out
+}
+
+// maxHeaderRecipients bounds the recipients read from one header.
+const maxHeaderRecipients = 100
+
+// receivedFor returns the distinct addresses named by the "for" clauses of
+// Received fields (RFC 5321 section 4.4: the envelope recipient).
+func receivedFor(h []dsn.Field) []string {
+	var out []string
+	for _, fd := range h {
+		if !strings.EqualFold(fd.Name, "Received") {
+			continue
+		}
+		v := fd.Value
+		i := strings.Index(rules.LowerASCII(v), " for ")
+		if i < 0 {
+			continue
+		}
+		rest := strings.TrimSpace(v[i+5:])
+		if j := strings.IndexAny(rest, "; \t"); j >= 0 {
+			rest = rest[:j]
+		}
+		a := normalizeAddress(rest)
+		if a == "" {
+			continue
+		}
+		dup := false
+		for _, o := range out {
+			dup = dup || o == a
+		}
+		if !dup {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // isOwnAddress reports whether addr must not be read as a recipient: a

@@ -11,11 +11,11 @@ import (
 // floor holds the figures reached on ../shared/ndr-corpus. They only go up:
 // when a change raises a figure, raise its floor in the same commit.
 var floor = map[string]float64{
-	"coverage":  97.5,
-	"recipient": 96.8,
-	"class":     89.0,
-	"reason":    79.6,
-	"status":    94.4,
+	"coverage":  99.3,
+	"recipient": 98.0,
+	"class":     90.8,
+	"reason":    81.4,
+	"status":    94.9,
 }
 
 const corpusDir = "../../../shared/ndr-corpus"

@@ -168,6 +168,11 @@ func Run(cl *classify.Classifier, dir string) (*Report, error) {
 }
 
 func split(b []byte) ([][]byte, error) {
+	if bytes.IndexByte(b, '\n') < 0 && bytes.IndexByte(b, '\r') >= 0 {
+		// A classic Mac OS file ends its lines with a bare CR; the mbox
+		// reader splits on LF, so give it LF (dsn.Parse reads either).
+		b = bytes.ReplaceAll(b, []byte("\r"), []byte("\n"))
+	}
 	if !mbox.IsMbox(b) {
 		return [][]byte{b}, nil
 	}
