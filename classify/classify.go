@@ -164,6 +164,7 @@ func (x *exam) dsn() []event.Event {
 			if command == "" && x.single() {
 				command = transcriptCommand(x.lowerText)
 			}
+			diag = JoinContinuations(diag)
 			code := ReplyCode(diag)
 			status := r.Status.String()
 			if st := EnhancedStatus(diag); st != "" && (status == "" || genericStatus(status) && !genericStatus(st) && st[0] == status[0]) {
@@ -234,7 +235,7 @@ func (x *exam) format(fallback bool) []event.Event {
 			continue
 		}
 		seen[rcpt] = true
-		diag := fd.Diagnostic
+		diag := JoinContinuations(fd.Diagnostic)
 		code := ReplyCode(diag)
 		status := EnhancedStatus(diag)
 		remote := RemoteMTA(diag)

@@ -1,6 +1,7 @@
 package classify
 
 import (
+	"strconv"
 	"strings"
 
 	"github.com/bouncer-mail/bouncer/rules"
@@ -243,4 +244,64 @@ func looksLikeHost(s string) bool {
 		}
 	}
 	return true
+}
+
+// JoinContinuations rewrites a multi-line SMTP reply that was joined into
+// one line (RFC 5321 section 4.2.1: every line but the last is "code-text",
+// the last "code text", and each may repeat the enhanced status, RFC 2034)
+// as one reply: "550-5.7.1 Messages with multiple 550 5.7.1 addresses"
+// becomes "550 5.7.1 Messages with multiple addresses". Only the prefixes of
+// the first continued reply are dropped; other text is returned unchanged.
+func JoinContinuations(text string) string {
+	code := ReplyCode(text)
+	if code == 0 {
+		return text
+	}
+	c := strconv.Itoa(code)
+	first := strings.Index(text, c+"-")
+	if first < 0 || (first > 0 && !codeBoundaryBefore(text[first-1])) {
+		return text
+	}
+	status := ""
+	if after := text[first+len(c)+1:]; len(after) > 0 {
+		if st := EnhancedStatus(after); st != "" && strings.HasPrefix(after, st) {
+			status = st
+		}
+	}
+	prefixes := []string{c + "-", c + " "}
+	if status != "" {
+		prefixes = []string{c + "-" + status + " ", c + " " + status + " ", c + "-" + status, c + " " + status}
+	}
+	var b strings.Builder
+	b.Grow(len(text))
+	b.WriteString(text[:first])
+	b.WriteString(c + " ")
+	if status != "" {
+		b.WriteString(status + " ")
+	}
+	rest := strings.TrimLeft(text[first+len(prefixes[0]):], " ")
+	for {
+		at, n := -1, 0
+		for _, p := range prefixes {
+			for off := 0; ; {
+				i := strings.Index(rest[off:], p)
+				if i < 0 {
+					break
+				}
+				i += off
+				if i > 0 && rest[i-1] == ' ' && (at < 0 || i < at) {
+					at, n = i, len(p)
+					break
+				}
+				off = i + 1
+			}
+		}
+		if at < 0 {
+			b.WriteString(rest)
+			break
+		}
+		b.WriteString(rest[:at])
+		rest = strings.TrimLeft(rest[at+n:], " ")
+	}
+	return strings.TrimSpace(b.String())
 }

@@ -118,3 +118,19 @@ func TestNormalizeAddress(t *testing.T) {
 		}
 	}
 }
+
+func TestJoinContinuations(t *testing.T) {
+	for in, want := range map[string]string{
+		"550-5.7.1 [192.0.2.1 13] Messages with multiple 550 5.7.1 addresses in From: header are not accepted.":         "550 5.7.1 [192.0.2.1 13] Messages with multiple addresses in From: header are not accepted.",
+		"host mx.example.com said: 550-5.7.1 This message 550-5.7.1 was blocked 550 5.7.1 by policy (in reply to DATA)": "host mx.example.com said: 550 5.7.1 This message was blocked by policy (in reply to DATA)",
+		"554-mx.example.net 554-No SMTP service here 554 closing":                                                       "554 mx.example.net No SMTP service here closing",
+		"550 5.1.1 User unknown":                       "550 5.1.1 User unknown",
+		"552-5.7.0 only the first line":                "552 5.7.0 only the first line",
+		"no code here":                                 "no code here",
+		"550-5.7.1 see https://x.example/550-5.7.1 ok": "550 5.7.1 see https://x.example/550-5.7.1 ok",
+	} {
+		if got := JoinContinuations(in); got != want {
+			t.Errorf("JoinContinuations(%q)\n = %q\nwant %q", in, got, want)
+		}
+	}
+}

@@ -50,7 +50,7 @@ func (c *Classifier) Reply(r Reply) Verdict {
 		(code == 0 && status == "" && action == "delayed")
 
 	var v Verdict
-	if m, ok := c.rules.Reason(rules.Reply{Text: rules.LowerASCII(r.Text), Status: status, Code: code, Provider: r.Provider}); ok {
+	if m, ok := c.rules.Reason(rules.Reply{Text: rules.LowerASCII(JoinContinuations(r.Text)), Status: status, Code: code, Provider: r.Provider}); ok {
 		v = Verdict{Reason: event.Reason(m.Reason), Scope: event.Scope(m.Scope), Rule: m.Rule}
 		if m.AfterData != "" && r.Command == "DATA" && !strings.HasSuffix(status, ".1.1") {
 			// An explicit X.1.1 ("bad destination mailbox address") says
