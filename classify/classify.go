@@ -229,12 +229,18 @@ func (x *exam) format(fallback bool) []event.Event {
 	delayed := x.c.rules.IsDelayed(x.m, x.lowerText)
 	var evs []event.Event
 	seen := map[string]bool{}
+	cands := found[:0:0]
 	for _, fd := range found {
 		rcpt := normalizeAddress(fd.Recipient)
 		if rcpt == "" || seen[rcpt] || x.isOwnAddress(rcpt, f.Fallback) {
 			continue
 		}
 		seen[rcpt] = true
+		fd.Recipient = rcpt
+		cands = append(cands, fd)
+	}
+	for _, fd := range cands {
+		rcpt := fd.Recipient
 		diag := JoinContinuations(fd.Diagnostic)
 		code := ReplyCode(diag)
 		status := EnhancedStatus(diag)
@@ -248,16 +254,23 @@ func (x *exam) format(fallback bool) []event.Event {
 			action = "delayed"
 		}
 		command := SMTPCommand(rules.LowerASCII(diag))
-		if command == "" && len(found) == 1 {
+		if command == "" && len(cands) == 1 {
 			command = transcriptCommand(x.lowerText)
 		}
 		v := x.c.Reply(Reply{Code: code, Status: status, Text: diag, Action: action, Command: command, Provider: provider})
-		if v.Rule == "none" && len(found) == 1 {
-			// The reply names no cause; human-written bounces often give
-			// it before the address ("reject reason: Mailbox full" then
-			// "target mail address: ..."): read the whole error block.
-			if w := x.c.Reply(Reply{Code: code, Status: status, Text: f.Block(x.m.Text, x.lowerText), Action: action, Command: command, Provider: provider}); w.Rule != "none" {
-				v = w
+		if weakRule(v.Rule) && len(cands) == 1 {
+			// The reply names no cause, or only a bare refusal;
+			// human-written bounces often give it before the address
+			// ("reject reason: Mailbox full" then "target mail address:
+			// ...") or in a paragraph of its own (Gmail's "The error that
+			// the other server returned was:"): read the whole error block.
+			block := f.Block(x.m.Text, x.lowerText)
+			bcode, bstatus := code, status
+			if bcode == 0 && bstatus == "" {
+				bcode, bstatus = ReplyCode(block), EnhancedStatus(block)
+			}
+			if w := x.c.Reply(Reply{Code: bcode, Status: bstatus, Text: block, Action: action, Command: command, Provider: provider}); !weakRule(w.Rule) {
+				v, code = w, bcode
 			}
 		}
 		if v.Rule == "none" && f.Reason != "" {
@@ -269,6 +282,12 @@ func (x *exam) format(fallback bool) []event.Event {
 		evs = append(evs, x.event(rcpt, v, code, action, command, diag, remote, reporting, provider, f.Name))
 	}
 	return evs
+}
+
+// weakRule reports whether a verdict's rule names no cause: no rule at all,
+// or a bare refusal ("rejected", "denied") a more specific text may explain.
+func weakRule(rule string) bool {
+	return rule == "none" || rule == "rejected-generic"
 }
 
 // single reports whether the message's reports name exactly one recipient,
