@@ -24,9 +24,10 @@ const (
 
 	// SubjectDeadLetter holds what ingest could not read, one subject per
 	// source below it (SubjectDeadLetterReports, ...), kept for inspection.
-	SubjectDeadLetter        = "bouncer.deadletter.>"
-	SubjectDeadLetterReports = "bouncer.deadletter.reports"
-	StreamDeadLetter         = "BOUNCER_DEADLETTER"
+	SubjectDeadLetter         = "bouncer.deadletter.>"
+	SubjectDeadLetterReports  = "bouncer.deadletter.reports"
+	SubjectDeadLetterAttempts = "bouncer.deadletter.attempts"
+	StreamDeadLetter          = "BOUNCER_DEADLETTER"
 )
 
 // Headers ingest adds to a dead letter, beside the original's own headers.

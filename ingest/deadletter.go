@@ -20,6 +20,8 @@ func deadLetterSubject(stream string) string {
 	switch stream {
 	case broker.StreamReports:
 		return broker.SubjectDeadLetterReports
+	case broker.StreamAttempts:
+		return broker.SubjectDeadLetterAttempts
 	default:
 		return "bouncer.deadletter.other"
 	}

@@ -35,8 +35,8 @@ type Pipeline struct {
 	natsErr    error     // the last consumer or fetch error, nil after a success
 }
 
-// source is one stream the pipeline consumes. The sync-log issue adds one
-// for broker.StreamAttempts, with its case in Pipeline.decode.
+// source is one stream the pipeline consumes: the raw reports, and the sync
+// reply logs; Pipeline.decode reads each by its stream.
 type source struct {
 	stream  string
 	subject string
@@ -70,7 +70,10 @@ func Run(ctx context.Context, cfg Config) error {
 // are retried with backoff, never returned; Ready tells about them. The
 // streams must exist (broker.EnsureStreams).
 func (p *Pipeline) Run(ctx context.Context) error {
-	sources := []source{{stream: broker.StreamReports, subject: broker.SubjectReports, durable: p.cfg.Durable}}
+	sources := []source{
+		{stream: broker.StreamReports, subject: broker.SubjectReports, durable: p.cfg.Durable},
+		{stream: broker.StreamAttempts, subject: broker.SubjectAttempts, durable: p.cfg.Durable + "-attempts"},
+	}
 	var wg sync.WaitGroup
 	for _, src := range sources {
 		wg.Go(func() { p.consume(ctx, src) })

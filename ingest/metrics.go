@@ -11,7 +11,7 @@ import (
 // store.Event.Source.
 const (
 	SourceNDR  = "ndr"  // asynchronous reports received by the listener
-	SourceSync = "sync" // sync reply logs; TODO: read by the sync-log issue
+	SourceSync = "sync" // sync reply logs of the sending MTAs
 )
 
 // Dead-letter reasons, the "reason" label of
@@ -30,6 +30,7 @@ type metrics struct {
 	lag         prometheus.Gauge
 	events      *prometheus.CounterVec // by source, class, reason, scope, provider
 	reports     prometheus.Counter
+	skipped     prometheus.Counter
 	panics      prometheus.Counter
 }
 
@@ -64,6 +65,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "bouncer_reports_processed_total",
 			Help: "Raw reports written to the store.",
 		}),
+		skipped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bouncer_ingest_sync_records_skipped_total",
+			Help: "Sync log records that are not delivery attempts (KumoMTA Reception, Postfix qmgr lines), acknowledged and not stored.",
+		}),
 		// Same name and help as the listener's: one family, one series
 		// per component.
 		panics: prometheus.NewCounter(prometheus.CounterOpts{
@@ -94,7 +99,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			m.events.WithLabelValues(SourceNDR, c.String(), r.String(), scope.String(), event.ProviderOther)
 		}
 	}
-	for _, c := range []prometheus.Collector{m.batches, m.batchSize, m.writeErrors, m.deadLetters, m.lag, m.events, m.reports, m.panics} {
+	for _, c := range []prometheus.Collector{m.batches, m.batchSize, m.writeErrors, m.deadLetters, m.lag, m.events, m.reports, m.skipped, m.panics} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {

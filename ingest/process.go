@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/bouncer-mail/bouncer/broker"
+	"github.com/bouncer-mail/bouncer/classify"
 	"github.com/bouncer-mail/bouncer/store"
+	"github.com/bouncer-mail/bouncer/synclog"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -68,7 +70,17 @@ func (p *Pipeline) process(ctx context.Context, msgs []jetstream.Msg, nakDelay t
 			continue
 		}
 		pending = append(pending, msg)
-		if d.report == nil || seen[d.report.ID] {
+		if d.report == nil {
+			// A sync reply log: events only, deduplicated by id.
+			for _, ev := range d.events {
+				if !seen["event/"+ev.ID] {
+					seen["event/"+ev.ID] = true
+					events = append(events, ev)
+				}
+			}
+			continue
+		}
+		if seen[d.report.ID] {
 			// The same bytes twice in one batch (published again after
 			// the dedup window): written once, both acked.
 			continue
@@ -81,7 +93,7 @@ func (p *Pipeline) process(ctx context.Context, msgs []jetstream.Msg, nakDelay t
 		}
 	}
 
-	if len(reports) > 0 {
+	if len(reports) > 0 || len(events) > 0 {
 		if err := p.cfg.Store.Write(wctx, reports, events); err != nil {
 			p.m.writeErrors.Inc()
 			p.setStoreErr(err)
@@ -95,7 +107,9 @@ func (p *Pipeline) process(ctx context.Context, msgs []jetstream.Msg, nakDelay t
 		for _, ev := range events {
 			p.m.countEvent(ev.Source, ev.Event)
 		}
-		p.m.lag.Set(p.now().Sub(newest).Seconds())
+		if !newest.IsZero() {
+			p.m.lag.Set(p.now().Sub(newest).Seconds())
+		}
 	}
 	p.ackAll(wctx, pending)
 	if deadFails > 0 {
@@ -121,6 +135,8 @@ func (p *Pipeline) decode(msg jetstream.Msg) (d decoded, err error) {
 	switch md.Stream {
 	case broker.StreamReports:
 		return p.decodeReport(msg, md)
+	case broker.StreamAttempts:
+		return p.decodeAttempts(msg)
 	default:
 		return decoded{}, &unreadable{reason: deadUnknown, err: fmt.Errorf("no reader for stream %s (subject %s)", md.Stream, msg.Subject())}
 	}
@@ -187,4 +203,47 @@ func sequence(msg jetstream.Msg) uint64 {
 		return 0
 	}
 	return md.Sequence.Stream
+}
+
+// syncActions maps a sync log result to the DSN action of its event.
+var syncActions = map[synclog.Result]string{
+	synclog.ResultDelivered: "delivered",
+	synclog.ResultDeferred:  "delayed",
+	synclog.ResultBounced:   "failed",
+	synclog.ResultExpired:   "failed",
+	synclog.ResultBounceOOB: "failed",
+	synclog.ResultComplaint: "",
+}
+
+// decodeAttempts reads one sync reply log record and classifies each of
+// its recipients' replies like an NDR's. A record that is not a delivery
+// attempt (a KumoMTA Reception, a Postfix qmgr line) is acked and skipped;
+// one that cannot be read is unreadable and dead-lettered.
+func (p *Pipeline) decodeAttempts(msg jetstream.Msg) (decoded, error) {
+	attempts, err := synclog.Parse(msg.Data())
+	if errors.Is(err, synclog.ErrNotAttempt) {
+		p.m.skipped.Inc()
+		return decoded{}, nil
+	}
+	if err != nil {
+		return decoded{}, &unreadable{reason: deadDecode, err: err}
+	}
+	d := decoded{events: make([]store.Event, 0, len(attempts))}
+	for _, a := range attempts {
+		var ev store.Event
+		ev.Event = p.cfg.Classifier.Sync(classify.SyncReply{
+			Recipient: a.Recipient, MX: a.MX, Action: syncActions[a.Result],
+			Code: a.ReplyCode, Status: a.Status, Text: a.Reply, Command: a.Command, MessageID: a.MessageID,
+		})
+		if a.Result == synclog.ResultComplaint {
+			ev.Class, ev.Reason, ev.Scope = "complaint", "feedback", ""
+		}
+		ev.ID = store.EventID("sync:"+a.ID, 0)
+		ev.ReportID = ""
+		ev.Version = ClassificationVersion
+		ev.Time = a.Time
+		ev.Source = SourceSync
+		d.events = append(d.events, ev)
+	}
+	return d, nil
 }

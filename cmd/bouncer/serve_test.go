@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/bouncer-mail/bouncer/verp"
 )
 
@@ -221,6 +223,44 @@ func TestParseOptionsEnv(t *testing.T) {
 		}
 		if err == nil || !strings.Contains(err.Error(), b.want) {
 			t.Errorf("%v %v: err %v, want one mentioning %q", b.args, b.env, err, b.want)
+		}
+	}
+}
+
+// TestServeSyncLogs publishes a sync reply log in each format to the
+// embedded NATS, as a sending MTA would, and reads the judged replies back
+// from the HTTP API.
+func TestServeSyncLogs(t *testing.T) {
+	svc := startService(t)
+	nc, err := nats.Connect(svc.NATSURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	records := []string{
+		`{"id":"e2e-1","ts":"2026-11-25T10:00:00Z","recipient":"grey@example.net","reply_code":451,"status":"4.7.1","reply":"451 4.7.1 Greylisting in action, please come back later"}`,
+		`{"type":"Bounce","id":"k1","sender":"s@example.org","recipient":"kumo@gmail.com","queue":"gmail.com","response":{"code":550,"enhanced_code":{"class":5,"subject":1,"detail":1},"content":"The email account that you tried to reach does not exist.","command":"RCPT TO:<kumo@gmail.com>"},"timestamp":1795600000,"num_attempts":1}`,
+		`2026-11-25T10:00:00Z mail postfix/smtp[1]: 4ABCDEF: to=<pf@example.net>, relay=mx.example.net[192.0.2.1]:25, delay=1, delays=0/0/0.5/0.5, dsn=5.2.2, status=bounced (host mx.example.net[192.0.2.1] said: 552 5.2.2 Mailbox full (in reply to RCPT TO command))`,
+	}
+	for _, r := range records {
+		if err := nc.Publish("delivery.attempts.mta1", []byte(r)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nc.Flush()
+	want := map[string]string{"grey@example.net": "greylist", "kumo@gmail.com": "hard", "pf@example.net": "soft"}
+	for rcpt, class := range want {
+		var hist struct{ Events []struct{ Class, Source string } }
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			getJSON(t, "http://"+svc.HTTPAddr+"/v1/recipients/"+rcpt+"/events", &hist)
+			if len(hist.Events) > 0 || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if len(hist.Events) != 1 || hist.Events[0].Class != class || hist.Events[0].Source != "sync" {
+			t.Errorf("%s: events %+v, want one %s from sync", rcpt, hist.Events, class)
 		}
 	}
 }
