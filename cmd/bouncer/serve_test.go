@@ -250,7 +250,9 @@ func TestServeSyncLogs(t *testing.T) {
 	nc.Flush()
 	want := map[string]string{"grey@example.net": "greylist", "kumo@gmail.com": "hard", "pf@example.net": "soft"}
 	for rcpt, class := range want {
-		var hist struct{ Events []struct{ Class, Source string } }
+		var hist struct {
+			Events []struct{ Class, Source string }
+		}
 		deadline := time.Now().Add(15 * time.Second)
 		for {
 			getJSON(t, "http://"+svc.HTTPAddr+"/v1/recipients/"+rcpt+"/events", &hist)
