@@ -57,6 +57,12 @@ func (c *Classifier) Reply(r Reply) Verdict {
 			// what it means whenever it came.
 			v = Verdict{Reason: event.Reason(m.AfterData), Rule: m.Rule + "+after-data"}
 		}
+		if v.Reason == event.ReasonUserUnknown && beforeRcpt(r.Command) {
+			// Refused before any recipient was named (RFC 5321 section
+			// 3.3: MAIL comes first): "... does not exist" speaks of the
+			// sender or its domain.
+			v = Verdict{Reason: event.ReasonRejected, Rule: m.Rule + "+before-rcpt"}
+		}
 	} else if reason, ok := statusReason(status); ok {
 		v = Verdict{Reason: reason, Rule: "status-" + status}
 	} else if action == "delayed" {
@@ -75,6 +81,16 @@ func (c *Classifier) Reply(r Reply) Verdict {
 	v.Status = status
 	v.Class = classOf(v.Reason, temporary)
 	return v
+}
+
+// beforeRcpt reports whether an SMTP command comes before any recipient is
+// named in a transaction.
+func beforeRcpt(command string) bool {
+	switch command {
+	case "MAIL", "EHLO", "HELO", "CONN":
+		return true
+	}
+	return false
 }
 
 // classOf applies DESIGN.md: hard is userunknown, hostunknown, hasmoved and

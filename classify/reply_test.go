@@ -28,6 +28,8 @@ func TestReply(t *testing.T) {
 		{"greylisting in action", Reply{Text: "451 4.7.1 Greylisting in action, please come back later"}, event.ClassGreylist, event.ReasonGreylisting, event.ScopeTransport},
 		{"bare try again later 451", Reply{Text: "451 4.7.1 Try again later"}, event.ClassGreylist, event.ReasonGreylisting, event.ScopeTransport},
 		{"spamhaus", Reply{Text: "554 5.7.1 Service unavailable; Client host [192.0.2.1] blocked using zen.spamhaus.org"}, event.ClassSoft, event.ReasonBlocked, event.ScopeSender},
+		{"does not exist after MAIL FROM is the sender", Reply{Code: 553, Status: "5.1.0", Text: "SMTP error from remote mail server after MAIL FROM:<a@example.com> SIZE=1022: 553 5.1.0 example.com does not exist", Command: "MAIL"}, event.ClassSoft, event.ReasonRejected, event.ScopeSender},
+		{"dma dns lookup failure", Reply{Action: "failed", Text: "DNS lookup failure: host mail.example.invalid not found"}, event.ClassHard, event.ReasonHostUnknown, event.ScopeRecipient},
 		{"relay without authentication", Reply{Text: "550-Please turn on SMTP Authentication in your mail client. 550-mx.example.net [192.0.2.1]:1234 is not permitted to 550 relay through this server without authentication."}, event.ClassSoft, event.ReasonSecurityError, event.ScopeSender},
 		{"continuation lines joined", Reply{Text: "550-5.7.1 [192.0.2.1 13] Messages with multiple 550-5.7.1 addresses in From: header are not accepted."}, event.ClassSoft, event.ReasonNotCompliantRFC, event.ScopeSender},
 		{"relay denied", Reply{Text: "554 5.7.1 <a@example.org>: Relay access denied"}, event.ClassSoft, event.ReasonNoRelaying, event.ScopeSender},
