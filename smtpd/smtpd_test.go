@@ -173,6 +173,24 @@ func (c *client) read() (int, string) {
 	}
 }
 
+// ehlo sends EHLO and returns the whole multi-line reply.
+func (c *client) ehlo(name string) string {
+	c.t.Helper()
+	fmt.Fprintf(c.conn, "EHLO %s\r\n", name)
+	c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var b strings.Builder
+	for {
+		line, err := c.r.ReadString('\n')
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		b.WriteString(line)
+		if len(line) < 4 || line[3] == ' ' {
+			return b.String()
+		}
+	}
+}
+
 func (c *client) cmd(format string, args ...any) (int, string) {
 	c.t.Helper()
 	fmt.Fprintf(c.conn, format+"\r\n", args...)
@@ -417,22 +435,10 @@ func TestConnectionLimits(t *testing.T) {
 func TestLimitsAdvertised(t *testing.T) {
 	h := newHarness(t, nil)
 	c := h.dial()
-	fmt.Fprintf(c.conn, "EHLO mx.example.net\r\n")
-	c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	var ehlo strings.Builder
-	for {
-		line, err := c.r.ReadString('\n')
-		if err != nil {
-			t.Fatal(err)
-		}
-		ehlo.WriteString(line)
-		if line[3] == ' ' {
-			break
-		}
-	}
+	ehlo := c.ehlo("mx.example.net")
 	for _, want := range []string{"SIZE " + strconv.Itoa(DefaultMaxMessageBytes), "RCPTMAX=100", "SMTPUTF8"} {
-		if !strings.Contains(ehlo.String(), want) {
-			t.Errorf("EHLO reply lacks %q:\n%s", want, ehlo.String())
+		if !strings.Contains(ehlo, want) {
+			t.Errorf("EHLO reply lacks %q:\n%s", want, ehlo)
 		}
 	}
 	long := "NOOP " + strings.Repeat("x", DefaultMaxLineLength+10)

@@ -10,7 +10,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
-	"fmt"
 	"io"
 	"math/big"
 	"strings"
@@ -46,20 +45,8 @@ func TestSTARTTLS(t *testing.T) {
 		c.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	})
 	c := h.dial()
-	fmt.Fprintf(c.conn, "EHLO mx.example.net\r\n")
-	var ehlo strings.Builder
-	for {
-		line, err := c.r.ReadString('\n')
-		if err != nil {
-			t.Fatal(err)
-		}
-		ehlo.WriteString(line)
-		if line[3] == ' ' {
-			break
-		}
-	}
-	if !strings.Contains(ehlo.String(), "STARTTLS") {
-		t.Fatalf("EHLO does not offer STARTTLS:\n%s", ehlo.String())
+	if ehlo := c.ehlo("mx.example.net"); !strings.Contains(ehlo, "STARTTLS") {
+		t.Fatalf("EHLO does not offer STARTTLS:\n%s", ehlo)
 	}
 	c.expect(220, "STARTTLS")
 	tc := tls.Client(c.conn, &tls.Config{ServerName: "bouncer.test", InsecureSkipVerify: true})

@@ -96,18 +96,7 @@ func TestSIGTERMDuringData(t *testing.T) {
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(30 * time.Second))
-	r := bufio.NewReader(c)
-	read := func() string {
-		for {
-			line, err := r.ReadString('\n')
-			if err != nil {
-				t.Fatalf("reading reply: %v\n%s", err, p.stderr)
-			}
-			if len(line) < 4 || line[3] != '-' {
-				return strings.TrimSpace(line)
-			}
-		}
-	}
+	read := replyReader(t, bufio.NewReader(c))
 	read()
 	for _, cmd := range []string{"EHLO mx.example.net", "MAIL FROM:<>", "RCPT TO:<bounces@bounces.example.com>", "DATA"} {
 		fmt.Fprintf(c, "%s\r\n", cmd)

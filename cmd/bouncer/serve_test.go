@@ -52,8 +52,23 @@ func smtpSend(t *testing.T, addr, rcpt, msg string) string {
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(30 * time.Second))
-	r := bufio.NewReader(c)
-	read := func() string {
+	read := replyReader(t, bufio.NewReader(c))
+	read()
+	for _, cmd := range []string{"EHLO mx.example.net", "MAIL FROM:<>", "RCPT TO:<" + rcpt + ">", "DATA"} {
+		fmt.Fprintf(c, "%s\r\n", cmd)
+		if reply := read(); reply[0] != '2' && reply[0] != '3' {
+			return reply
+		}
+	}
+	io.WriteString(c, strings.ReplaceAll(msg, "\n", "\r\n")+"\r\n.\r\n")
+	return read()
+}
+
+// replyReader returns a function reading one SMTP reply (the last line of
+// a multi-line one) from r.
+func replyReader(t *testing.T, r *bufio.Reader) func() string {
+	return func() string {
+		t.Helper()
 		for {
 			line, err := r.ReadString('\n')
 			if err != nil {
@@ -64,15 +79,6 @@ func smtpSend(t *testing.T, addr, rcpt, msg string) string {
 			}
 		}
 	}
-	read()
-	for _, cmd := range []string{"EHLO mx.example.net", "MAIL FROM:<>", "RCPT TO:<" + rcpt + ">", "DATA"} {
-		fmt.Fprintf(c, "%s\r\n", cmd)
-		if reply := read(); reply[0] != '2' && reply[0] != '3' {
-			return reply
-		}
-	}
-	io.WriteString(c, strings.ReplaceAll(msg, "\n", "\r\n")+"\r\n.\r\n")
-	return read()
 }
 
 func getJSON(t *testing.T, u string, v any) int {
