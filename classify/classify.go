@@ -176,6 +176,16 @@ func (x *exam) dsn() []event.Event {
 			}
 			provider := x.c.rules.Provider(domainOf(rcpt), remote)
 			v := x.c.Reply(Reply{Code: code, Status: status, Text: diag, Action: string(r.Action), Command: command, Provider: provider})
+			if v.Rule == "none" && x.single() {
+				// The one recipient's diagnostic names no cause: the
+				// human-readable part may ("pipe to |/usr/bin/x ...",
+				// "Could not be delivered because of ...").
+				if f := x.c.rules.DetectFormat(x.m, x.lowerText); f != nil {
+					if w := x.c.Reply(Reply{Code: code, Status: status, Text: f.Block(x.m.Text, x.lowerText), Action: string(r.Action), Command: command, Provider: provider}); !weakRule(w.Rule) {
+						v = w
+					}
+				}
+			}
 			evs = append(evs, x.event(rcpt, v, code, string(r.Action), command, diag, remote, rep.ReportingMTA, provider, "rfc3464"))
 		}
 	}

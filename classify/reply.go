@@ -63,6 +63,11 @@ func (c *Classifier) Reply(r Reply) Verdict {
 			// sender or its domain.
 			v = Verdict{Reason: event.ReasonRejected, Rule: m.Rule + "+before-rcpt"}
 		}
+		if v.Reason == event.ReasonRejected && m.Rule == "rejected-generic" && beforeMail(r.Command) {
+			// A bare refusal of the connection or the greeting: nothing
+			// but the client host has been presented yet.
+			v = Verdict{Reason: event.ReasonBlocked, Rule: m.Rule + "+before-mail"}
+		}
 	} else if reason, ok := statusReason(status); ok {
 		v = Verdict{Reason: reason, Rule: "status-" + status}
 	} else if action == "delayed" {
@@ -88,6 +93,16 @@ func (c *Classifier) Reply(r Reply) Verdict {
 func beforeRcpt(command string) bool {
 	switch command {
 	case "MAIL", "EHLO", "HELO", "CONN":
+		return true
+	}
+	return false
+}
+
+// beforeMail reports whether an SMTP command comes before the sender is
+// named: the connection, its greeting, EHLO or HELO.
+func beforeMail(command string) bool {
+	switch command {
+	case "EHLO", "HELO", "CONN":
 		return true
 	}
 	return false
