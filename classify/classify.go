@@ -170,6 +170,7 @@ func (x *exam) dsn() []event.Event {
 			if st := EnhancedStatus(diag); st != "" && (status == "" || genericStatus(status) && !genericStatus(st) && st[0] == status[0]) {
 				status = st
 			}
+			status = refineStatus(status, diag)
 			remote := r.RemoteMTA
 			if remote == "" {
 				remote = RemoteMTA(diag)

@@ -305,3 +305,54 @@ func JoinContinuations(text string) string {
 	}
 	return strings.TrimSpace(b.String())
 }
+
+// maxStatuses bounds the enhanced statuses read out of one text.
+const maxStatuses = 16
+
+// Statuses returns the enhanced status codes written in text, in order, at
+// most maxStatuses.
+func Statuses(text string) []string {
+	var out []string
+	for off := 0; off < len(text) && len(out) < maxStatuses; {
+		st, at := nextStatus(text, off)
+		if st == "" {
+			break
+		}
+		out = append(out, st)
+		off = at + len(st)
+	}
+	return out
+}
+
+// nextStatus is EnhancedStatus's scan from off, without its preference for
+// failures: the first status at or after off and where it starts.
+func nextStatus(text string, off int) (string, int) {
+	for i := off; i+5 <= len(text); i++ {
+		c := text[i]
+		if c != '2' && c != '4' && c != '5' {
+			continue
+		}
+		if st := EnhancedStatus(text[i:min(i+12, len(text))]); st != "" && strings.HasPrefix(text[i:], st) && (i == 0 || !isDigit(text[i-1]) && text[i-1] != '.') {
+			return st, i
+		}
+	}
+	return "", -1
+}
+
+// refineStatus returns a more telling status than a report's own when its
+// diagnostic holds one: a status that names only its subject (X.Y.0, "other
+// address status") or says only that the message expired (X.4.7) yields to
+// the first specific status of the same class the remote server gave
+// ("5.1.0 - Unknown address error '5.2.2 ... Mailbox Full'", "4.4.7 ...
+// <421 4.4.2 Connection timed out>").
+func refineStatus(status, diag string) string {
+	if len(status) < 5 || !(strings.HasSuffix(status, ".0") && !strings.HasSuffix(status, ".0.0") || strings.HasSuffix(status, ".4.7")) {
+		return status
+	}
+	for _, st := range Statuses(diag) {
+		if st != status && st[0] == status[0] && !strings.HasSuffix(st, ".0") && !strings.HasSuffix(st, ".4.7") {
+			return st
+		}
+	}
+	return status
+}

@@ -134,3 +134,23 @@ func TestJoinContinuations(t *testing.T) {
 		}
 	}
 }
+
+func TestRefineStatus(t *testing.T) {
+	for _, tt := range []struct{ status, diag, want string }{
+		{"5.1.0", "5.1.0 - Unknown address error 550-'5.2.2 <a@example.jp>... Mailbox Full'", "5.2.2"},
+		{"4.4.7", "554 4.4.7 Message expired: unable to deliver in 840 minutes.<421 4.4.2 Connection timed out>", "4.4.2"},
+		{"4.4.7", "450 4.7.1 <host[192.0.2.1]>: Client host rejected", "4.7.1"},
+		{"5.1.1", "550 5.7.1 IP address blacklisted", "5.1.1"},          // a specific status stands
+		{"5.0.0", "550 5.2.2 full", "5.0.0"},                            // x.0.0 is dsn()'s own business
+		{"4.4.7", "421 4.4.7 expired, 5.1.1 earlier", "4.4.7"},          // another class is another answer
+		{"5.7.0", "554 5.7.0 Reject, id=20025-09 - SPAM", "5.7.0"},      // nothing more specific
+		{"5.4.0", "from 192.0.2.1 version 1.2.3.4 said 5.4.4", "5.4.4"}, // IPs and versions are not statuses
+	} {
+		if got := refineStatus(tt.status, tt.diag); got != tt.want {
+			t.Errorf("refineStatus(%q, %q) = %q, want %q", tt.status, tt.diag, got, tt.want)
+		}
+	}
+	if got := Statuses("550-5.1.1 a 550 5.1.1 b 4.2.2 c 1.2.3.4"); len(got) != 3 || got[2] != "4.2.2" {
+		t.Errorf("Statuses = %q", got)
+	}
+}
