@@ -364,10 +364,33 @@ func matchRecipient(patterns []*regexp.Regexp, line, lowerLine string) (rcpt, di
 		}
 		if i := re.SubexpIndex("diag"); i >= 0 {
 			diag = strings.TrimSpace(m[i])
+		} else if re == looseAddress || re == lineAddress {
+			// "a@example.com: 421 4.7.0 ... deferred" (OpenSMTPD,
+			// many others): the reply follows the address on its line.
+			diag = restOfLine(line, re)
 		}
 		return rcpt, diag, true
 	}
 	return "", "", false
+}
+
+// restOfLine returns what follows re's first match in line, when it reads
+// as a reply: more than punctuation, and not another address.
+func restOfLine(line string, re *regexp.Regexp) string {
+	loc := re.FindStringIndex(line)
+	if loc == nil {
+		return ""
+	}
+	rest := strings.TrimSpace(strings.TrimLeft(line[loc[1]:], ":;,.>)] \t"))
+	if len(rest) < 3 || strings.Contains(rest, "@") && len(strings.Fields(rest)) < 3 {
+		return ""
+	}
+	if strings.TrimSpace(strings.Trim(line[:loc[0]], "<(\"' \t")) != "" {
+		// "550 5.1.1 <a@example.com>... User unknown": the address
+		// sits inside its reply.
+		return strings.TrimSpace(line)
+	}
+	return rest
 }
 
 // Block returns the error block of text: the part between the format's
