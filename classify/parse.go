@@ -139,6 +139,9 @@ var smtpCommands = []struct {
 	{"rcpt to response", "RCPT"},
 	{"data response", "DATA"},
 	{"mail from response", "MAIL"},
+	{"-------smtp command\ndata", "DATA"}, // m-FILTER: "-------SMTP command" then the command
+	{"-------smtp command\nrcpt", "RCPT"},
+	{"-------smtp command\nmail", "MAIL"},
 	{"sent <<< rcpt to", "RCPT"}, // InterScan's transcript
 	{"sent <<< data", "DATA"},
 	{"sent <<< mail from", "MAIL"},

@@ -368,10 +368,33 @@ func matchRecipient(patterns []*regexp.Regexp, line, lowerLine string) (rcpt, di
 			// "a@example.com: 421 4.7.0 ... deferred" (OpenSMTPD,
 			// many others): the reply follows the address on its line.
 			diag = restOfLine(line, re)
+			rcpt = angleAddr(line, re, rcpt)
 		}
 		return rcpt, diag, true
 	}
 	return "", "", false
+}
+
+// angleAddr returns the angle-bracketed address that directly follows an
+// address-looking display name ("a@example.com <b@example.net>": RFC 5322
+// section 3.4, the address is the one in brackets), else rcpt.
+func angleAddr(line string, re *regexp.Regexp, rcpt string) string {
+	loc := re.FindStringIndex(line)
+	if loc == nil || strings.HasSuffix(line[loc[0]:loc[1]], ">") {
+		return rcpt
+	}
+	rest := strings.TrimLeft(line[loc[1]:], " \t")
+	if !strings.HasPrefix(rest, "<") {
+		return rcpt
+	}
+	end := strings.IndexByte(rest, '>')
+	if end < 0 {
+		return rcpt
+	}
+	if a := rest[1:end]; strings.Contains(a, "@") && !strings.ContainsAny(a, " \t<") {
+		return a
+	}
+	return rcpt
 }
 
 // restOfLine returns what follows re's first match in line, when it reads

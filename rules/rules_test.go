@@ -222,12 +222,14 @@ func TestExtractGenericSameLine(t *testing.T) {
 		"a@example.com: 421 4.7.0 deferred due to user complaints\n\n" +
 		"Delivery to the following recipient failed:\n\n     b@example.net\n\n" +
 		"The error that the other server returned was:\n550 5.1.1 <b@example.net>... User Unknown\n\n" +
-		"Unable to deliver message to: <c@example.org>\n\n"
+		"Unable to deliver message to: <c@example.org>\n\n" +
+		"  d@example.com <e@example.net>: malformed address: <e@example.net> may not follow d@example.com\n\n"
 	got := f.Extract(text, LowerASCII(text))
 	want := []Found{
 		{Recipient: "a@example.com", Diagnostic: "421 4.7.0 deferred due to user complaints"},
 		{Recipient: "b@example.net", Diagnostic: "The error that the other server returned was: 550 5.1.1 <b@example.net>... User Unknown"},
 		{Recipient: "c@example.org"},
+		{Recipient: "e@example.net", Diagnostic: "<e@example.net>: malformed address: <e@example.net> may not follow d@example.com"},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Extract:\n got %+v\nwant %+v", got, want)
