@@ -362,6 +362,9 @@ func matchRecipient(patterns []*regexp.Regexp, line, lowerLine string) (rcpt, di
 		if !strings.Contains(rcpt, "@") {
 			continue
 		}
+		if (re == looseAddress || re == lineAddress) && isContact(lowerLine, re, line) {
+			continue
+		}
 		if i := re.SubexpIndex("diag"); i >= 0 {
 			diag = strings.TrimSpace(m[i])
 		} else if re == looseAddress || re == lineAddress {
@@ -373,6 +376,23 @@ func matchRecipient(patterns []*regexp.Regexp, line, lowerLine string) (rcpt, di
 		return rcpt, diag, true
 	}
 	return "", "", false
+}
+
+// isContact reports whether the address on line is offered as a contact
+// ("For further assistance, please contact <support@example.net>"), not
+// named as a recipient.
+func isContact(lowerLine string, re *regexp.Regexp, line string) bool {
+	loc := re.FindStringIndex(line)
+	if loc == nil {
+		return false
+	}
+	before := lowerLine[:loc[0]]
+	for _, p := range []string{"contact", "send mail to", "write to", "questions to", "reply to"} {
+		if strings.Contains(before, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // angleAddr returns the angle-bracketed address that directly follows an

@@ -218,7 +218,8 @@ func TestLowerASCII(t *testing.T) {
 // address's own line is the address's reply.
 func TestExtractGenericSameLine(t *testing.T) {
 	f := &Format{Name: "generic"}
-	text := "A message is delayed for the following recipients:\n\n" +
+	text := "For further assistance, please contact <support@example.com>\n\n" +
+		"A message is delayed for the following recipients:\n\n" +
 		"a@example.com: 421 4.7.0 deferred due to user complaints\n\n" +
 		"Delivery to the following recipient failed:\n\n     b@example.net\n\n" +
 		"The error that the other server returned was:\n550 5.1.1 <b@example.net>... User Unknown\n\n" +
