@@ -255,6 +255,11 @@ func (x *exam) format(fallback bool) []event.Event {
 		diag := JoinContinuations(fd.Diagnostic)
 		code := ReplyCode(diag)
 		status := EnhancedStatus(diag)
+		if status == "" && code != 0 && len(cands) == 1 {
+			// "(reason: 550 Host unknown)" above a transcript that says
+			// "550 5.1.2 ... Host unknown": the one recipient's status.
+			status = statusOfClass(Statuses(f.Block(x.m.Text, x.lowerText)), code/100)
+		}
 		remote := RemoteMTA(diag)
 		provider := x.c.rules.Provider(domainOf(rcpt), remote)
 		if provider == "" {
@@ -293,6 +298,17 @@ func (x *exam) format(fallback bool) []event.Event {
 		evs = append(evs, x.event(rcpt, v, code, action, command, diag, remote, reporting, provider, f.Name))
 	}
 	return evs
+}
+
+// statusOfClass returns the first of statuses of the given class (4 or
+// 5), or "".
+func statusOfClass(statuses []string, class int) string {
+	for _, st := range statuses {
+		if int(st[0]-'0') == class {
+			return st
+		}
+	}
+	return ""
 }
 
 // weakRule reports whether a verdict's rule names no cause: no rule at all,
