@@ -81,12 +81,16 @@ func newExam(c *Classifier, m *dsn.Message) *exam {
 // recipient.
 func (x *exam) feedback() []event.Event {
 	f := x.m.Feedback
-	if f == nil && !strings.EqualFold(x.m.ReportType, "feedback-report") {
+	jmrp := x.jmrpRecipient()
+	if f == nil && !strings.EqualFold(x.m.ReportType, "feedback-report") && jmrp == "" {
 		return nil
 	}
 	var rcpts []string
 	if f != nil {
 		rcpts = append(rcpts, f.OriginalRcptTo...)
+	}
+	if len(rcpts) == 0 && jmrp != "" {
+		rcpts = append(rcpts, jmrp)
 	}
 	if len(rcpts) == 0 && x.m.Original != nil && x.m.Original.To != "" {
 		rcpts = addresses(x.m.Original.To)
@@ -117,6 +121,21 @@ func (x *exam) feedback() []event.Event {
 		evs = []event.Event{}
 	}
 	return evs
+}
+
+// jmrpRecipient returns the complaining recipient of a Microsoft JMRP
+// complaint sent without an ARF part: the returned original carries it in
+// Microsoft's X-HmXmrOriginalRecipient header. "" when there is none.
+func (x *exam) jmrpRecipient() string {
+	if x.m.Original == nil {
+		return ""
+	}
+	for _, fd := range x.m.Original.Headers {
+		if strings.EqualFold(fd.Name, "X-HmXmrOriginalRecipient") {
+			return normalizeAddress(fd.Value)
+		}
+	}
+	return ""
 }
 
 func feedbackDiagnostic(f *dsn.Feedback) string {

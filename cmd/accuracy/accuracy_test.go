@@ -11,10 +11,10 @@ import (
 // floor holds the figures reached on ../shared/ndr-corpus. They only go up:
 // when a change raises a figure, raise its floor in the same commit.
 var floor = map[string]float64{
-	"coverage":  99.3,
+	"coverage":  100.0,
 	"recipient": 98.0,
-	"class":     92.7,
-	"reason":    85.1,
+	"class":     93.3,
+	"reason":    85.7,
 	"status":    98.7,
 }
 
