@@ -379,15 +379,17 @@ func matchRecipient(patterns []*regexp.Regexp, line, lowerLine string) (rcpt, di
 }
 
 // isContact reports whether the address on line is offered as a contact
-// ("For further assistance, please contact <support@example.net>"), not
-// named as a recipient.
+// ("For further assistance, please contact <support@example.net>") or
+// named as the sender, not as a recipient.
 func isContact(lowerLine string, re *regexp.Regexp, line string) bool {
 	loc := re.FindStringIndex(line)
 	if loc == nil {
 		return false
 	}
 	before := lowerLine[:loc[0]]
-	for _, p := range []string{"contact", "send mail to", "write to", "questions to", "reply to"} {
+	// An envelope or header sender ("MAIL FROM:<...>", "From: ...") is
+	// not a recipient either.
+	for _, p := range []string{"contact", "send mail to", "write to", "questions to", "reply to", "from:"} {
 		if strings.Contains(before, p) {
 			return true
 		}

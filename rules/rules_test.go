@@ -219,6 +219,7 @@ func TestLowerASCII(t *testing.T) {
 func TestExtractGenericSameLine(t *testing.T) {
 	f := &Format{Name: "generic"}
 	text := "For further assistance, please contact <support@example.com>\n\n" +
+		" In:  MAIL FROM:<bounce=x@example.com>\n\n" +
 		"A message is delayed for the following recipients:\n\n" +
 		"a@example.com: 421 4.7.0 deferred due to user complaints\n\n" +
 		"Delivery to the following recipient failed:\n\n     b@example.net\n\n" +

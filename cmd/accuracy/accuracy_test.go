@@ -12,7 +12,7 @@ import (
 // when a change raises a figure, raise its floor in the same commit.
 var floor = map[string]float64{
 	"coverage":  100.0,
-	"recipient": 98.0,
+	"recipient": 98.2,
 	"class":     93.3,
 	"reason":    85.7,
 	"status":    98.7,
