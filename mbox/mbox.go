@@ -37,7 +37,31 @@ func NewReader(r io.Reader, max int) *Reader {
 	if max <= 0 {
 		max = 32 << 20
 	}
-	return &Reader{br: bufio.NewReaderSize(r, 64<<10), max: max}
+	br := bufio.NewReaderSize(r, 64<<10)
+	if head, _ := br.Peek(4096); crOnly(head) {
+		// An old Mac mbox: lines end in a bare CR.
+		br = bufio.NewReaderSize(&crReader{r: br}, 64<<10)
+	}
+	return &Reader{br: br, max: max}
+}
+
+// crOnly reports whether b ends its lines with bare CRs: it holds a CR and
+// no LF.
+func crOnly(b []byte) bool {
+	return bytes.IndexByte(b, '\r') >= 0 && bytes.IndexByte(b, '\n') < 0
+}
+
+// crReader turns bare CRs into LFs.
+type crReader struct{ r io.Reader }
+
+func (c *crReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	for i := 0; i < n; i++ {
+		if p[i] == '\r' {
+			p[i] = '\n'
+		}
+	}
+	return n, err
 }
 
 // Next returns the next message without its "From " separator line, or
@@ -61,6 +85,7 @@ func (r *Reader) Next() ([]byte, error) {
 	var msg []byte
 	over := false
 	prevBlank := true
+	separated := false
 	for {
 		line, err := r.readLine()
 		if len(line) == 0 && err != nil {
@@ -68,6 +93,7 @@ func (r *Reader) Next() ([]byte, error) {
 			break
 		}
 		if prevBlank && bytes.HasPrefix(line, []byte("From ")) {
+			separated = true
 			break
 		}
 		prevBlank = len(bytes.TrimRight(line, "\r\n")) == 0
@@ -87,10 +113,19 @@ func (r *Reader) Next() ([]byte, error) {
 	if over {
 		return nil, ErrTooLarge
 	}
-	// The blank line before a separator belongs to the mbox, not the message.
-	msg = bytes.TrimSuffix(msg, []byte("\n"))
-	msg = bytes.TrimSuffix(msg, []byte("\r"))
-	return append(msg, '\n'), nil
+	if separated {
+		// The blank line before a separator belongs to the mbox, not the
+		// message.
+		if bytes.HasSuffix(msg, []byte("\r\n\r\n")) {
+			msg = msg[:len(msg)-2]
+		} else if bytes.HasSuffix(msg, []byte("\n\n")) {
+			msg = msg[:len(msg)-1]
+		}
+	}
+	if len(msg) > 0 && msg[len(msg)-1] != '\n' {
+		msg = append(msg, '\n')
+	}
+	return msg, nil
 }
 
 // readLine returns one line with its newline; a line longer than the buffer
