@@ -7,9 +7,12 @@
 package api
 
 import (
+	"crypto/subtle"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
+	"strings"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,6 +29,10 @@ type Config struct {
 	// Ready reports whether the process is ready for traffic beyond the
 	// store (NATS connected, listener bound, ...); nil means always.
 	Ready func() error
+	// ReadTokens and AdminTokens are the bearer tokens accepted on /v1/
+	// (an admin token reads too). With none at all, /v1/ answers loopback
+	// clients only.
+	ReadTokens, AdminTokens []string
 }
 
 // Validate reports the first missing field.
@@ -48,6 +55,8 @@ type server struct {
 	ready  func() error
 	readyM sync.Mutex
 	unfit  string // the last readiness failure logged, "" when ready
+
+	readTokens, adminTokens [][]byte
 }
 
 // access is what a route requires of its caller.
@@ -74,6 +83,19 @@ func New(cfg Config) (http.Handler, error) {
 		return nil, err
 	}
 	s := &server{store: cfg.Store, log: cfg.Logger, ready: cfg.Ready}
+	for _, t := range cfg.ReadTokens {
+		if t = strings.TrimSpace(t); t != "" {
+			s.readTokens = append(s.readTokens, []byte(t))
+		}
+	}
+	for _, t := range cfg.AdminTokens {
+		if t = strings.TrimSpace(t); t != "" {
+			s.adminTokens = append(s.adminTokens, []byte(t))
+		}
+	}
+	if len(s.readTokens)+len(s.adminTokens) == 0 {
+		s.log.Warn("no API tokens configured: /v1/ answers loopback clients only")
+	}
 	mux := http.NewServeMux()
 	route := func(pattern string, a access, h http.HandlerFunc) {
 		mux.Handle(pattern, s.guard(a, h))
@@ -89,14 +111,63 @@ func New(cfg Config) (http.Handler, error) {
 	return mux, nil
 }
 
-// guard wraps a handler with the access check its route needs.
+// guard wraps a handler with the access check its route needs: public
+// routes are open; the others need a bearer token of the right kind, or,
+// when no token is configured at all, a loopback client.
 //
-// TODO(auth): bearer tokens (DESIGN.md "HTTP API"): read and admin tokens
-// from env or a file, compared in constant time; with no token configured,
-// answer loopback clients only and say so in the log at start. The check
-// belongs here, keyed on a, so every route already declares what it needs;
-// until then every route is open, and cmd/bouncer binds the API to
-// 127.0.0.1 by default.
+// TODO(auth): accessAdmin routes arrive with suppressions; they will need
+// an admin token.
 func (s *server) guard(a access, h http.HandlerFunc) http.Handler {
-	return h
+	if a == accessPublic {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if len(s.readTokens)+len(s.adminTokens) == 0 {
+			if !loopback(r.RemoteAddr) {
+				s.writeError(w, r, http.StatusForbidden, "no API token is configured: only loopback clients are served")
+				return
+			}
+			h(w, r)
+			return
+		}
+		tok, ok := bearer(r)
+		if !ok {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="bouncer"`)
+			s.writeError(w, r, http.StatusUnauthorized, "a bearer token is required")
+			return
+		}
+		if !matchAny(tok, s.adminTokens) && (a != accessRead || !matchAny(tok, s.readTokens)) {
+			s.writeError(w, r, http.StatusForbidden, "the token does not grant this")
+			return
+		}
+		h(w, r)
+	})
+}
+
+func bearer(r *http.Request) ([]byte, bool) {
+	v := r.Header.Get("Authorization")
+	const prefix = "Bearer "
+	if len(v) <= len(prefix) || !strings.EqualFold(v[:len(prefix)], prefix) {
+		return nil, false
+	}
+	return []byte(strings.TrimSpace(v[len(prefix):])), true
+}
+
+// matchAny compares tok with every token in constant time each, so timing
+// tells nothing about how much of a token matched.
+func matchAny(tok []byte, tokens [][]byte) bool {
+	found := 0
+	for _, t := range tokens {
+		found |= subtle.ConstantTimeCompare(tok, t)
+	}
+	return found == 1
+}
+
+func loopback(remoteAddr string) bool {
+	host, _, err := net.SplitHostPort(remoteAddr)
+	if err != nil {
+		host = remoteAddr
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -25,6 +25,9 @@ type Options struct {
 	RulesFile      string
 	VERPKeysFile   string
 	VERPKeys       string // from BOUNCER_VERP_KEYS only: never a flag, so it stays out of ps
+	APITokensFile  string
+	APIReadTokens  []string // from BOUNCER_API_READ_TOKENS only (comma-separated)
+	APIAdminTokens []string // from BOUNCER_API_ADMIN_TOKENS only
 	AcceptUnsigned bool
 	Hostname       string
 	TLSCert        string
@@ -92,6 +95,7 @@ func parseOptions(args []string, getenv func(string) string) (Options, *flag.Fla
 	str(&o.ClickHouseDSN, "clickhouse-dsn", "", "ClickHouse `dsn` (clickhouse://host:9000/db); empty: SQLite under --data-dir")
 	str(&o.RulesFile, "rules", "", "extra rules `file` overriding the embedded defaults")
 	str(&o.VERPKeysFile, "verp-keys-file", "", "`file` of VERP keys, one per line; the first signs, all verify")
+	str(&o.APITokensFile, "api-tokens-file", "", "`file` of API bearer tokens, lines \"read TOKEN\" or \"admin TOKEN\"; or env BOUNCER_API_READ_TOKENS / BOUNCER_API_ADMIN_TOKENS")
 	fl.BoolVar(&o.AcceptUnsigned, "accept-unsigned", env("accept-unsigned", "") == "true", "also accept bounce addresses without a VERP token (env BOUNCER_ACCEPT_UNSIGNED=true)")
 	host, _ := os.Hostname()
 	str(&o.Hostname, "hostname", host, "host `name` announced in the SMTP greeting")
@@ -118,7 +122,15 @@ func parseOptions(args []string, getenv func(string) string) (Options, *flag.Fla
 	o.Domains = domains
 	o.MaxMessageBytes = int64(maxMsg)
 	o.VERPKeys = getenv("BOUNCER_VERP_KEYS")
+	o.APIReadTokens = splitList(getenv("BOUNCER_API_READ_TOKENS"))
+	o.APIAdminTokens = splitList(getenv("BOUNCER_API_ADMIN_TOKENS"))
 	return o, fl, nil
+}
+
+func splitList(v string) []string {
+	var l stringList
+	_ = l.Set(v)
+	return l
 }
 
 // Validate reports the first thing wrong in o.

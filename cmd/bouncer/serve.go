@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -126,7 +127,11 @@ func Start(ctx context.Context, opts Options, log *slog.Logger, reg *prometheus.
 		}
 	}()
 
-	handler, err := api.New(api.Config{Store: s.store, Logger: log.With("component", "api"), Gatherer: reg, Ready: pipe.Ready})
+	read, admin, err := loadTokens(opts)
+	if err != nil {
+		return nil, err
+	}
+	handler, err := api.New(api.Config{Store: s.store, Logger: log.With("component", "api"), Gatherer: reg, Ready: pipe.Ready, ReadTokens: read, AdminTokens: admin})
 	if err != nil {
 		return nil, err
 	}
@@ -234,6 +239,41 @@ func loadSigner(o Options) (*verp.Signer, error) {
 		return nil, fmt.Errorf("VERP keys: %w", err)
 	}
 	return &verp.Signer{Keys: keys}, nil
+}
+
+// loadTokens returns the API's read and admin tokens from the environment
+// and --api-tokens-file ("read TOKEN" / "admin TOKEN" lines, # comments).
+func loadTokens(o Options) (read, admin []string, err error) {
+	read = append(read, o.APIReadTokens...)
+	admin = append(admin, o.APIAdminTokens...)
+	if o.APITokensFile == "" {
+		return read, admin, nil
+	}
+	b, err := os.ReadFile(o.APITokensFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("API tokens: %w", err)
+	}
+	for i, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		kind, tok, ok := strings.Cut(line, " ")
+		tok = strings.TrimSpace(tok)
+		switch {
+		case !ok || tok == "":
+			return nil, nil, fmt.Errorf("API tokens file line %d: want \"read TOKEN\" or \"admin TOKEN\"", i+1)
+		case len(tok) < 16:
+			return nil, nil, fmt.Errorf("API tokens file line %d: a token needs at least 16 characters", i+1)
+		case kind == "read":
+			read = append(read, tok)
+		case kind == "admin":
+			admin = append(admin, tok)
+		default:
+			return nil, nil, fmt.Errorf("API tokens file line %d: kind %q is not read or admin", i+1, kind)
+		}
+	}
+	return read, admin, nil
 }
 
 func newRegistry() *prometheus.Registry {

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -269,6 +270,29 @@ func TestServeSyncLogs(t *testing.T) {
 		}
 		if len(hist.Events) != 1 || hist.Events[0].Class != class || hist.Events[0].Source != "sync" {
 			t.Errorf("%s: events %+v, want one %s from sync", rcpt, hist.Events, class)
+		}
+	}
+}
+
+func TestLoadTokens(t *testing.T) {
+	dir := t.TempDir()
+	file := dir + "/tokens"
+	if err := os.WriteFile(file, []byte("# tokens\nread  reader-token-0123456789\nadmin admin-token-0123456789\n\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	read, admin, err := loadTokens(Options{APITokensFile: file, APIReadTokens: []string{"env-read-token-0123456789"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(read) != 2 || read[1] != "reader-token-0123456789" || len(admin) != 1 || admin[0] != "admin-token-0123456789" {
+		t.Errorf("read %q admin %q", read, admin)
+	}
+	for _, bad := range []string{"read\n", "write some-token-0123456789\n", "read short\n"} {
+		os.WriteFile(file, []byte(bad), 0o600)
+		if _, _, err := loadTokens(Options{APITokensFile: file}); err == nil {
+			t.Errorf("tokens file %q: no error", bad)
+		} else if strings.Contains(err.Error(), "0123456789") {
+			t.Errorf("error %q shows a token", err)
 		}
 	}
 }
