@@ -24,7 +24,7 @@ func TestCorpusAccuracyFloor(t *testing.T) {
 	if _, err := os.Stat(corpusDir + "/labels.jsonl"); err != nil {
 		t.Skipf("corpus not here (%v)", err)
 	}
-	rep, err := Run(classify.New(rules.MustDefault()), corpusDir)
+	rep, err := Run(classify.New(rules.MustDefault()), corpusDir, 1)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,13 +3,14 @@
 // coverage, agreement on recipient, class, reason and status, a confusion
 // table, the worst mismatches and the speed.
 //
-//	go run ./cmd/accuracy [--corpus DIR] [--rules FILE] [--worst N]
+//	go run ./cmd/accuracy [--corpus DIR] [--rules FILE] [--worst N] [--repeat N] [--cores N]
 package main
 
 import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime"
 	"syscall"
 
 	"github.com/bouncer-mail/bouncer/classify"
@@ -20,6 +21,8 @@ func main() {
 	corpus := flag.String("corpus", "../shared/ndr-corpus", "corpus `dir` holding emails/ and labels.jsonl")
 	rulesPath := flag.String("rules", "", "extra rules `file`")
 	worst := flag.Int("worst", 40, "list this many worst mismatches")
+	repeat := flag.Int("repeat", 20, "classify the corpus this many times for the speed figure")
+	cores := flag.Int("cores", 1, "GOMAXPROCS while measuring (1: the single-core figure, GC included)")
 	flag.Parse()
 	rs, err := rules.Default()
 	if *rulesPath != "" {
@@ -29,7 +32,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, "accuracy:", err)
 		os.Exit(2)
 	}
-	rep, err := Run(classify.New(rs), *corpus)
+	runtime.GOMAXPROCS(*cores)
+	rep, err := Run(classify.New(rs), *corpus, *repeat)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "accuracy:", err)
 		os.Exit(1)
