@@ -1,0 +1,528 @@
+package clickhouse
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bouncer-mail/bouncer/event"
+	"github.com/bouncer-mail/bouncer/store"
+	"github.com/bouncer-mail/bouncer/store/clickhouse/clickhousetest"
+	"github.com/bouncer-mail/bouncer/store/storetest"
+)
+
+// One server for the package's tests, a fresh database per Start; the
+// tests that stop or reconfigure a server start their own.
+func TestMain(m *testing.M) { os.Exit(clickhousetest.Main(m)) }
+
+func openDSN(t testing.TB, dsn string, opts Options) *Store {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := Open(ctx, dsn, opts)
+	if err != nil {
+		t.Fatalf("Open(%s): %v", dsn, err)
+	}
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store { return openDSN(t, clickhousetest.Start(t), Options{}) })
+}
+
+var t0 = time.Date(2025, 11, 25, 14, 38, 1, 0, time.UTC)
+
+func testEvent(reportID string, index int, recipient string, class event.Class, at time.Time) store.Event {
+	return store.Event{
+		ID: store.EventID(reportID, index), ReportID: reportID, Index: index, Version: 1, Time: at, Source: "ndr",
+		Event: event.Event{Recipient: recipient, Class: class, Reason: event.ReasonUserUnknown,
+			Scope: event.ScopeRecipient, Status: "5.1.1", ReplyCode: 550},
+	}
+}
+
+// Reports are not read back through store.Store yet (reclassification
+// will), so check their row directly.
+func TestReportRow(t *testing.T) {
+	s := openDSN(t, clickhousetest.Start(t), Options{})
+	defer s.Close()
+	r := store.Report{
+		Envelope: event.Envelope{
+			ID: "abc", ReturnPath: "b@bounces.example.com", Recipients: []string{"x@b.example", "y@b.example"},
+			ClientIP: "2001:db8::1", Helo: "mx.example.net", Received: t0.In(time.FixedZone("X", 3600)), TLS: "TLS1.2",
+		},
+		Raw:        []byte{0, 1, 2, 0xff, '\'', '\\'},
+		ParseError: "truncated",
+	}
+	empty := store.Report{Envelope: event.Envelope{ID: "empty", Received: t0}}
+	ctx := context.Background()
+	if err := s.Write(ctx, []store.Report{r, empty}, nil); err != nil {
+		t.Fatal(err)
+	}
+	read := func(id string) store.Report {
+		var got store.Report
+		var raw string
+		err := s.conn.QueryRow(ctx, `SELECT id, received, return_path, recipients, client_ip, helo, tls, raw, parse_error
+			FROM reports WHERE id = ?`, id).
+			Scan(&got.ID, &got.Received, &got.ReturnPath, &got.Recipients, &got.ClientIP, &got.Helo, &got.TLS, &raw, &got.ParseError)
+		if err != nil {
+			t.Fatalf("reading report %s: %v", id, err)
+		}
+		got.Raw = []byte(raw)
+		return got
+	}
+	want := r
+	want.Received = t0
+	got := read("abc")
+	if got.Received.Location() != time.UTC {
+		t.Errorf("received location = %v, want UTC", got.Received.Location())
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("report row\n got %+v\nwant %+v", got, want)
+	}
+	if got := read("empty"); got.Recipients == nil || len(got.Recipients) != 0 || len(got.Raw) != 0 {
+		t.Errorf("empty report row: recipients %#v, raw %#v; want empty", got.Recipients, got.Raw)
+	}
+}
+
+// Rows ClickHouse's columns cannot hold are refused like the invalid rows
+// of the conformance suite: the whole batch, nothing sent.
+func TestWriteRangeChecks(t *testing.T) {
+	s := openDSN(t, clickhousetest.Start(t), Options{})
+	defer s.Close()
+	ok := testEvent("r1", 0, "a@example.com", event.ClassHard, t0)
+	tests := []struct {
+		name string
+		mod  func(e *store.Event)
+	}{
+		{"before 1970", func(e *store.Event) { e.Time = time.Date(1969, 12, 31, 23, 59, 59, 0, time.UTC) }},
+		{"after 2106", func(e *store.Event) { e.Time = time.Unix(1<<32, 0) }},
+		{"negative index", func(e *store.Event) { e.Index = -1 }},
+		{"index beyond UInt32", func(e *store.Event) { e.Index = 1 << 32 }},
+		{"negative reply code", func(e *store.Event) { e.ReplyCode = -1 }},
+		{"reply code beyond UInt16", func(e *store.Event) { e.ReplyCode = 65536 }},
+	}
+	for _, tt := range tests {
+		bad := ok
+		tt.mod(&bad)
+		if err := s.Write(context.Background(), nil, []store.Event{ok, bad}); err == nil {
+			t.Errorf("%s: Write succeeded, want an error", tt.name)
+		}
+	}
+	if got, err := s.RecipientEvents(context.Background(), "a@example.com", 10); err != nil || len(got) != 0 {
+		t.Errorf("after refused writes, RecipientEvents = %d events, %v; want none", len(got), err)
+	}
+	// DateTime's last second is storable.
+	last := ok
+	last.Time = maxTime
+	if err := s.Write(context.Background(), nil, []store.Event{last}); err != nil {
+		t.Errorf("Write at %v: %v", maxTime, err)
+	}
+}
+
+// A window that starts within a second holds none of that second: stored
+// times are whole seconds.
+func TestStatsSubsecondSince(t *testing.T) {
+	s := openDSN(t, clickhousetest.Start(t), Options{})
+	defer s.Close()
+	if err := s.Write(context.Background(), nil, []store.Event{testEvent("r1", 0, "a@example.com", event.ClassSoft, t0)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		since time.Time
+		want  int64
+	}{
+		{t0, 1},
+		{t0.Add(-time.Nanosecond), 1},
+		{t0.Add(time.Nanosecond), 0},
+		{time.Unix(1<<40, 0), 0},
+	} {
+		st, err := s.Stats(context.Background(), tt.since)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := st.EventsByClass[event.ClassSoft]; got != tt.want {
+			t.Errorf("Stats(%v) soft = %d, want %d", tt.since, got, tt.want)
+		}
+	}
+}
+
+func TestOpenRejects(t *testing.T) {
+	ctx := context.Background()
+	for _, dsn := range []string{
+		"http://127.0.0.1:8123/bouncer",
+		"clickhouse://127.0.0.1:9000",
+		"clickhouse://127.0.0.1:9000/",
+		"clickhouse://127.0.0.1:9000/bad-name",
+		"clickhouse://127.0.0.1:9000/x`y",
+		"::not a url",
+	} {
+		if s, err := Open(ctx, dsn, Options{}); err == nil {
+			s.Close()
+			t.Errorf("Open(%q) succeeded", dsn)
+		}
+	}
+	if _, err := Open(ctx, "clickhouse://127.0.0.1:9000/db", Options{ReadTimeout: -1}); err == nil {
+		t.Error("Open with a negative ReadTimeout succeeded")
+	}
+}
+
+// Stopping the server fails calls promptly instead of hanging them, a
+// frozen server fails them at the context's deadline or ReadTimeout, and
+// after a restart the same Store works again with its data intact.
+func TestServerOutage(t *testing.T) {
+	srv := clickhousetest.NewServer(t)
+	const readTimeout = 2 * time.Second
+	s := openDSN(t, srv.DSN("outage"), Options{DialTimeout: time.Second, ReadTimeout: readTimeout})
+	defer s.Close()
+
+	n := 0
+	batch := func() []store.Event {
+		n++
+		return []store.Event{testEvent(fmt.Sprintf("r%d", n), 0, "a@example.com", event.ClassHard, t0.Add(time.Duration(n)*time.Second))}
+	}
+	// timed runs f with a deadline and reports how long it took.
+	timed := func(timeout time.Duration, f func(ctx context.Context) error) (time.Duration, error) {
+		ctx := context.Background()
+		if timeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, timeout)
+			defer cancel()
+		}
+		start := time.Now()
+		err := f(ctx)
+		return time.Since(start), err
+	}
+	write := func(ctx context.Context) error { return s.Write(ctx, nil, batch()) }
+	wantEvents := func(step string, want int) {
+		t.Helper()
+		got, err := s.RecipientEvents(context.Background(), "a@example.com", 100)
+		if err != nil {
+			t.Fatalf("%s: RecipientEvents: %v", step, err)
+		}
+		if len(got) != want {
+			t.Errorf("%s: %d events stored, want %d", step, len(got), want)
+		}
+	}
+
+	if _, err := timed(10*time.Second, write); err != nil {
+		t.Fatalf("Write before the outage: %v", err)
+	}
+
+	// Killed: connection refused, at once.
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		f    func(ctx context.Context) error
+	}{{"Write", write}, {"Ping", s.Ping}, {"Write again", write}} {
+		took, err := timed(10*time.Second, c.f)
+		if err == nil {
+			t.Errorf("%s with the server stopped succeeded", c.name)
+		}
+		if took > 5*time.Second {
+			t.Errorf("%s with the server stopped took %v", c.name, took)
+		}
+		t.Logf("%s, server stopped: %v after %v", c.name, err, took)
+	}
+
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := timed(10*time.Second, write); err != nil {
+		t.Fatalf("Write after the restart: %v", err)
+	}
+	if err := s.Ping(context.Background()); err != nil {
+		t.Errorf("Ping after the restart: %v", err)
+	}
+	wantEvents("after the restart", 2)
+
+	// Frozen: connected but silent. The context's deadline, or without
+	// one ReadTimeout, ends the wait.
+	if err := srv.Freeze(); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name    string
+		timeout time.Duration
+		f       func(ctx context.Context) error
+		limit   time.Duration
+	}{
+		// First, while the pool holds the connection the last Write
+		// used: ReadTimeout bounds the wait on an open connection, the
+		// dial timeout the handshake of a new one.
+		{"Ping, no deadline", 0, s.Ping, readTimeout + 4*time.Second},
+		{"Write, 1s deadline", time.Second, write, 4 * time.Second},
+		{"Ping, 1s deadline", time.Second, s.Ping, 4 * time.Second},
+		{"Write, no deadline", 0, write, readTimeout + 4*time.Second},
+	} {
+		took, err := timed(c.timeout, c.f)
+		if err == nil {
+			t.Errorf("%s with the server frozen succeeded", c.name)
+		}
+		if took > c.limit {
+			t.Errorf("%s with the server frozen took %v, want at most %v", c.name, took, c.limit)
+		}
+		t.Logf("%s, server frozen: %v after %v", c.name, err, took)
+	}
+	if err := srv.Thaw(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := timed(10*time.Second, write); err != nil {
+		t.Fatalf("Write after the thaw: %v", err)
+	}
+	if err := s.Ping(context.Background()); err != nil {
+		t.Errorf("Ping after the thaw: %v", err)
+	}
+	// The writes that failed may or may not have landed (a frozen server
+	// can have taken the rows before it stopped answering); the ones that
+	// succeeded must all be there.
+	got, err := s.RecipientEvents(context.Background(), "a@example.com", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) < 3 {
+		t.Errorf("after the thaw: %d events stored, want at least the 3 acknowledged", len(got))
+	}
+}
+
+// tableDefs is what the server says a database's tables are.
+func tableDefs(t *testing.T, s *Store, database string) map[string]string {
+	t.Helper()
+	ctx := context.Background()
+	rows, err := s.conn.Query(ctx, `SELECT name, engine_full, create_table_query FROM system.tables
+		WHERE database = ? ORDER BY name`, database)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var name, engine, create string
+		if err := rows.Scan(&name, &engine, &create); err != nil {
+			t.Fatal(err)
+		}
+		out[name] = create
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	var versions, rowsN uint64
+	if err := s.conn.QueryRow(ctx, "SELECT uniqExact(version), count() FROM schema_migrations FINAL").Scan(&versions, &rowsN); err != nil {
+		t.Fatal(err)
+	}
+	out["schema_migrations rows"] = fmt.Sprintf("%d versions in %d rows", versions, rowsN)
+	return out
+}
+
+// Applying the DDL again, through Open or statement by statement, changes
+// nothing: the migrations are safe to re-run after a crash between a
+// statement and its version row.
+func TestMigrateTwice(t *testing.T) {
+	dsn := clickhousetest.Start(t)
+	s := openDSN(t, dsn, Options{})
+	defer s.Close()
+	before := tableDefs(t, s, s.database)
+	if want := fmt.Sprintf("%d versions in %d rows", len(migrations), len(migrations)); before["schema_migrations rows"] != want {
+		t.Errorf("after Open: schema_migrations holds %s, want %s", before["schema_migrations rows"], want)
+	}
+	for _, name := range []string{"reports", "events", "schema_migrations"} {
+		if before[name] == "" {
+			t.Errorf("after Open: no table %s", name)
+		}
+	}
+	if err := s.Write(context.Background(), nil, []store.Event{testEvent("r1", 0, "a@example.com", event.ClassHard, t0)}); err != nil {
+		t.Fatal(err)
+	}
+
+	s2 := openDSN(t, dsn, Options{})
+	defer s2.Close()
+	ctx := context.Background()
+	for v, stmts := range migrations {
+		for i, stmt := range stmts {
+			if err := s.conn.Exec(ctx, stmt); err != nil {
+				t.Errorf("migration %d statement %d again: %v", v+1, i+1, err)
+			}
+		}
+	}
+	if err := migrate(ctx, s.conn); err != nil {
+		t.Errorf("migrate again: %v", err)
+	}
+	if after := tableDefs(t, s, s.database); !reflect.DeepEqual(after, before) {
+		t.Errorf("DDL applied twice changed the schema\nbefore %v\n after %v", before, after)
+	}
+	if got, err := s2.RecipientEvents(ctx, "a@example.com", 10); err != nil || len(got) != 1 {
+		t.Errorf("after migrating again, RecipientEvents = %d events, %v; want the 1 written", len(got), err)
+	}
+}
+
+// A database migrated by a newer binary is refused, not guessed at.
+func TestMigrateNewerDatabase(t *testing.T) {
+	dsn := clickhousetest.Start(t)
+	s := openDSN(t, dsn, Options{})
+	ctx := context.Background()
+	if err := s.conn.Exec(ctx, insertVersion, uint32(len(migrations)+1)); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if s, err := Open(ctx, dsn, Options{}); err == nil || !strings.Contains(err.Error(), "newer") {
+		if s != nil {
+			s.Close()
+		}
+		t.Errorf("Open of a newer database: %v, want an error saying so", err)
+	}
+}
+
+// The current schema (what ClusterDDL and the INSERT column lists use) is
+// what the migrations produce.
+func TestSchemaMatchesMigrations(t *testing.T) {
+	s := openDSN(t, clickhousetest.Start(t), Options{})
+	defer s.Close()
+	for _, tbl := range append([]table{migrationsTable}, schema...) {
+		got := describeTable(t, s, s.database, tbl.name)
+		want := tableShape{columns: tbl.columns, partitionKey: tbl.partitionBy,
+			sortingKey: strings.Trim(tbl.orderBy, "()"), engine: tbl.engine()}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("table %s on the server\n got %+v\nwant %+v", tbl.name, got, want)
+		}
+	}
+}
+
+type tableShape struct {
+	columns                  []column
+	partitionKey, sortingKey string
+	engine                   string // engine_full up to PARTITION BY or ORDER BY
+}
+
+func describeTable(t *testing.T, s *Store, database, name string) tableShape {
+	t.Helper()
+	ctx := context.Background()
+	var sh tableShape
+	var engineFull string
+	if err := s.conn.QueryRow(ctx, `SELECT engine_full, partition_key, sorting_key FROM system.tables
+		WHERE database = ? AND name = ?`, database, name).Scan(&engineFull, &sh.partitionKey, &sh.sortingKey); err != nil {
+		t.Fatalf("table %s.%s: %v", database, name, err)
+	}
+	sh.engine = engineFull
+	for _, clause := range []string{" PARTITION BY ", " ORDER BY ", " SETTINGS "} {
+		if i := strings.Index(sh.engine, clause); i >= 0 {
+			sh.engine = sh.engine[:i]
+		}
+	}
+	rows, err := s.conn.Query(ctx, `SELECT name, type FROM system.columns WHERE database = ? AND table = ?`, database, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var c column
+		if err := rows.Scan(&c.name, &c.typ); err != nil {
+			t.Fatal(err)
+		}
+		sh.columns = append(sh.columns, c)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return sh
+}
+
+// The Enum8 of class holds exactly event.Classes, so a new class cannot
+// slip past validate into a failing INSERT.
+func TestClassEnum(t *testing.T) {
+	var got []event.Class
+	values := map[int8]bool{}
+	for _, c := range classEnum {
+		got = append(got, c.class)
+		if values[c.value] {
+			t.Errorf("enum value %d used twice", c.value)
+		}
+		values[c.value] = true
+	}
+	if !reflect.DeepEqual(got, event.Classes) {
+		t.Errorf("classEnum = %v, want event.Classes %v (add a migration that extends the Enum8)", got, event.Classes)
+	}
+}
+
+// A server killed while a big Write is on the wire fails that Write (it
+// does not hang), and the Write retried after the restart stores the
+// batch exactly once, whatever part of it had landed.
+func TestKilledMidWrite(t *testing.T) {
+	srv := clickhousetest.NewServer(t)
+	s := openDSN(t, srv.DSN("killed"), Options{DialTimeout: time.Second, ReadTimeout: 5 * time.Second})
+	defer s.Close()
+
+	const reportsN, perReport = 2000, 50
+	var reports []store.Report
+	var events []store.Event
+	for i := range reportsN {
+		id := fmt.Sprintf("report-%05d", i)
+		// Two months, so the events INSERT makes two parts.
+		at := t0.Add(time.Duration(i) * 30 * time.Minute)
+		reports = append(reports, store.Report{Envelope: event.Envelope{ID: id, Received: at},
+			Raw: []byte(strings.Repeat("x", 4096))})
+		for j := range perReport {
+			e := testEvent(id, j, fmt.Sprintf("u%d@example.com", j), event.Classes[j%len(event.Classes)], at)
+			e.Diagnostic = strings.Repeat("d", 200)
+			events = append(events, e)
+		}
+	}
+
+	// Time the same Write into another database, to kill the server
+	// during the inserts, after the lookups.
+	warm := openDSN(t, srv.DSN("warmup"), Options{})
+	start := time.Now()
+	if err := warm.Write(context.Background(), reports, events); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	warm.Close()
+
+	done := make(chan error, 1)
+	start = time.Now()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		done <- s.Write(ctx, reports, events)
+	}()
+	time.Sleep(took * 6 / 10)
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Logf("the Write finished in %v, before the kill: nothing was interrupted", time.Since(start))
+		} else {
+			t.Logf("Write interrupted after %v (a whole one takes %v): %v", time.Since(start), took, err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Write still running 15s after the server was killed")
+	}
+
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := s.Write(ctx, reports, events); err != nil {
+		t.Fatalf("retried Write after the restart: %v", err)
+	}
+	st, err := s.Stats(ctx, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total int64
+	for _, n := range st.EventsByClass {
+		total += n
+	}
+	if st.ReportsReceived != reportsN || total != reportsN*perReport {
+		t.Errorf("after the retry: %d reports, %d events; want %d and %d", st.ReportsReceived, total, reportsN, reportsN*perReport)
+	}
+	if got, err := s.RecipientEvents(ctx, "u7@example.com", 10000); err != nil || len(got) != reportsN {
+		t.Errorf("after the retry: RecipientEvents(u7) = %d events, %v; want %d", len(got), err, reportsN)
+	}
+}

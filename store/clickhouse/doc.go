@@ -1,0 +1,78 @@
+// Package clickhouse is bouncer's production store engine: store.Store on
+// a ClickHouse database, over clickhouse-go v2's native protocol.
+//
+// The SQL runs on Debian's clickhouse-server 18.16 (what the development
+// machines have) and on current releases: MergeTree-family engines with
+// PARTITION BY and ORDER BY, ReplacingMergeTree(version), DateTime('UTC'),
+// Enum8, String, Array(String) and unsigned integers; no LowCardinality,
+// TTL, Map, JSON or DateTime64. Every INSERT lists its columns, which
+// clickhouse-go's batches need on 18.16. Only the native protocol is
+// accepted: 18.16's HTTP interface rejects clickhouse-go's
+// client_protocol_version setting.
+//
+// # Schema
+//
+// Open creates the database if absent and applies the migrations it
+// lacks (schema.go), recording each version in schema_migrations. The
+// statements are idempotent, as ClickHouse has no DDL transactions: an
+// interrupted or concurrent migration is safe to run again.
+//
+//   - reports: ReplacingMergeTree, PARTITION BY toYYYYMM(received),
+//     ORDER BY id. One row per raw report; id is the hex SHA-256 of raw.
+//   - events: ReplacingMergeTree(version), PARTITION BY toYYYYMM(time),
+//     ORDER BY (recipient, time, id). One row per event id and
+//     classification version; a recipient's history is one key range,
+//     and merges keep an id's highest version.
+//
+// Times are DateTime('UTC'): whole seconds from 1970 to 2106, as the
+// store.Store contract allows. Write refuses times outside that range,
+// and indexes and reply codes that do not fit UInt32 and UInt16.
+//
+// # How the contract maps onto ClickHouse
+//
+// Idempotency and "first write wins": Write first looks up which of the
+// batch's report ids, and which event (id, version) pairs, are stored,
+// and inserts only the others, as one batch per table (PrepareBatch).
+// Merges are eventual, so reads never rely on them: they take each
+// event id's highest version with argMax(tuple(...), version) GROUP BY
+// id, and count reports with uniqExact(id). A row written twice (a retry
+// racing another writer) is therefore never read or counted twice.
+// argMax is used rather than FINAL because it is several times faster on
+// 18.16 (query.go gives the figures, BenchmarkReadStrategies measures
+// them).
+//
+// Atomicity: a Write validates every row before it sends anything, so an
+// invalid row fails the whole batch with nothing stored. There is no
+// transaction across the two tables or across a batch's month
+// partitions: a Write that failed midway (server gone) may have stored
+// part of the batch, and retrying it stores the rest without
+// duplicating anything. Ingest acknowledges a message only after Write
+// returned nil, so a partial write is always retried.
+//
+// A report id is looked up in every partition, as a report resent days
+// later keeps its id. An event (id, version) is looked up within the
+// batch's time range only, as its time is its report's received time;
+// this keeps the lookup from scanning the whole table.
+//
+// # Cluster
+//
+// ClusterDDL returns the same schema for a ClickHouse cluster: per table
+// a ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/<db>/<table>_local',
+// '{replica}'[, version]) local table on every node and a Distributed
+// table of the plain name over them (reports sharded by id, events by
+// recipient, so an id's rows stay on one shard), plus a schema_migrations
+// table replicated to every node and the row that records the version.
+// Run the statements once, in order, on one node, e.g.
+//
+//	for stmt in ...; do clickhouse-client --query "$stmt"; done
+//
+// then point Open at any node with the same database name: it finds the
+// schema current and migrates nothing, and reads and writes go through
+// the Distributed tables. Writes set insert_distributed_sync=1, so a
+// Write returns only after the shards stored the rows. Quorum writes
+// across replicas are a DSN setting away (…?insert_quorum=2).
+//
+// A Stats window over hundreds of millions of events groups as many ids
+// in memory; max_bytes_before_external_group_by in the DSN lets such a
+// query spill to disk instead of failing.
+package clickhouse

@@ -1,0 +1,224 @@
+package clickhouse
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/bouncer-mail/bouncer/event"
+)
+
+// column is one column of a table: its name and ClickHouse type.
+type column struct {
+	name, typ string
+}
+
+// table describes one table of the schema, once, for both the single-node
+// DDL (migrations) and the cluster DDL (ClusterDDL). Only types, engines
+// and clauses that ClickHouse 18.16 and current releases both accept:
+// MergeTree family, PARTITION BY / ORDER BY, DateTime, Enum8, String,
+// Array(String), unsigned integers.
+type table struct {
+	name        string
+	columns     []column
+	version     string // ReplacingMergeTree's version column; "" keeps the last row
+	partitionBy string // "" for none
+	orderBy     string
+	shardingKey string // the Distributed table's, in the cluster variant
+}
+
+// classEnum is the Enum8 of event.Class. Values are never renumbered: a
+// new class gets the next number in a new migration (ALTER TABLE events
+// MODIFY COLUMN class Enum8(...), a metadata-only change).
+var classEnum = []struct {
+	class event.Class
+	value int8
+}{
+	{event.ClassHard, 1},
+	{event.ClassSoft, 2},
+	{event.ClassGreylist, 3},
+	{event.ClassComplaint, 4},
+	{event.ClassAutoreply, 5},
+	{event.ClassDelivered, 6},
+	{event.ClassUnknown, 7},
+}
+
+func classEnumType() string {
+	parts := make([]string, len(classEnum))
+	for i, c := range classEnum {
+		parts[i] = fmt.Sprintf("'%s' = %d", c.class, c.value)
+	}
+	return "Enum8(" + strings.Join(parts, ", ") + ")"
+}
+
+// reportsTable holds the raw reports. Its id is the hex SHA-256 of raw, so
+// two rows with one id hold the same message; ORDER BY id lets Write find
+// the ids already stored with an index lookup.
+var reportsTable = table{
+	name: "reports",
+	columns: []column{
+		{"id", "String"},
+		{"received", "DateTime('UTC')"},
+		{"return_path", "String"},
+		{"recipients", "Array(String)"},
+		{"client_ip", "String"},
+		{"helo", "String"},
+		{"tls", "String"},
+		{"raw", "String"},
+		{"parse_error", "String"},
+	},
+	partitionBy: "toYYYYMM(received)",
+	orderBy:     "id",
+	shardingKey: "cityHash64(id)",
+}
+
+// eventsTable holds the events, one row per id and version. ORDER BY
+// starts with the recipient, so a recipient's history is one key range;
+// the version column makes merges keep an id's highest version, and reads
+// pick it with argMax before any merge happened (see query.go).
+var eventsTable = table{
+	name: "events",
+	columns: []column{
+		{"id", "String"},
+		{"version", "UInt32"},
+		{"report_id", "String"},
+		{"idx", "UInt32"},
+		{"time", "DateTime('UTC')"},
+		{"source", "String"},
+		{"recipient", "String"},
+		{"class", classEnumType()},
+		{"reason", "String"},
+		{"scope", "String"},
+		{"status", "String"},
+		{"reply_code", "UInt16"},
+		{"action", "String"},
+		{"diagnostic", "String"},
+		{"remote_mta", "String"},
+		{"reporting_mta", "String"},
+		{"smtp_command", "String"},
+		{"provider", "String"},
+		{"parser", "String"},
+		{"rule", "String"},
+		{"message_id", "String"},
+	},
+	version:     "version",
+	partitionBy: "toYYYYMM(time)",
+	orderBy:     "(recipient, time, id)",
+	// Every row of one sorting key on one shard, so merges collapse its
+	// versions, and a recipient's history on one shard.
+	shardingKey: "cityHash64(recipient)",
+}
+
+// migrationsTable records the schema versions applied. Several rows for
+// one version (two processes migrating at once) are harmless: readers
+// take max(version).
+var migrationsTable = table{
+	name: "schema_migrations",
+	columns: []column{
+		{"version", "UInt32"},
+		{"applied", "DateTime('UTC')"},
+	},
+	orderBy: "version",
+}
+
+// schema is the current schema: what the migrations, applied in order,
+// produce. ClusterDDL creates it in one go, Write takes its INSERT column
+// lists from it.
+var schema = []table{reportsTable, eventsTable}
+
+// migrations are the schema's versions, in order: migrations[i] brings the
+// database to version i+1. They are append-only: a released migration is
+// never edited, a change is a new one, and changes schema (the current
+// tables) with it; TestSchemaMatchesMigrations compares the two.
+//
+// ClickHouse has no transactional DDL: a crash between a statement and
+// the version row runs the statement again at the next Open, so every
+// statement must be idempotent (IF NOT EXISTS, or a MODIFY that sets what
+// it set before).
+var migrations = [][]string{
+	// 1: raw reports and their events.
+	//
+	// TODO: outcomes and suppressions (DESIGN.md "Correlation and
+	// outcome", "Suppression policy") come as migration 2, as in
+	// store/sqlite.
+	{`CREATE TABLE IF NOT EXISTS reports (
+	id          String,          -- hex SHA-256 of raw
+	received    DateTime('UTC'),
+	return_path String,
+	recipients  Array(String),   -- RCPT TO: the bounce addresses
+	client_ip   String,
+	helo        String,
+	tls         String,
+	raw         String,
+	parse_error String
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(received)
+ORDER BY id`,
+		`CREATE TABLE IF NOT EXISTS events (
+	id            String,
+	version       UInt32,
+	report_id     String,
+	idx           UInt32,
+	time          DateTime('UTC'),
+	source        String,
+	recipient     String,          -- lower-cased
+	class         Enum8('hard' = 1, 'soft' = 2, 'greylist' = 3, 'complaint' = 4, 'autoreply' = 5, 'delivered' = 6, 'unknown' = 7),
+	reason        String,
+	scope         String,
+	status        String,
+	reply_code    UInt16,
+	action        String,
+	diagnostic    String,
+	remote_mta    String,
+	reporting_mta String,
+	smtp_command  String,
+	provider      String,
+	parser        String,
+	rule          String,
+	message_id    String
+)
+ENGINE = ReplacingMergeTree(version)
+PARTITION BY toYYYYMM(time)
+ORDER BY (recipient, time, id)`},
+}
+
+// quoteIdent quotes a ClickHouse identifier, so reserved words and odd
+// characters stay one name.
+func quoteIdent(s string) string {
+	return "`" + strings.NewReplacer(`\`, `\\`, "`", "\\`").Replace(s) + "`"
+}
+
+// columnList is the table's columns as "(a, b, c)", for INSERT.
+func (t table) columnList() string {
+	names := make([]string, len(t.columns))
+	for i, c := range t.columns {
+		names[i] = c.name
+	}
+	return "(" + strings.Join(names, ", ") + ")"
+}
+
+func (t table) columnDefs() string {
+	defs := make([]string, len(t.columns))
+	for i, c := range t.columns {
+		defs[i] = "\t" + c.name + " " + c.typ
+	}
+	return "(\n" + strings.Join(defs, ",\n") + "\n)"
+}
+
+// mergeTreeClauses is what follows the engine: PARTITION BY and ORDER BY.
+func (t table) mergeTreeClauses() string {
+	var b strings.Builder
+	if t.partitionBy != "" {
+		b.WriteString("\nPARTITION BY " + t.partitionBy)
+	}
+	b.WriteString("\nORDER BY " + t.orderBy)
+	return b.String()
+}
+
+// engine is the single-node engine.
+func (t table) engine() string {
+	if t.version != "" {
+		return "ReplacingMergeTree(" + t.version + ")"
+	}
+	return "ReplacingMergeTree"
+}

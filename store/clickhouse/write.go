@@ -1,0 +1,323 @@
+package clickhouse
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	ch "github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/ext"
+
+	"github.com/bouncer-mail/bouncer/event"
+	"github.com/bouncer-mail/bouncer/store"
+)
+
+// Every INSERT lists its columns: clickhouse-go's PrepareBatch needs them
+// on 18.16 ("expected 0 arguments" without).
+var (
+	insertReports = "INSERT INTO reports " + reportsTable.columnList()
+	insertEvents  = "INSERT INTO events " + eventsTable.columnList()
+)
+
+// insertSettings go with every INSERT. insert_distributed_sync makes an
+// INSERT into a Distributed table (the cluster schema) return only after
+// every shard stored its rows, so a Write that returned is durable there
+// too; a MergeTree table ignores it.
+var insertSettings = ch.Settings{"insert_distributed_sync": 1}
+
+// Write stores reports and events; see store.Store. The whole batch is
+// refused, nothing sent, when one row is invalid: an empty id, a zero time
+// or one outside DateTime's range (1970 to 2106), an unknown class, an
+// index or reply code that does not fit its column.
+//
+// Rows already stored under their id (and version) are skipped: Write
+// reads which are before it inserts, so the first write of a row wins.
+// ClickHouse has no transactions: a Write that failed may have stored
+// part of the batch (reports but not events, or some months' partitions
+// but not others). Retrying it stores the rest and nothing twice, which is
+// what ingest does before it acknowledges. Two concurrent Writes of the
+// same new row both insert it; reads and counts take one row per id, so
+// nothing is counted twice, but which of two differing contents survives
+// is then not defined.
+func (s *Store) Write(ctx context.Context, reports []store.Report, events []store.Event) error {
+	if err := s.acquire(); err != nil {
+		return err
+	}
+	defer s.mu.RUnlock()
+	if len(reports) == 0 && len(events) == 0 {
+		return nil
+	}
+	if err := validate(reports, events); err != nil {
+		return err
+	}
+	reports, events = dedupBatch(reports, events)
+
+	reports, err := s.newReports(ctx, reports)
+	if err != nil {
+		return fmt.Errorf("clickhouse: write: %w", err)
+	}
+	events, err = s.newEvents(ctx, events)
+	if err != nil {
+		return fmt.Errorf("clickhouse: write: %w", err)
+	}
+	// Reports first: a raw report without its events is what a crash
+	// between the two leaves, and it can be classified again.
+	if err := s.insertReports(ctx, reports); err != nil {
+		return fmt.Errorf("clickhouse: write: reports: %w", err)
+	}
+	if err := s.insertEvents(ctx, events); err != nil {
+		return fmt.Errorf("clickhouse: write: events: %w", err)
+	}
+	return nil
+}
+
+// DateTime's range: UInt32 seconds since the epoch.
+var (
+	minTime = time.Unix(0, 0).UTC()
+	maxTime = time.Unix(math.MaxUint32, 0).UTC()
+)
+
+var errZeroTime = errors.New("zero time")
+
+func checkTime(t time.Time) error {
+	if t.IsZero() {
+		return errZeroTime
+	}
+	if t.Before(minTime) || t.After(maxTime) {
+		return fmt.Errorf("%s outside DateTime's range (%s to %s)", t.UTC().Format(time.RFC3339),
+			minTime.Format(time.RFC3339), maxTime.Format(time.RFC3339))
+	}
+	return nil
+}
+
+// validate refuses the rows no engine could store faithfully, and those
+// this engine's columns cannot hold.
+func validate(reports []store.Report, events []store.Event) error {
+	for i, r := range reports {
+		if r.ID == "" {
+			return fmt.Errorf("clickhouse: write: report %d: empty id", i)
+		}
+		if err := checkTime(r.Received); err != nil {
+			return fmt.Errorf("clickhouse: write: report %s: received: %w", r.ID, err)
+		}
+	}
+	for i, e := range events {
+		if e.ID == "" {
+			return fmt.Errorf("clickhouse: write: event %d: empty id", i)
+		}
+		if err := checkTime(e.Time); err != nil {
+			return fmt.Errorf("clickhouse: write: event %s: time: %w", e.ID, err)
+		}
+		if !knownClass(e.Class) {
+			return fmt.Errorf("clickhouse: write: event %s: unknown class %q", e.ID, e.Class)
+		}
+		if e.Index < 0 || int64(e.Index) > math.MaxUint32 {
+			return fmt.Errorf("clickhouse: write: event %s: index %d does not fit UInt32", e.ID, e.Index)
+		}
+		if e.ReplyCode < 0 || e.ReplyCode > math.MaxUint16 {
+			return fmt.Errorf("clickhouse: write: event %s: reply code %d does not fit UInt16", e.ID, e.ReplyCode)
+		}
+	}
+	return nil
+}
+
+func knownClass(c event.Class) bool {
+	for _, k := range event.Classes {
+		if c == k {
+			return true
+		}
+	}
+	return false
+}
+
+// normalizeAddress is how recipient addresses are stored and looked up.
+func normalizeAddress(a string) string { return strings.ToLower(a) }
+
+type eventKey struct {
+	id      string
+	version uint32
+}
+
+// dedupBatch drops the rows a batch repeats, keeping each one's first
+// occurrence, as a transaction of INSERT ... ON CONFLICT DO NOTHING does.
+func dedupBatch(reports []store.Report, events []store.Event) ([]store.Report, []store.Event) {
+	seenR := make(map[string]bool, len(reports))
+	outR := reports[:0:0]
+	for _, r := range reports {
+		if !seenR[r.ID] {
+			seenR[r.ID] = true
+			outR = append(outR, r)
+		}
+	}
+	seenE := make(map[eventKey]bool, len(events))
+	outE := events[:0:0]
+	for _, e := range events {
+		k := eventKey{e.ID, e.Version}
+		if !seenE[k] {
+			seenE[k] = true
+			outE = append(outE, e)
+		}
+	}
+	return outR, outE
+}
+
+// batchTable is the name of the external table that carries a batch's ids
+// to the server for the lookups below: an IN list of 10,000 literals would
+// exceed 18.16's max_query_size (256 KiB) and be slow to parse.
+const batchTable = "_batch"
+
+// newReports returns the reports whose id is not stored yet. The lookup
+// is by the sorting key, in every partition: a report sent again days
+// later has a later received time but must not be stored again.
+func (s *Store) newReports(ctx context.Context, reports []store.Report) ([]store.Report, error) {
+	if len(reports) == 0 {
+		return reports, nil
+	}
+	tbl, err := ext.NewTable(batchTable, ext.Column("id", "String"))
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range reports {
+		if err := tbl.Append(r.ID); err != nil {
+			return nil, err
+		}
+	}
+	rows, err := s.conn.Query(ch.Context(ctx, ch.WithExternalTable(tbl)),
+		"SELECT DISTINCT id FROM reports WHERE id IN (SELECT id FROM "+batchTable+")")
+	if err != nil {
+		return nil, fmt.Errorf("looking up stored reports: %w", err)
+	}
+	defer rows.Close()
+	stored := make(map[string]bool)
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("looking up stored reports: %w", err)
+		}
+		stored[id] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("looking up stored reports: %w", err)
+	}
+	if len(stored) == 0 {
+		return reports, nil
+	}
+	out := make([]store.Report, 0, len(reports)-len(stored))
+	for _, r := range reports {
+		if !stored[r.ID] {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+// newEvents returns the events whose id is not stored yet at their
+// version or a higher one: a stored (id, version) keeps its first
+// content, and a version lower than one stored would be superseded
+// anyway.
+//
+// The lookup covers the batch's time range (partition pruning on time):
+// every version of an id carries its report's received time, so that is
+// where an earlier write of it lies. An id rewritten with another time
+// is not found and its row is inserted again; reads still take one row
+// per id (argMax by version), so at worst which of two same-version
+// contents is shown is not defined.
+func (s *Store) newEvents(ctx context.Context, events []store.Event) ([]store.Event, error) {
+	if len(events) == 0 {
+		return events, nil
+	}
+	tbl, err := ext.NewTable(batchTable, ext.Column("recipient", "String"), ext.Column("id", "String"))
+	if err != nil {
+		return nil, err
+	}
+	lo, hi := events[0].Time, events[0].Time
+	for _, e := range events {
+		if err := tbl.Append(normalizeAddress(e.Recipient), e.ID); err != nil {
+			return nil, err
+		}
+		if e.Time.Before(lo) {
+			lo = e.Time
+		}
+		if e.Time.After(hi) {
+			hi = e.Time
+		}
+	}
+	rows, err := s.conn.Query(ch.Context(ctx, ch.WithExternalTable(tbl)),
+		`SELECT id, max(version) FROM events
+		WHERE time >= toDateTime(?) AND time <= toDateTime(?)
+			AND (recipient, id) IN (SELECT recipient, id FROM `+batchTable+`)
+		GROUP BY id`, uint32(lo.Unix()), uint32(hi.Unix()))
+	if err != nil {
+		return nil, fmt.Errorf("looking up stored events: %w", err)
+	}
+	defer rows.Close()
+	stored := make(map[string]uint32)
+	for rows.Next() {
+		var (
+			id string
+			v  uint32
+		)
+		if err := rows.Scan(&id, &v); err != nil {
+			return nil, fmt.Errorf("looking up stored events: %w", err)
+		}
+		stored[id] = v
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("looking up stored events: %w", err)
+	}
+	if len(stored) == 0 {
+		return events, nil
+	}
+	out := make([]store.Event, 0, len(events))
+	for _, e := range events {
+		if v, ok := stored[e.ID]; !ok || e.Version > v {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+func (s *Store) insertReports(ctx context.Context, reports []store.Report) error {
+	if len(reports) == 0 {
+		return nil
+	}
+	b, err := s.conn.PrepareBatch(ch.Context(ctx, ch.WithSettings(insertSettings)), insertReports)
+	if err != nil {
+		return err
+	}
+	defer b.Abort() // a no-op after Send
+	for _, r := range reports {
+		rcpts := r.Recipients
+		if rcpts == nil {
+			rcpts = []string{}
+		}
+		if err := b.Append(r.ID, r.Received.UTC(), r.ReturnPath, rcpts, r.ClientIP, r.Helo, r.TLS,
+			string(r.Raw), r.ParseError); err != nil {
+			return fmt.Errorf("report %s: %w", r.ID, err)
+		}
+	}
+	return b.Send()
+}
+
+func (s *Store) insertEvents(ctx context.Context, events []store.Event) error {
+	if len(events) == 0 {
+		return nil
+	}
+	b, err := s.conn.PrepareBatch(ch.Context(ctx, ch.WithSettings(insertSettings)), insertEvents)
+	if err != nil {
+		return err
+	}
+	defer b.Abort() // a no-op after Send
+	for _, e := range events {
+		if err := b.Append(e.ID, e.Version, e.ReportID, uint32(e.Index), e.Time.UTC(), e.Source,
+			normalizeAddress(e.Recipient), string(e.Class), string(e.Reason), string(e.Scope), e.Status,
+			uint16(e.ReplyCode), e.Action, e.Diagnostic, e.RemoteMTA, e.ReportingMTA, e.SMTPCommand,
+			e.Provider, e.Parser, e.Rule, e.MessageID); err != nil {
+			return fmt.Errorf("event %s version %d: %w", e.ID, e.Version, err)
+		}
+	}
+	return b.Send()
+}
