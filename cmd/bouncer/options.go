@@ -19,6 +19,7 @@ type Options struct {
 	HTTPAddr       string
 	NATSListen     string
 	NATSURL        string
+	NATSReplicas   int
 	DataDir        string
 	Domains        []string
 	ClickHouseDSN  string
@@ -88,6 +89,7 @@ func parseOptions(args []string, getenv func(string) string) (Options, *flag.Fla
 	str(&o.HTTPAddr, "http-addr", "127.0.0.1:8025", "HTTP listen `address` for the API, /metrics and health")
 	str(&o.NATSListen, "nats-listen", "127.0.0.1:4222", "listen `address` of the embedded NATS server")
 	str(&o.NATSURL, "nats-url", "", "external NATS `url`; when set, no NATS server is embedded")
+	num(&o.NATSReplicas, "nats-replicas", 1, "replicas of bouncer's JetStream streams (3 on a NATS cluster; 1 embedded)")
 	str(&o.DataDir, "data-dir", "./bouncer-data", "`directory` for the embedded NATS store and SQLite")
 	var domains stringList
 	_ = domains.Set(env("domain", ""))
@@ -152,6 +154,10 @@ func (o Options) Validate() error {
 		return errors.New("--tls-cert and --tls-key go together")
 	case o.VERPKeys != "" && o.VERPKeysFile != "":
 		return errors.New("BOUNCER_VERP_KEYS and --verp-keys-file are both set; use one")
+	case o.NATSReplicas < 1 || o.NATSReplicas > 5:
+		return errors.New("--nats-replicas must be 1 to 5")
+	case o.NATSURL == "" && o.NATSReplicas != 1:
+		return errors.New("--nats-replicas above 1 needs a NATS cluster (--nats-url); the embedded server is one node")
 	case o.MaxMessageBytes <= 0 || o.MaxRecipients <= 0 || o.MaxConnections <= 0 || o.MaxConnsPerIP <= 0:
 		return errors.New("limits must be positive")
 	case o.ReadTimeout <= 0 || o.WriteTimeout <= 0 || o.ShutdownTimeout <= 0:

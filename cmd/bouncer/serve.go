@@ -109,7 +109,7 @@ func Start(ctx context.Context, opts Options, log *slog.Logger, reg *prometheus.
 			return nil, fmt.Errorf("NATS %s: %w", natsURL, err)
 		}
 	}
-	if err := broker.EnsureStreams(ctx, js, 1); err != nil {
+	if err := broker.EnsureStreams(ctx, js, opts.NATSReplicas); err != nil {
 		return nil, fmt.Errorf("NATS streams: %w", err)
 	}
 

@@ -222,6 +222,8 @@ func TestParseOptionsEnv(t *testing.T) {
 		{nil, map[string]string{"BOUNCER_MAX_RECIPIENTS": "many"}, "BOUNCER_MAX_RECIPIENTS"},
 		{[]string{"--verp-keys-file", "/x"}, map[string]string{"BOUNCER_VERP_KEYS": "k"}, "both set"},
 		{[]string{"extra"}, nil, "unexpected argument"},
+		{[]string{"--nats-replicas", "3"}, nil, "needs a NATS cluster"},
+		{[]string{"--nats-replicas", "0", "--nats-url", "nats://x:4222"}, nil, "1 to 5"},
 	}
 	for _, b := range bad {
 		o, _, err := parseOptions(b.args, func(k string) string { return b.env[k] })
