@@ -25,6 +25,8 @@ import (
 	"github.com/bouncer-mail/bouncer/classify"
 	"github.com/bouncer-mail/bouncer/ingest"
 	"github.com/bouncer-mail/bouncer/smtpd"
+	"github.com/bouncer-mail/bouncer/store"
+	"github.com/bouncer-mail/bouncer/store/clickhouse"
 	"github.com/bouncer-mail/bouncer/store/sqlite"
 	"github.com/bouncer-mail/bouncer/verp"
 )
@@ -41,7 +43,7 @@ type Service struct {
 	nc      *nats.Conn
 	smtp    *smtpd.Server
 	http    *http.Server
-	store   *sqlite.Store
+	store   store.Store
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	errc    chan error
@@ -78,11 +80,7 @@ func Start(ctx context.Context, opts Options, log *slog.Logger, reg *prometheus.
 	if len(opts.Domains) == 0 {
 		log.Warn("no --domain: RCPT is accepted for any domain")
 	}
-	if opts.ClickHouseDSN != "" {
-		return nil, errors.New("--clickhouse-dsn: the ClickHouse store is not built yet; leave it empty for SQLite")
-	}
-
-	s.store, err = sqlite.Open(ctx, filepath.Join(opts.DataDir, "bouncer.db"), sqlite.Options{})
+	s.store, err = openStore(ctx, opts)
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
@@ -222,6 +220,15 @@ func (s *Service) Stop(ctx context.Context) error {
 		}
 	})
 	return err
+}
+
+// openStore opens ClickHouse when --clickhouse-dsn is set, else SQLite
+// under the data dir.
+func openStore(ctx context.Context, o Options) (store.Store, error) {
+	if o.ClickHouseDSN != "" {
+		return clickhouse.Open(ctx, o.ClickHouseDSN, clickhouse.Options{})
+	}
+	return sqlite.Open(ctx, filepath.Join(o.DataDir, "bouncer.db"), sqlite.Options{})
 }
 
 func loadSigner(o Options) (*verp.Signer, error) {

@@ -17,17 +17,18 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/bouncer-mail/bouncer/store/clickhouse/clickhousetest"
 	"github.com/bouncer-mail/bouncer/verp"
 )
 
 const serveKeys = "serve-test-key-000000000001"
 
-func startService(t *testing.T) *Service {
+func startService(t *testing.T, extra ...string) *Service {
 	t.Helper()
-	opts, _, err := parseOptions([]string{
+	opts, _, err := parseOptions(append([]string{
 		"--smtp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0",
 		"--data-dir", t.TempDir(), "--domain", "bounces.example.com", "--hostname", "bouncer.test",
-	}, func(k string) string {
+	}, extra...), func(k string) string {
 		if k == "BOUNCER_VERP_KEYS" {
 			return serveKeys
 		}
@@ -126,9 +127,16 @@ Diagnostic-Code: smtp; 550 5.1.1 <gone@example.net>: Recipient address rejected:
 --b1--`
 
 // TestServeEndToEnd runs the all-in-one service and sends it a signed NDR
-// over SMTP: it must come out of the HTTP API as a classified event.
+// over SMTP: it must come out of the HTTP API as a classified event. It
+// runs on SQLite, and on a throwaway ClickHouse server (--clickhouse-dsn).
 func TestServeEndToEnd(t *testing.T) {
-	svc := startService(t)
+	t.Run("sqlite", func(t *testing.T) { testServeEndToEnd(t, startService(t)) })
+	t.Run("clickhouse", func(t *testing.T) {
+		testServeEndToEnd(t, startService(t, "--clickhouse-dsn", clickhousetest.Start(t)))
+	})
+}
+
+func testServeEndToEnd(t *testing.T, svc *Service) {
 	keys, _ := verp.ParseKeys(serveKeys)
 	rcpt, err := (&verp.Signer{Keys: keys}).Sign("bounces.example.com", "gone@example.net", "<m1@example.org>")
 	if err != nil {
