@@ -89,9 +89,10 @@ func StreamConfigs(replicas int) []jetstream.StreamConfig {
 		Name:        StreamAttempts,
 		Description: "sync reply logs published by sending MTAs",
 		Subjects:    []string{SubjectAttempts},
-		// TODO: limits retention while nothing consumes the logs yet
-		// (correlation comes with the sync-log issue), so an MTA that
-		// already publishes does not fill the disk.
+		// Limits retention: ingest reads the logs with its own durable
+		// consumer, and a week of history lets a new consumer (or a
+		// reprocessing) start from the past without the stream growing
+		// without bound.
 		Retention:   jetstream.LimitsPolicy,
 		Discard:     jetstream.DiscardOld,
 		Storage:     jetstream.FileStorage,
