@@ -28,13 +28,24 @@ const (
 	DefaultMaxOpenConns = 10
 )
 
-// Options tunes a Store. Zero fields take the DSN's value (dial_timeout,
-// read_timeout, max_open_conns), else the package default. The zero value
-// is ready to use.
+// Options tunes a Store. The zero value is ready to use.
 type Options struct {
+	// DialTimeout, ReadTimeout and MaxOpenConns, when zero, take the
+	// DSN's value (dial_timeout, read_timeout, max_open_conns), else the
+	// package default.
 	DialTimeout  time.Duration
 	ReadTimeout  time.Duration
 	MaxOpenConns int
+
+	// ReportLookback bounds how far before a batch's oldest received
+	// time Write looks for the batch's reports among those stored. Zero
+	// looks everywhere, which is exact but reads the whole id column of
+	// reports once per Write (about 0.4 s per Write with 10 million
+	// reports stored, on two cores). With a bound, a report received
+	// again after more than ReportLookback is stored, and counted in
+	// Stats, again. Partitions are months, so the bound prunes whole
+	// months only.
+	ReportLookback time.Duration
 }
 
 // Validate reports whether the options are usable.
@@ -48,6 +59,9 @@ func (o Options) Validate() error {
 	if o.MaxOpenConns < 0 {
 		return errors.New("clickhouse: Options.MaxOpenConns is negative")
 	}
+	if o.ReportLookback < 0 {
+		return errors.New("clickhouse: Options.ReportLookback is negative")
+	}
 	return nil
 }
 
@@ -57,8 +71,9 @@ var identPattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 // Store is a store.Store on a ClickHouse database. It is safe for
 // concurrent use.
 type Store struct {
-	conn     driver.Conn
-	database string
+	conn           driver.Conn
+	database       string
+	reportLookback time.Duration
 
 	// mu guards closed. Every method holds it for reading while it runs,
 	// so Close waits for in-flight calls instead of failing them midway.
@@ -123,7 +138,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		conn.Close()
 		return nil, fmt.Errorf("clickhouse: migrating %s: %w", db, err)
 	}
-	return &Store{conn: conn, database: db}, nil
+	return &Store{conn: conn, database: db, reportLookback: opts.ReportLookback}, nil
 }
 
 // createDatabase creates db over a connection to the server's default

@@ -456,15 +456,15 @@ func TestKilledMidWrite(t *testing.T) {
 	s := openDSN(t, srv.DSN("killed"), Options{DialTimeout: time.Second, ReadTimeout: 5 * time.Second})
 	defer s.Close()
 
-	const reportsN, perReport = 2000, 50
+	const reportsN, perReport = 1000, 40
 	var reports []store.Report
 	var events []store.Event
 	for i := range reportsN {
 		id := fmt.Sprintf("report-%05d", i)
 		// Two months, so the events INSERT makes two parts.
-		at := t0.Add(time.Duration(i) * 30 * time.Minute)
+		at := t0.Add(time.Duration(i) * time.Hour)
 		reports = append(reports, store.Report{Envelope: event.Envelope{ID: id, Received: at},
-			Raw: []byte(strings.Repeat("x", 4096))})
+			Raw: []byte(strings.Repeat("x", 2048))})
 		for j := range perReport {
 			e := testEvent(id, j, fmt.Sprintf("u%d@example.com", j), event.Classes[j%len(event.Classes)], at)
 			e.Diagnostic = strings.Repeat("d", 200)
@@ -524,5 +524,58 @@ func TestKilledMidWrite(t *testing.T) {
 	}
 	if got, err := s.RecipientEvents(ctx, "u7@example.com", 10000); err != nil || len(got) != reportsN {
 		t.Errorf("after the retry: RecipientEvents(u7) = %d events, %v; want %d", len(got), err, reportsN)
+	}
+}
+
+// A report received again later (the remote MTA retried after it missed
+// our 250, past JetStream's duplicate window) comes back with the same
+// id and, from ingest, events with the same ids but the new received
+// time. The first write wins for both, as in store/sqlite: the events'
+// lookup widens to the stored report's first received time. With a
+// ReportLookback shorter than the gap, the resend is stored again.
+func TestReportReceivedAgain(t *testing.T) {
+	first := t0
+	again := t0.Add(40 * 24 * time.Hour) // next month's partition
+	ctx := context.Background()
+	write := func(s *Store, at time.Time, diag string) error {
+		r := store.Report{Envelope: event.Envelope{ID: "same-bytes", Received: at}, Raw: []byte("raw")}
+		e := testEvent("same-bytes", 0, "a@example.com", event.ClassHard, at)
+		e.Diagnostic = diag
+		return s.Write(ctx, []store.Report{r}, []store.Event{e})
+	}
+
+	s := openDSN(t, clickhousetest.Start(t), Options{})
+	defer s.Close()
+	if err := write(s, first, "first"); err != nil {
+		t.Fatal(err)
+	}
+	if err := write(s, again, "again"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.RecipientEvents(ctx, "a@example.com", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || !got[0].Time.Equal(first) || got[0].Diagnostic != "first" {
+		t.Errorf("RecipientEvents after the resend = %+v, want the first write only", got)
+	}
+	st, err := s.Stats(ctx, first.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.ReportsReceived != 0 || st.EventsByClass[event.ClassHard] != 0 {
+		t.Errorf("Stats after the first write's time: %d reports, %d hard events; want none", st.ReportsReceived, st.EventsByClass[event.ClassHard])
+	}
+
+	bounded := openDSN(t, clickhousetest.Start(t), Options{ReportLookback: 24 * time.Hour})
+	defer bounded.Close()
+	if err := write(bounded, first, "first"); err != nil {
+		t.Fatal(err)
+	}
+	if err := write(bounded, again, "again"); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := bounded.Stats(ctx, first.Add(time.Hour)); err != nil || st.ReportsReceived != 1 {
+		t.Errorf("with a 24h ReportLookback, Stats after the first write's time = %+v, %v; want the resend counted", st, err)
 	}
 }

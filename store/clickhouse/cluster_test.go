@@ -187,3 +187,44 @@ func TestConformanceDistributed(t *testing.T) {
 		return s
 	})
 }
+
+// withExtraMigration pretends the binary has one migration more, for the
+// test's duration.
+func withExtraMigration(t *testing.T, stmts ...string) {
+	saved := migrations
+	migrations = append(migrations[:len(migrations):len(migrations)], stmts)
+	t.Cleanup(func() { migrations = saved })
+}
+
+// Open upgrades a single-node database, but refuses to run single-node
+// statements against a cluster schema's Distributed tables.
+func TestOpenUpgrade(t *testing.T) {
+	srv := clickhousetest.NewServerOptions(t, clickhousetest.Options{Cluster: true})
+	single := openDSN(t, srv.DSN("single"), Options{})
+	defer single.Close()
+	createClusterDatabase(t, single.conn, "clustered")
+
+	// The migration a new class would bring: extending the Enum8 is a
+	// metadata-only ALTER on 18.16 as on current releases.
+	withExtraMigration(t, `ALTER TABLE events MODIFY COLUMN class Enum8('hard' = 1, 'soft' = 2, 'greylist' = 3,
+		'complaint' = 4, 'autoreply' = 5, 'delivered' = 6, 'unknown' = 7, 'newclass' = 8)`)
+
+	upgraded := openDSN(t, srv.DSN("single"), Options{})
+	defer upgraded.Close()
+	v, err := schemaVersion(context.Background(), upgraded.conn)
+	if err != nil || v != len(migrations) {
+		t.Errorf("after the upgrade: schema version %d, %v; want %d", v, err, len(migrations))
+	}
+	if got, err := upgraded.RecipientEvents(context.Background(), "a@example.com", 1); err != nil || len(got) != 0 {
+		t.Errorf("after the upgrade: RecipientEvents = %v, %v", got, err)
+	}
+
+	s, err := Open(context.Background(), srv.DSN("clustered"), Options{})
+	if err == nil {
+		s.Close()
+		t.Fatal("Open migrated a cluster schema")
+	}
+	if !strings.Contains(err.Error(), "ON CLUSTER") {
+		t.Errorf("Open of an old cluster schema: %v; want it to say what to do", err)
+	}
+}

@@ -40,6 +40,20 @@ func migrate(ctx context.Context, conn driver.Conn) error {
 	if current > len(migrations) {
 		return fmt.Errorf("database schema version %d is newer than this binary's %d", current, len(migrations))
 	}
+	if current > 0 && current < len(migrations) {
+		// The single-node statements would alter the Distributed tables
+		// of a cluster schema (ClusterDDL) and record a version its
+		// shards do not have.
+		var n uint64
+		if err := conn.QueryRow(ctx, `SELECT count() FROM system.tables
+			WHERE database = currentDatabase() AND engine = 'Distributed'`).Scan(&n); err != nil {
+			return fmt.Errorf("checking for a cluster schema: %w", err)
+		}
+		if n > 0 {
+			return fmt.Errorf("cluster schema at version %d, this binary needs %d: apply the migrations ON CLUSTER by hand (see ClusterDDL)",
+				current, len(migrations))
+		}
+	}
 	for v := current + 1; v <= len(migrations); v++ {
 		for i, stmt := range migrations[v-1] {
 			if err := conn.Exec(ctx, stmt); err != nil {

@@ -55,11 +55,11 @@ func (s *Store) Write(ctx context.Context, reports []store.Report, events []stor
 	}
 	reports, events = dedupBatch(reports, events)
 
-	reports, err := s.newReports(ctx, reports)
+	reports, firstReceived, err := s.newReports(ctx, reports)
 	if err != nil {
 		return fmt.Errorf("clickhouse: write: %w", err)
 	}
-	events, err = s.newEvents(ctx, events)
+	events, err = s.newEvents(ctx, events, firstReceived)
 	if err != nil {
 		return fmt.Errorf("clickhouse: write: %w", err)
 	}
@@ -169,49 +169,64 @@ func dedupBatch(reports []store.Report, events []store.Event) ([]store.Report, [
 // exceed 18.16's max_query_size (256 KiB) and be slow to parse.
 const batchTable = "_batch"
 
-// newReports returns the reports whose id is not stored yet. The lookup
-// is by the sorting key, in every partition: a report sent again days
-// later has a later received time but must not be stored again.
-func (s *Store) newReports(ctx context.Context, reports []store.Report) ([]store.Report, error) {
+// newReports returns the reports whose id is not stored yet, and the
+// first received time of those that are. The lookup is by the sorting
+// key, in every partition (or those within Options.ReportLookback): a
+// report sent again days later has a later received time but must not be
+// stored again.
+func (s *Store) newReports(ctx context.Context, reports []store.Report) ([]store.Report, map[string]time.Time, error) {
 	if len(reports) == 0 {
-		return reports, nil
+		return reports, nil, nil
 	}
 	tbl, err := ext.NewTable(batchTable, ext.Column("id", "String"))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	oldest := reports[0].Received
 	for _, r := range reports {
 		if err := tbl.Append(r.ID); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
+		if r.Received.Before(oldest) {
+			oldest = r.Received
+		}
+	}
+	from := uint32(0)
+	if s.reportLookback > 0 {
+		from = clampSeconds(oldest.Add(-s.reportLookback))
 	}
 	rows, err := s.conn.Query(ch.Context(ctx, ch.WithExternalTable(tbl)),
-		"SELECT DISTINCT id FROM reports WHERE id IN (SELECT id FROM "+batchTable+")")
+		`SELECT id, min(received) FROM reports
+		WHERE received >= toDateTime(?) AND id IN (SELECT id FROM `+batchTable+`)
+		GROUP BY id`, from)
 	if err != nil {
-		return nil, fmt.Errorf("looking up stored reports: %w", err)
+		return nil, nil, fmt.Errorf("looking up stored reports: %w", err)
 	}
 	defer rows.Close()
-	stored := make(map[string]bool)
+	stored := make(map[string]time.Time)
 	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, fmt.Errorf("looking up stored reports: %w", err)
+		var (
+			id       string
+			received time.Time
+		)
+		if err := rows.Scan(&id, &received); err != nil {
+			return nil, nil, fmt.Errorf("looking up stored reports: %w", err)
 		}
-		stored[id] = true
+		stored[id] = received
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("looking up stored reports: %w", err)
+		return nil, nil, fmt.Errorf("looking up stored reports: %w", err)
 	}
 	if len(stored) == 0 {
-		return reports, nil
+		return reports, nil, nil
 	}
-	out := make([]store.Report, 0, len(reports)-len(stored))
+	out := make([]store.Report, 0, len(reports))
 	for _, r := range reports {
-		if !stored[r.ID] {
+		if _, ok := stored[r.ID]; !ok {
 			out = append(out, r)
 		}
 	}
-	return out, nil
+	return out, stored, nil
 }
 
 // newEvents returns the events whose id is not stored yet at their
@@ -219,13 +234,16 @@ func (s *Store) newReports(ctx context.Context, reports []store.Report) ([]store
 // content, and a version lower than one stored would be superseded
 // anyway.
 //
-// The lookup covers the batch's time range (partition pruning on time):
-// every version of an id carries its report's received time, so that is
-// where an earlier write of it lies. An id rewritten with another time
-// is not found and its row is inserted again; reads still take one row
-// per id (argMax by version), so at worst which of two same-version
-// contents is shown is not defined.
-func (s *Store) newEvents(ctx context.Context, events []store.Event) ([]store.Event, error) {
+// The lookup covers a time range, so that partition and part pruning on
+// time keep it from scanning the whole table: the batch's times, widened
+// to the first received time of the batch's reports that are stored
+// already (firstReceived). An event's time is its report's received
+// time, so that is where an earlier write of the same event lies, also
+// when the report itself was received again later. An id rewritten
+// under another time outside that range is not found and is inserted
+// again; reads still take one row per id (argMax by version), but it can
+// then be counted in a window holding either time.
+func (s *Store) newEvents(ctx context.Context, events []store.Event, firstReceived map[string]time.Time) ([]store.Event, error) {
 	if len(events) == 0 {
 		return events, nil
 	}
@@ -234,22 +252,28 @@ func (s *Store) newEvents(ctx context.Context, events []store.Event) ([]store.Ev
 		return nil, err
 	}
 	lo, hi := events[0].Time, events[0].Time
+	widen := func(t time.Time) {
+		if t.Before(lo) {
+			lo = t
+		}
+		if t.After(hi) {
+			hi = t
+		}
+	}
 	for _, e := range events {
 		if err := tbl.Append(normalizeAddress(e.Recipient), e.ID); err != nil {
 			return nil, err
 		}
-		if e.Time.Before(lo) {
-			lo = e.Time
-		}
-		if e.Time.After(hi) {
-			hi = e.Time
+		widen(e.Time)
+		if t, ok := firstReceived[e.ReportID]; ok {
+			widen(t)
 		}
 	}
 	rows, err := s.conn.Query(ch.Context(ctx, ch.WithExternalTable(tbl)),
 		`SELECT id, max(version) FROM events
 		WHERE time >= toDateTime(?) AND time <= toDateTime(?)
 			AND (recipient, id) IN (SELECT recipient, id FROM `+batchTable+`)
-		GROUP BY id`, uint32(lo.Unix()), uint32(hi.Unix()))
+		GROUP BY id`, clampSeconds(lo.Truncate(time.Second)), clampSeconds(hi))
 	if err != nil {
 		return nil, fmt.Errorf("looking up stored events: %w", err)
 	}
