@@ -21,10 +21,11 @@ import (
 	"github.com/bouncer-mail/bouncer/broker"
 )
 
-// flags is what cmd/bouncer/options.go declares: flag name -> default (the
+// flags is what a main's options.go declares: flag name -> default (the
 // literal text; "" when the default is not a string literal), and the
 // environment names it reads.
 type flags struct {
+	src      string // the options.go it was read from
 	defaults map[string]string
 	env      map[string]bool
 }
@@ -33,11 +34,29 @@ type flags struct {
 // checked against the flags and defaults the binary has, not a copy.
 func bouncerFlags(t *testing.T) flags {
 	t.Helper()
-	f, err := parser.ParseFile(token.NewFileSet(), "../cmd/bouncer/options.go", nil, 0)
+	fl := readFlags(t, "cmd/bouncer/options.go", "smtp-addr", "http-addr", "nats-listen", "nats-url", "data-dir", "domain", "clickhouse-dsn", "verp-keys-file")
+	if !fl.env["BOUNCER_VERP_KEYS"] {
+		t.Fatal("options.go: getenv(\"BOUNCER_VERP_KEYS\") not found")
+	}
+	return fl
+}
+
+// ingestFlags parses cmd/ingest/options.go, the ingest worker's flags.
+func ingestFlags(t *testing.T) flags {
+	t.Helper()
+	return readFlags(t, "cmd/ingest/options.go", "nats-url", "nats-replicas", "clickhouse-dsn", "data-dir", "http-addr", "rules", "log-level")
+}
+
+// readFlags reads the flags declared in src (relative to the repository
+// root) through the str/num/dur helpers or fl.XxxVar, and the literal
+// getenv names; want lists flags that must be found.
+func readFlags(t *testing.T, src string, want ...string) flags {
+	t.Helper()
+	f, err := parser.ParseFile(token.NewFileSet(), filepath.Join("..", src), nil, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	fl := flags{defaults: map[string]string{}, env: map[string]bool{}}
+	fl := flags{src: src, defaults: map[string]string{}, env: map[string]bool{}}
 	str := func(e ast.Expr) (string, bool) {
 		if l, ok := e.(*ast.BasicLit); ok && l.Kind == token.STRING {
 			s, err := strconv.Unquote(l.Value)
@@ -81,13 +100,10 @@ func bouncerFlags(t *testing.T) flags {
 	for name := range fl.defaults {
 		fl.env["BOUNCER_"+strings.ToUpper(strings.ReplaceAll(name, "-", "_"))] = true
 	}
-	for _, want := range []string{"smtp-addr", "http-addr", "nats-listen", "nats-url", "data-dir", "domain", "clickhouse-dsn", "verp-keys-file"} {
-		if _, ok := fl.defaults[want]; !ok {
-			t.Fatalf("options.go: flag --%s not found; the parser in this test no longer understands options.go", want)
+	for _, w := range want {
+		if _, ok := fl.defaults[w]; !ok {
+			t.Fatalf("%s: flag --%s not found; the parser in this test no longer understands it", src, w)
 		}
-	}
-	if !fl.env["BOUNCER_VERP_KEYS"] {
-		t.Fatal("options.go: getenv(\"BOUNCER_VERP_KEYS\") not found")
 	}
 	return fl
 }
@@ -106,7 +122,7 @@ func (f flags) port(t *testing.T, flag string) string {
 func (f flags) checkEnv(t *testing.T, where, name string) {
 	t.Helper()
 	if strings.HasPrefix(name, "BOUNCER_") && !f.env[name] {
-		t.Errorf("%s: %s is not an environment variable bouncer reads (flags in cmd/bouncer/options.go)", where, name)
+		t.Errorf("%s: %s is not an environment variable the binary reads (flags in %s)", where, name, f.src)
 	}
 }
 
@@ -119,13 +135,22 @@ func addrPort(t *testing.T, where, addr string) string {
 	return p
 }
 
-// ingestIsStub reports whether cmd/ingest is still the placeholder.
-func ingestIsStub(t *testing.T) bool {
-	b, err := os.ReadFile("../cmd/ingest/main.go")
+// ingestBinary is where the Dockerfile installs cmd/ingest; compose, the
+// k8s manifests and the systemd unit all run it from there.
+func ingestBinary(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("../Dockerfile")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return strings.Contains(string(b), "not built yet")
+	m := regexp.MustCompile(`-o /out/(\S+) \./cmd/ingest\b`).FindSubmatch(b)
+	if m == nil {
+		t.Fatal("Dockerfile: no go build -o /out/NAME ./cmd/ingest")
+	}
+	if !regexp.MustCompile(`(?m)^COPY --from=build .*/out/` + regexp.QuoteMeta(string(m[1])) + `\b.* /usr/local/bin/$`).Match(b) {
+		t.Fatalf("Dockerfile: /out/%s is not copied to /usr/local/bin/", m[1])
+	}
+	return "/usr/local/bin/" + string(m[1])
 }
 
 type composeFile struct {
@@ -140,12 +165,16 @@ type composeFile struct {
 }
 
 func TestCompose(t *testing.T) {
-	fl := bouncerFlags(t)
+	fl, ifl := bouncerFlags(t), ingestFlags(t)
 	var c composeFile
 	readYAML(t, "compose/docker-compose.yml", &c)
 	for name, s := range c.Services {
 		for k := range s.Environment {
-			fl.checkEnv(t, "compose service "+name, k)
+			if name == "ingest" {
+				ifl.checkEnv(t, "compose service "+name, k)
+			} else {
+				fl.checkEnv(t, "compose service "+name, k)
+			}
 		}
 		for _, v := range s.Volumes {
 			src, _, _ := strings.Cut(v, ":")
@@ -200,9 +229,7 @@ func TestCompose(t *testing.T) {
 			t.Errorf("compose: no %s service", want)
 		}
 	}
-	if ing := c.Services["ingest"]; ingestIsStub(t) != (len(ing.Profiles) > 0) {
-		t.Errorf("compose ingest service: profiles %v, but cmd/ingest stub=%v: start it by default exactly when cmd/ingest is built", ing.Profiles, ingestIsStub(t))
-	}
+	checkComposeIngest(t, c, ifl)
 
 	// Prometheus scrapes the bouncer service on its HTTP port, under a job
 	// name BouncerDown matches.
@@ -212,24 +239,71 @@ func TestCompose(t *testing.T) {
 			StaticConfigs []struct {
 				Targets []string `yaml:"targets"`
 			} `yaml:"static_configs"`
+			DNSSDConfigs []struct {
+				Names []string `yaml:"names"`
+				Port  int      `yaml:"port"`
+			} `yaml:"dns_sd_configs"`
 		} `yaml:"scrape_configs"`
 	}
 	readYAML(t, "compose/prometheus.yml", &prom)
-	found := false
+	ingestHTTP := addrPort(t, "compose ingest BOUNCER_HTTP_ADDR", c.Services["ingest"].Environment["BOUNCER_HTTP_ADDR"])
+	found := map[string]bool{}
 	for _, sc := range prom.ScrapeConfigs {
+		var targets []string
 		for _, st := range sc.StaticConfigs {
-			for _, tg := range st.Targets {
-				if tg == "bouncer:"+http {
-					found = true
-					if !regexp.MustCompile(`^bouncer.*$`).MatchString(sc.JobName) {
-						t.Errorf("compose/prometheus.yml: job %q scrapes bouncer; BouncerDown matches job=~\"bouncer.*\"", sc.JobName)
-					}
+			targets = append(targets, st.Targets...)
+		}
+		for _, sd := range sc.DNSSDConfigs {
+			for _, n := range sd.Names {
+				targets = append(targets, n+":"+strconv.Itoa(sd.Port))
+			}
+		}
+		for _, tg := range targets {
+			if tg == "bouncer:"+http || tg == "ingest:"+ingestHTTP {
+				found[tg] = true
+				if !regexp.MustCompile(`^bouncer.*$`).MatchString(sc.JobName) {
+					t.Errorf("compose/prometheus.yml: job %q scrapes %s; BouncerDown matches job=~\"bouncer.*\"", sc.JobName, tg)
 				}
 			}
 		}
 	}
-	if !found {
-		t.Errorf("compose/prometheus.yml: no scrape target bouncer:%s", http)
+	for _, want := range []string{"bouncer:" + http, "ingest:" + ingestHTTP} {
+		if !found[want] {
+			t.Errorf("compose/prometheus.yml: no scrape target %s", want)
+		}
+	}
+}
+
+// checkComposeIngest checks the compose ingest service: started by
+// default, the binary the image has, on the bouncer service's NATS and
+// ClickHouse, its probes on its own port.
+func checkComposeIngest(t *testing.T, c composeFile, ifl flags) {
+	t.Helper()
+	b, ing := c.Services["bouncer"], c.Services["ingest"]
+	if len(ing.Profiles) > 0 {
+		t.Errorf("compose ingest service: profiles %v; cmd/ingest is built, start it by default", ing.Profiles)
+	}
+	if want := ingestBinary(t); len(ing.Entrypoint) != 1 || ing.Entrypoint[0] != want {
+		t.Errorf("compose ingest service: entrypoint %q, want [%s] (the Dockerfile's)", ing.Entrypoint, want)
+	}
+	if ing.Image != b.Image {
+		t.Errorf("compose ingest service: image %q, the bouncer service builds %q", ing.Image, b.Image)
+	}
+	for _, k := range []string{"BOUNCER_NATS_URL", "BOUNCER_NATS_REPLICAS", "BOUNCER_CLICKHOUSE_DSN"} {
+		if ing.Environment[k] != b.Environment[k] {
+			t.Errorf("compose: ingest %s=%q, bouncer %q; they share the durable consumer, so also the NATS and the store", k, ing.Environment[k], b.Environment[k])
+		}
+	}
+	// Several processes write the store: SQLite (an empty DSN) cannot be
+	// shared among containers, so compose must refuse to start without one.
+	if dsn := ing.Environment["BOUNCER_CLICKHOUSE_DSN"]; !strings.Contains(dsn, ":?") {
+		t.Errorf("compose ingest BOUNCER_CLICKHOUSE_DSN %q: want it required (${BOUNCER_CLICKHOUSE_DSN:?...})", dsn)
+	}
+	if p := addrPort(t, "compose ingest BOUNCER_HTTP_ADDR", ing.Environment["BOUNCER_HTTP_ADDR"]); p != ifl.port(t, "http-addr") {
+		t.Errorf("compose ingest listens on %s, cmd/ingest's default port is %s", p, ifl.port(t, "http-addr"))
+	}
+	if len(ing.Ports) > 0 {
+		t.Errorf("compose ingest service publishes %v; only Prometheus needs it, on the compose network", ing.Ports)
 	}
 }
 
@@ -271,6 +345,9 @@ type k8sObject struct {
 			TargetPort string `yaml:"targetPort"`
 		} `yaml:"ports"`
 		Template struct {
+			Metadata struct {
+				Annotations map[string]string `yaml:"annotations"`
+			} `yaml:"metadata"`
 			Spec struct {
 				Containers []k8sContainer `yaml:"containers"`
 			} `yaml:"spec"`
@@ -288,6 +365,7 @@ type k8sContainer struct {
 	} `yaml:"envFrom"`
 	Env []struct {
 		Name      string `yaml:"name"`
+		Value     string `yaml:"value"`
 		ValueFrom struct {
 			SecretKeyRef struct {
 				Name string `yaml:"name"`
@@ -367,13 +445,33 @@ func TestK8sManifests(t *testing.T) {
 		t.Errorf("k8s listens on %s and %s; the binary's defaults use %s and %s", smtp, http, fl.port(t, "smtp-addr"), fl.port(t, "http-addr"))
 	}
 
-	checkContainer := func(dep string, c k8sContainer, wantSMTP bool) {
+	// checkContainer checks a Deployment's one container against the
+	// flags of the binary it runs; its HTTP port is what BOUNCER_HTTP_ADDR
+	// says, the container's env over the ConfigMap's.
+	checkContainer := func(dep string, d k8sObject, fl flags, wantSMTP bool) k8sContainer {
+		if len(d.Spec.Template.Spec.Containers) != 1 {
+			t.Fatalf("%s: want one container", dep)
+		}
+		c := d.Spec.Template.Spec.Containers[0]
+		httpAddr := cm.Data["BOUNCER_HTTP_ADDR"]
+		for _, e := range c.Env {
+			if e.Name == "BOUNCER_HTTP_ADDR" {
+				httpAddr = e.Value
+			}
+		}
+		http := addrPort(t, dep+" BOUNCER_HTTP_ADDR", httpAddr)
+		if http != fl.port(t, "http-addr") {
+			t.Errorf("%s: HTTP on port %s; the binary's default (%s) is %s", dep, http, fl.src, fl.port(t, "http-addr"))
+		}
 		ports := map[string]string{}
 		for _, p := range c.Ports {
 			ports[p.Name] = strconv.Itoa(p.ContainerPort)
 		}
 		if ports["http"] != http {
 			t.Errorf("%s: container port http %q, want %s (BOUNCER_HTTP_ADDR)", dep, ports["http"], http)
+		}
+		if got := d.Spec.Template.Metadata.Annotations["prometheus.io/port"]; got != http {
+			t.Errorf("%s: annotation prometheus.io/port %q, want %s", dep, got, http)
 		}
 		if wantSMTP && ports["smtp"] != smtp {
 			t.Errorf("%s: container port smtp %q, want %s (BOUNCER_SMTP_ADDR)", dep, ports["smtp"], smtp)
@@ -397,17 +495,17 @@ func TestK8sManifests(t *testing.T) {
 				}
 			}
 		}
+		return c
 	}
-	lis := get("Deployment/bouncer-listener")
-	if len(lis.Spec.Template.Spec.Containers) != 1 {
-		t.Fatal("listener Deployment: want one container")
+	secretEnv := func(c k8sContainer) map[string]string {
+		env := map[string]string{}
+		for _, e := range c.Env {
+			env[e.Name] = e.ValueFrom.SecretKeyRef.Key
+		}
+		return env
 	}
-	checkContainer("listener Deployment", lis.Spec.Template.Spec.Containers[0], true)
-	env := map[string]bool{}
-	for _, e := range lis.Spec.Template.Spec.Containers[0].Env {
-		env[e.Name] = true
-	}
-	if !env["BOUNCER_VERP_KEYS"] {
+	lis := checkContainer("listener Deployment", get("Deployment/bouncer-listener"), fl, true)
+	if secretEnv(lis)["BOUNCER_VERP_KEYS"] == "" {
 		t.Error("listener Deployment: BOUNCER_VERP_KEYS not set from the Secret")
 	}
 
@@ -416,14 +514,33 @@ func TestK8sManifests(t *testing.T) {
 		t.Errorf("Service bouncer-smtp: %+v, want a LoadBalancer on port 25 to the container port smtp", svc.Spec)
 	}
 
-	ing := get("Deployment/bouncer-ingest")
-	if len(ing.Spec.Template.Spec.Containers) != 1 {
-		t.Fatal("ingest Deployment: want one container")
+	// The ingest workers: several, the image's ingest binary, the same
+	// store as the listeners (which share their durable consumer).
+	ingDep := get("Deployment/bouncer-ingest")
+	ing := checkContainer("ingest Deployment", ingDep, ingestFlags(t), false)
+	if r := ingDep.Spec.Replicas; r == nil || *r < 2 {
+		t.Errorf("ingest Deployment: replicas %v, want at least 2 workers sharing the durable consumer", deref(r))
 	}
-	checkContainer("ingest Deployment", ing.Spec.Template.Spec.Containers[0], false)
-	if stub := ingestIsStub(t); stub != (ing.Spec.Replicas != nil && *ing.Spec.Replicas == 0) {
-		t.Errorf("ingest Deployment: replicas %v while cmd/ingest stub=%v: keep it at 0 exactly while cmd/ingest is not built", ing.Spec.Replicas, stub)
+	if want := ingestBinary(t); len(ing.Command) != 1 || ing.Command[0] != want {
+		t.Errorf("ingest Deployment: command %q, want [%s] (the Dockerfile's)", ing.Command, want)
 	}
+	if got, want := secretEnv(ing)["BOUNCER_CLICKHOUSE_DSN"], secretEnv(lis)["BOUNCER_CLICKHOUSE_DSN"]; got == "" || got != want {
+		t.Errorf("ingest Deployment: BOUNCER_CLICKHOUSE_DSN from secret key %q, the listener's from %q; want the same store", got, want)
+	}
+	if _, ok := secretEnv(ing)["BOUNCER_VERP_KEYS"]; ok {
+		t.Error("ingest Deployment: gets BOUNCER_VERP_KEYS, which it does not use")
+	}
+	// An empty DSN would put each pod's events in its own emptyDir.
+	if dsn := sec.StringData["BOUNCER_CLICKHOUSE_DSN"]; !strings.HasPrefix(dsn, "clickhouse://") {
+		t.Errorf("Secret bouncer-secrets: BOUNCER_CLICKHOUSE_DSN %q; with ingest workers it must name ClickHouse", dsn)
+	}
+}
+
+func deref(p *int) any {
+	if p == nil {
+		return "unset"
+	}
+	return *p
 }
 
 func mapKeys(m map[string]string) []string {
@@ -438,24 +555,59 @@ func mapKeys(m map[string]string) []string {
 // systemd, so it works in containers too) and the offline security
 // score on the units, and checks their environment names.
 func TestSystemdUnits(t *testing.T) {
-	fl := bouncerFlags(t)
+	fl, ifl := bouncerFlags(t), ingestFlags(t)
 	units := []string{"bouncer.service", "bouncer-ingest.service"}
-	envLine := regexp.MustCompile(`(?m)^#?\s*(BOUNCER_[A-Z0-9_]+)=`)
-	for _, f := range append(units, "bouncer.env.example") {
+	read := func(f string) string {
+		t.Helper()
 		b, err := os.ReadFile(filepath.Join("systemd", f))
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, m := range envLine.FindAllStringSubmatch(string(b), -1) {
-			fl.checkEnv(t, "systemd/"+f, m[1])
-		}
-		for _, m := range regexp.MustCompile(`Environment=(BOUNCER_[A-Z0-9_]+)=`).FindAllStringSubmatch(string(b), -1) {
-			fl.checkEnv(t, "systemd/"+f, m[1])
-		}
+		return string(b)
 	}
-	ingest, _ := os.ReadFile("systemd/bouncer-ingest.service")
-	if stub := ingestIsStub(t); stub != strings.Contains(string(ingest), "NOT YET USABLE") {
-		t.Errorf("systemd/bouncer-ingest.service: its NOT YET USABLE note and cmd/ingest (stub=%v) disagree", stub)
+	// BOUNCER_* names in env files (set or commented out) and in
+	// Environment= lines, with their values.
+	envLine := regexp.MustCompile(`(?m)^(?:#?\s*|Environment=)(BOUNCER_[A-Z0-9_]+)=(\S*)`)
+	envOf := func(f string, fl flags) map[string]string {
+		t.Helper()
+		env := map[string]string{}
+		for _, m := range envLine.FindAllStringSubmatch(read(f), -1) {
+			fl.checkEnv(t, "systemd/"+f, m[1])
+			if _, seen := env[m[1]]; !seen {
+				env[m[1]] = m[2]
+			}
+		}
+		return env
+	}
+	envOf("bouncer.service", fl)
+	benv := envOf("bouncer.env.example", fl)
+	envOf("bouncer-ingest.service", ifl)
+	ienv := envOf("ingest.env.example", ifl)
+
+	// The ingest unit: the ingest binary, its own env file (no VERP keys),
+	// on its own HTTP port beside a listener's.
+	unit := read("bouncer-ingest.service")
+	if want := "ExecStart=" + ingestBinary(t) + "\n"; !strings.Contains(unit, want) {
+		t.Errorf("systemd/bouncer-ingest.service: no %q (the Dockerfile's path, and the install lines')", strings.TrimSpace(want))
+	}
+	if !strings.Contains(unit, "EnvironmentFile=/etc/bouncer/ingest.env\n") || !strings.Contains(unit, "ingest.env.example /etc/bouncer/ingest.env") {
+		t.Error("systemd/bouncer-ingest.service: want EnvironmentFile=/etc/bouncer/ingest.env, installed from ingest.env.example")
+	}
+	if strings.Contains(unit, "NOT YET USABLE") {
+		t.Error("systemd/bouncer-ingest.service: still says NOT YET USABLE")
+	}
+	if ienv["BOUNCER_NATS_URL"] == "" {
+		t.Error("systemd/ingest.env.example: BOUNCER_NATS_URL is required by cmd/ingest and not set")
+	}
+	if _, ok := ienv["BOUNCER_VERP_KEYS"]; ok {
+		t.Error("systemd/ingest.env.example: ingest does not use VERP keys; keep them out of its env")
+	}
+	ip := addrPort(t, "systemd/ingest.env.example BOUNCER_HTTP_ADDR", ienv["BOUNCER_HTTP_ADDR"])
+	if ip != ifl.port(t, "http-addr") {
+		t.Errorf("systemd/ingest.env.example: BOUNCER_HTTP_ADDR port %s, cmd/ingest's default is %s", ip, ifl.port(t, "http-addr"))
+	}
+	if bp := addrPort(t, "systemd/bouncer.env.example BOUNCER_HTTP_ADDR", benv["BOUNCER_HTTP_ADDR"]); bp == ip {
+		t.Errorf("systemd: bouncer and bouncer-ingest both on HTTP port %s; they may share a host", bp)
 	}
 
 	sa, err := exec.LookPath("systemd-analyze")
@@ -499,18 +651,29 @@ func TestSystemdUnits(t *testing.T) {
 
 // TestDockerfile checks the image's ports, user and build against the code.
 func TestDockerfile(t *testing.T) {
-	fl := bouncerFlags(t)
+	fl, ifl := bouncerFlags(t), ingestFlags(t)
 	b, err := os.ReadFile("../Dockerfile")
 	if err != nil {
 		t.Fatal(err)
 	}
 	df := string(b)
 	m := regexp.MustCompile(`(?m)^EXPOSE\s+(.+)$`).FindStringSubmatch(df)
-	want := fl.port(t, "smtp-addr") + " " + fl.port(t, "http-addr") + " " + fl.port(t, "nats-listen")
+	want := fl.port(t, "smtp-addr") + " " + fl.port(t, "http-addr") + " " + fl.port(t, "nats-listen") + " " + ifl.port(t, "http-addr")
 	if m == nil || strings.Join(strings.Fields(m[1]), " ") != want {
-		t.Errorf("Dockerfile EXPOSE %q, want %q (the default ports)", m, want)
+		t.Errorf("Dockerfile EXPOSE %q, want %q (the default ports; bouncer-ingest's last)", m, want)
 	}
-	for _, e := range regexp.MustCompile(`(BOUNCER_[A-Z0-9_]+)=(\S+)`).FindAllStringSubmatch(df, -1) {
+	// Comments show bouncer-ingest runs (its flags); the rest is bouncer's.
+	for _, line := range strings.Split(df, "\n") {
+		if strings.HasPrefix(line, "#") {
+			for _, e := range regexp.MustCompile(`(BOUNCER_[A-Z0-9_]+)=`).FindAllStringSubmatch(line, -1) {
+				if !fl.env[e[1]] && !ifl.env[e[1]] {
+					t.Errorf("Dockerfile comment: %s is read by neither bouncer nor bouncer-ingest", e[1])
+				}
+			}
+		}
+	}
+	ingestBinary(t)
+	for _, e := range regexp.MustCompile(`(?m)^[^#\n]*?(BOUNCER_[A-Z0-9_]+)=(\S+)`).FindAllStringSubmatch(df, -1) {
 		fl.checkEnv(t, "Dockerfile", e[1])
 		switch e[1] {
 		case "BOUNCER_SMTP_ADDR", "BOUNCER_HTTP_ADDR", "BOUNCER_NATS_LISTEN":
