@@ -69,13 +69,12 @@
 // a ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/<db>/<table>_local',
 // '{replica}'[, version]) local table on every node and a Distributed
 // table of the plain name over them (reports sharded by id, events by
-// recipient, so an id's rows stay on one shard), plus a schema_migrations
-// table replicated to every node and the row that records the version.
-// Run the statements once, in order, on one node, e.g.
-//
-//	for stmt in ...; do clickhouse-client --query "$stmt"; done
-//
-// then point Open at any node with the same database name: it finds the
+// recipient, so the rows of one sorting key meet on one shard and merges
+// collapse them), plus a schema_migrations table replicated to every node
+// and the row that records the version. Run the statements once, in
+// order, on one node: joined by ";" they are a file for
+// clickhouse-client --multiquery (ExampleClusterDDL prints them). Then
+// point Open at any node with the same database name: it finds the
 // schema current and migrates nothing, and reads and writes go through
 // the Distributed tables. Writes set insert_distributed_sync=1, so a
 // Write returns only after the shards stored the rows; quorum writes

@@ -1,0 +1,106 @@
+package clickhouse_test
+
+import (
+	"fmt"
+
+	"github.com/bouncer-mail/bouncer/store/clickhouse"
+)
+
+// The cluster schema for a cluster named "mail" and the database
+// "bouncer", as a file for clickhouse-client --multiquery.
+func ExampleClusterDDL() {
+	for _, stmt := range clickhouse.ClusterDDL("mail", "bouncer") {
+		fmt.Printf("%s;\n\n", stmt)
+	}
+	// Output:
+	// CREATE DATABASE IF NOT EXISTS `bouncer` ON CLUSTER `mail`;
+	//
+	// CREATE TABLE IF NOT EXISTS `bouncer`.`schema_migrations` ON CLUSTER `mail` (
+	// 	version UInt32,
+	// 	applied DateTime('UTC')
+	// )
+	// ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/all/bouncer/schema_migrations', '{replica}')
+	// ORDER BY version;
+	//
+	// CREATE TABLE IF NOT EXISTS `bouncer`.`reports_local` ON CLUSTER `mail` (
+	// 	id String,
+	// 	received DateTime('UTC'),
+	// 	return_path String,
+	// 	recipients Array(String),
+	// 	client_ip String,
+	// 	helo String,
+	// 	tls String,
+	// 	raw String,
+	// 	parse_error String
+	// )
+	// ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/bouncer/reports_local', '{replica}')
+	// PARTITION BY toYYYYMM(received)
+	// ORDER BY id;
+	//
+	// CREATE TABLE IF NOT EXISTS `bouncer`.`events_local` ON CLUSTER `mail` (
+	// 	id String,
+	// 	version UInt32,
+	// 	report_id String,
+	// 	idx UInt32,
+	// 	time DateTime('UTC'),
+	// 	source String,
+	// 	recipient String,
+	// 	class Enum8('hard' = 1, 'soft' = 2, 'greylist' = 3, 'complaint' = 4, 'autoreply' = 5, 'delivered' = 6, 'unknown' = 7),
+	// 	reason String,
+	// 	scope String,
+	// 	status String,
+	// 	reply_code UInt16,
+	// 	action String,
+	// 	diagnostic String,
+	// 	remote_mta String,
+	// 	reporting_mta String,
+	// 	smtp_command String,
+	// 	provider String,
+	// 	parser String,
+	// 	rule String,
+	// 	message_id String
+	// )
+	// ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/bouncer/events_local', '{replica}', version)
+	// PARTITION BY toYYYYMM(time)
+	// ORDER BY (recipient, time, id);
+	//
+	// CREATE TABLE IF NOT EXISTS `bouncer`.`reports` ON CLUSTER `mail` (
+	// 	id String,
+	// 	received DateTime('UTC'),
+	// 	return_path String,
+	// 	recipients Array(String),
+	// 	client_ip String,
+	// 	helo String,
+	// 	tls String,
+	// 	raw String,
+	// 	parse_error String
+	// )
+	// ENGINE = Distributed('mail', 'bouncer', 'reports_local', cityHash64(id));
+	//
+	// CREATE TABLE IF NOT EXISTS `bouncer`.`events` ON CLUSTER `mail` (
+	// 	id String,
+	// 	version UInt32,
+	// 	report_id String,
+	// 	idx UInt32,
+	// 	time DateTime('UTC'),
+	// 	source String,
+	// 	recipient String,
+	// 	class Enum8('hard' = 1, 'soft' = 2, 'greylist' = 3, 'complaint' = 4, 'autoreply' = 5, 'delivered' = 6, 'unknown' = 7),
+	// 	reason String,
+	// 	scope String,
+	// 	status String,
+	// 	reply_code UInt16,
+	// 	action String,
+	// 	diagnostic String,
+	// 	remote_mta String,
+	// 	reporting_mta String,
+	// 	smtp_command String,
+	// 	provider String,
+	// 	parser String,
+	// 	rule String,
+	// 	message_id String
+	// )
+	// ENGINE = Distributed('mail', 'bouncer', 'events_local', cityHash64(recipient));
+	//
+	// INSERT INTO `bouncer`.`schema_migrations` (version, applied) SELECT 1, now();
+}
