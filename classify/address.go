@@ -12,7 +12,7 @@ import (
 // a "rfc822;" type or surrounding space, or "" when it is not an address.
 func normalizeAddress(addr string) string {
 	a := strings.TrimSpace(addr)
-	if i := strings.IndexByte(a, ';'); i >= 0 && i < 12 && !strings.Contains(a[:i], "@") {
+	if i := strings.IndexByte(a, ';'); i > 0 && i <= 12 && isAddressType(strings.TrimSpace(a[:i])) {
 		a = strings.TrimSpace(a[i+1:])
 	}
 	if i := strings.LastIndexByte(a, '<'); i >= 0 {
@@ -22,10 +22,25 @@ func normalizeAddress(addr string) string {
 	}
 	a = strings.Trim(a, "<>\"'`()[]{}:;,. \t")
 	at := strings.LastIndexByte(a, '@')
-	if at <= 0 || at == len(a)-1 || strings.ContainsAny(a, " \t\r\n<>") {
+	if at <= 0 || at == len(a)-1 || strings.ContainsAny(a, " \t\r\n<>;,") {
 		return ""
 	}
 	return strings.ToLower(a)
+}
+
+// isAddressType reports whether s can be an RFC 3464 address type
+// ("rfc822", "utf-8", "x-local"): letters, digits and hyphens.
+func isAddressType(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 func domainOf(addr string) string {

@@ -111,10 +111,16 @@ func TestNormalizeAddress(t *testing.T) {
 		{"no address", ""},
 		{"@example.com", ""},
 		{"user@", ""},
+		{"utf-8; Jürgen@Example.DE", "jürgen@example.de"},
+		{"\"00000000000;@0", ""}, // fuzz: a ';' inside is no address type, and no address
+		{"x y;b@example.com", ""}, // "x y" is no address type
 	}
 	for _, tt := range tests {
 		if got := normalizeAddress(tt.in); got != tt.want {
 			t.Errorf("normalizeAddress(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+		if got := normalizeAddress(tt.want); got != tt.want {
+			t.Errorf("normalizeAddress is not idempotent: %q -> %q", tt.want, got)
 		}
 	}
 }
