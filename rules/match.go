@@ -163,27 +163,23 @@ func (s *Set) DetectFormat(h Header, lowerText string) *Format {
 // IsAutoreply reports whether a message with header h and lower-cased text
 // lowerText is an auto-reply.
 func (s *Set) IsAutoreply(h Header, lowerText string) bool {
-	from := LowerASCII(h.Get("From"))
-	subject := LowerASCII(h.Get("Subject"))
-	for i := range s.daemon {
-		if s.daemon[i].holds(h, from, subject, lowerText) {
-			return false
-		}
-	}
-	for i := range s.autoreply {
-		if s.autoreply[i].holds(h, from, subject, lowerText) {
-			return true
-		}
-	}
-	return false
+	return !anyHolds(s.daemon, h, lowerText) && anyHolds(s.autoreply, h, lowerText)
 }
 
 // IsDelayed reports whether a non-DSN bounce is a delay warning.
 func (s *Set) IsDelayed(h Header, lowerText string) bool {
+	return anyHolds(s.delayed, h, lowerText)
+}
+
+// anyHolds reports whether any of conds holds for a message.
+func anyHolds(conds []Cond, h Header, lowerText string) bool {
+	if len(conds) == 0 {
+		return false
+	}
 	from := LowerASCII(h.Get("From"))
 	subject := LowerASCII(h.Get("Subject"))
-	for i := range s.delayed {
-		if s.delayed[i].holds(h, from, subject, lowerText) {
+	for i := range conds {
+		if conds[i].holds(h, from, subject, lowerText) {
 			return true
 		}
 	}
