@@ -282,7 +282,9 @@ func JoinContinuations(text string) string {
 	if status != "" {
 		b.WriteString(status + " ")
 	}
-	rest := strings.TrimLeft(text[first+len(prefixes[0]):], " ")
+	// Skip "code-" and the status after it; the space that follows may be
+	// missing at the end of the text.
+	rest := strings.TrimLeft(text[first+len(c)+1+len(status):], " ")
 	for {
 		at, n := -1, 0
 		for _, p := range prefixes {

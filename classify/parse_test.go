@@ -112,7 +112,7 @@ func TestNormalizeAddress(t *testing.T) {
 		{"@example.com", ""},
 		{"user@", ""},
 		{"utf-8; Jürgen@Example.DE", "jürgen@example.de"},
-		{"\"00000000000;@0", ""}, // fuzz: a ';' inside is no address type, and no address
+		{"\"00000000000;@0", ""},  // fuzz: a ';' inside is no address type, and no address
 		{"x y;b@example.com", ""}, // "x y" is no address type
 	}
 	for _, tt := range tests {
@@ -134,6 +134,8 @@ func TestJoinContinuations(t *testing.T) {
 		"552-5.7.0 only the first line":                "552 5.7.0 only the first line",
 		"no code here":                                 "no code here",
 		"550-5.7.1 see https://x.example/550-5.7.1 ok": "550 5.7.1 see https://x.example/550-5.7.1 ok",
+		"0@0 200-2.0.0":                                "0@0 200 2.0.0", // fuzz: a status at the very end
+		"550-":                                         "550",
 	} {
 		if got := JoinContinuations(in); got != want {
 			t.Errorf("JoinContinuations(%q)\n = %q\nwant %q", in, got, want)
