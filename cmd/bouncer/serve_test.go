@@ -2,11 +2,9 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -25,24 +23,7 @@ const serveKeys = "serve-test-key-000000000001"
 
 func startService(t *testing.T, extra ...string) *Service {
 	t.Helper()
-	opts, _, err := parseOptions(append([]string{
-		"--smtp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0",
-		"--data-dir", t.TempDir(), "--domain", "bounces.example.com", "--hostname", "bouncer.test",
-	}, extra...), func(k string) string {
-		if k == "BOUNCER_VERP_KEYS" {
-			return serveKeys
-		}
-		return ""
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, err := Start(context.Background(), opts, slog.New(slog.NewTextHandler(io.Discard, nil)), newRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { svc.Stop(context.Background()) })
-	return svc
+	return startPeerService(t, serveKeys, extra...)
 }
 
 // smtpSend delivers one message over real SMTP and returns the final reply.
