@@ -206,10 +206,39 @@ func (x *exam) dsn() []event.Event {
 					}
 				}
 			}
+			if r.DiagnosticType == "x-unix" && genericVerdict(v) {
+				// "Diagnostic-Code: X-Unix; 71", "x-unix; temporary
+				// failure": a local delivery program (a pipe, procmail,
+				// a sysexits code) reported the failure, and its words
+				// name no cause of their own.
+				// The program's own output may be in the transcript
+				// ("maildrop: maildir over quota"): a cause read there
+				// wins.
+				w := Verdict{Rule: "none"}
+				if f := x.c.rules.DetectFormat(x.m, x.lowerText); f != nil && x.single() {
+					w = x.c.Reply(Reply{Code: code, Status: status, Text: f.Block(x.m.Text, x.lowerText), Action: string(r.Action), Command: command, Provider: provider})
+				}
+				if !weakRule(w.Rule) && !genericVerdict(w) {
+					v = w
+				} else {
+					v.Reason, v.Scope, v.Rule = event.ReasonMailerError, event.ReasonMailerError.DefaultScope(), "diagnostic-type-x-unix"
+				}
+			}
 			evs = append(evs, x.event(rcpt, v, code, string(r.Action), command, diag, remote, rep.ReportingMTA, provider, "rfc3464"))
 		}
 	}
 	return evs
+}
+
+// genericVerdict reports whether a failure verdict names no cause of its
+// own: no rule, only the DSN action or status, or a catch-all wording
+// ("temporary failure", "rejected").
+func genericVerdict(v Verdict) bool {
+	switch v.Rule {
+	case "none", "dsn-action-delayed", "systemerror", "rejected-generic":
+		return v.Class == event.ClassSoft || v.Rule == "none"
+	}
+	return strings.HasPrefix(v.Rule, "status-") && v.Class == event.ClassSoft
 }
 
 // genericStatus reports whether a status names no specific cause (x.0.0).
@@ -307,6 +336,11 @@ func (x *exam) format(fallback bool) []event.Event {
 			if w := x.c.Reply(Reply{Code: bcode, Status: bstatus, Text: block, Action: action, Command: command, Provider: provider}); !weakRule(w.Rule) {
 				v, code = w, bcode
 			}
+		}
+		if v.Rule == "none" && action == "failed" && (code/100 == 4 || code == 0 && strings.HasPrefix(status, "4.")) {
+			// A final bounce whose last answer was temporary: the MTA
+			// kept retrying and gave up, the message expired.
+			v.Reason, v.Scope, v.Class, v.Rule = event.ReasonExpired, event.ReasonExpired.DefaultScope(), event.ClassSoft, "final-after-4xx"
 		}
 		if v.Rule == "none" && f.Reason != "" {
 			v.Reason = event.Reason(f.Reason)

@@ -197,7 +197,28 @@ func transcriptCommand(lowerText string) string {
 			return pipelined(c.command, lowerText)
 		}
 	}
+	if greetingRefused(lowerText) {
+		return "CONN"
+	}
 	return ""
+}
+
+// greetingRefused reports whether a Sendmail transcript shows a reply read
+// right after connecting, before any command was sent ("... while talking
+// to mx.example.com.:" then "<<< 554 ..." with no ">>>" line between): the
+// server's greeting (RFC 5321 section 3.1).
+func greetingRefused(lowerText string) bool {
+	const marker = "while talking to "
+	i := strings.Index(lowerText, marker)
+	if i < 0 || strings.Contains(lowerText, ">>> ") {
+		return false
+	}
+	rest := lowerText[i+len(marker):]
+	nl := strings.IndexByte(rest, '\n')
+	if nl < 0 {
+		return false
+	}
+	return strings.HasPrefix(strings.TrimLeft(rest[nl+1:], " \t\r"), "<<< ")
 }
 
 // RemoteMTA returns the host an MTA's text says answered: Postfix "host

@@ -70,6 +70,14 @@ func (c *Classifier) Reply(r Reply) Verdict {
 		}
 	} else if reason, ok := statusReason(status); ok {
 		v = Verdict{Reason: reason, Rule: "status-" + status}
+	} else if beforeMail(r.Command) && !temporary && (code/100 == 5 || strings.HasPrefix(status, "5.")) {
+		// A permanent refusal of the connection, its greeting or EHLO
+		// that names no cause: nothing but our host has been presented.
+		v = Verdict{Reason: event.ReasonBlocked, Rule: "none+before-mail"}
+	} else if code == 451 {
+		// RFC 5321 section 4.2.3: "451 Requested action aborted: local
+		// error in processing", the server's own trouble.
+		v = Verdict{Reason: event.ReasonSystemError, Rule: "reply-451"}
 	} else if action == "delayed" {
 		v = Verdict{Reason: event.ReasonExpired, Rule: "dsn-action-delayed"}
 	} else {
