@@ -71,6 +71,8 @@ func TestSMTPCommand(t *testing.T) {
 		{"smtp error from remote mail server after initial connection", "CONN"},
 		{"550 user unknown", ""},
 		{"... while talking to mx.example.org.: >>> data <<< 550 5.1.1 <a@example.org>... user unknown <<< 503 5.0.0 need rcpt (recipient)", "RCPT"},
+		{"... while talking to mx.example.org.:\n<<< 554 ip=192.0.2.1 - a problem occurred.\n554 5.0.0 service unavailable", "CONN"},
+		{"... while talking to mx.example.org.:\n>>> rcpt to:<a@example.org>\n<<< 554 no", "RCPT"},
 	}
 	for _, tt := range tests {
 		if got := SMTPCommand(tt.in); got != tt.want {
