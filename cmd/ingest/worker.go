@@ -184,13 +184,23 @@ func (w *Worker) Stop(ctx context.Context) error {
 // openStore opens ClickHouse when --clickhouse-dsn is set, else SQLite
 // under the data dir: the same file the all-in-one uses there.
 func openStore(ctx context.Context, o Options) (store.Store, error) {
+	// A failed Open returns a nil *Store, which as a store.Store would
+	// not be nil: Stop would call Close on it.
 	if o.ClickHouseDSN != "" {
-		return clickhouse.Open(ctx, o.ClickHouseDSN, clickhouse.Options{})
+		s, err := clickhouse.Open(ctx, o.ClickHouseDSN, clickhouse.Options{})
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
 	}
 	if err := os.MkdirAll(o.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	return sqlite.Open(ctx, filepath.Join(o.DataDir, "bouncer.db"), sqlite.Options{})
+	s, err := sqlite.Open(ctx, filepath.Join(o.DataDir, "bouncer.db"), sqlite.Options{})
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 func loadRules(path string) (*rules.Set, error) {
