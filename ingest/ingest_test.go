@@ -307,6 +307,11 @@ func TestIngestReport(t *testing.T) {
 		ev.Scope != event.ScopeRecipient || ev.Status != "5.1.1" || ev.MessageID != "<orig-one@shop.example.com>" {
 		t.Errorf("event = %+v, want ghost@example.org hard userunknown recipient 5.1.1", ev.Event)
 	}
+	// The correlation keys: the VERP address the report was sent to; a
+	// report's stream comes from correlation, not from ingest.
+	if ev.ReturnPath != "b+tok@bounces.example.com" || ev.Stream != "" {
+		t.Errorf("event return path %q, stream %q; want b+tok@bounces.example.com and none", ev.ReturnPath, ev.Stream)
+	}
 
 	// Acked: gone from the work queue, nothing pending.
 	waitFor(t, "the ack", func() bool { return e.streamMsgs(broker.StreamReports) == 0 })
@@ -682,6 +687,26 @@ func TestHeaderValue(t *testing.T) {
 	} {
 		if got := headerValue(tc.in); got != tc.want {
 			t.Errorf("headerValue(%.20q) = %.20q (%d bytes), want %.20q", tc.in, got, len(got), tc.want)
+		}
+	}
+}
+
+func TestReportReturnPath(t *testing.T) {
+	tests := []struct {
+		rcpts []string
+		want  string
+	}{
+		{[]string{"B+Tok.Xyz@Bounces.Example.com"}, "b+tok.xyz@bounces.example.com"},
+		{[]string{" b+tok@bounces.example.com "}, "b+tok@bounces.example.com"},
+		{nil, ""},
+		{[]string{}, ""},
+		// Several bounce addresses in one transaction: which one the
+		// report is about is unknown.
+		{[]string{"b+a@bounces.example.com", "b+b@bounces.example.com"}, ""},
+	}
+	for _, tt := range tests {
+		if got := reportReturnPath(event.Envelope{Recipients: tt.rcpts}); got != tt.want {
+			t.Errorf("reportReturnPath(%q) = %q, want %q", tt.rcpts, got, tt.want)
 		}
 	}
 }

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/bouncer-mail/bouncer/broker"
 	"github.com/bouncer-mail/bouncer/classify"
+	"github.com/bouncer-mail/bouncer/event"
 	"github.com/bouncer-mail/bouncer/store"
 	"github.com/bouncer-mail/bouncer/synclog"
 	"github.com/nats-io/nats.go/jetstream"
@@ -159,18 +161,32 @@ func (p *Pipeline) decodeReport(msg jetstream.Msg, md *jetstream.MsgMetadata) (d
 		rep.ParseError = err.Error()
 	}
 	d := decoded{report: rep, events: make([]store.Event, 0, len(evs))}
+	returnPath := reportReturnPath(env)
 	for i, ev := range evs {
 		d.events = append(d.events, store.Event{
-			ID:       store.EventID(env.ID, i),
-			ReportID: env.ID,
-			Index:    i,
-			Version:  ClassificationVersion,
-			Time:     env.Received,
-			Source:   SourceNDR,
-			Event:    ev,
+			ID:         store.EventID(env.ID, i),
+			ReportID:   env.ID,
+			Index:      i,
+			Version:    ClassificationVersion,
+			Time:       env.Received,
+			Source:     SourceNDR,
+			ReturnPath: returnPath,
+			Event:      ev,
 		})
 	}
 	return d, nil
+}
+
+// reportReturnPath is a report's correlation return path
+// (docs/outcomes.md): the envelope recipient it was sent to, the VERP
+// address naming the message and recipient, lower-cased as sync log
+// return paths are. A report sent to several bounce addresses at once
+// cannot say which one it is about, so it has none.
+func reportReturnPath(env event.Envelope) string {
+	if len(env.Recipients) != 1 {
+		return ""
+	}
+	return strings.ToLower(strings.TrimSpace(env.Recipients[0]))
 }
 
 // ackAll acks msgs, each confirmed by the server. A failed ack is logged:
@@ -243,6 +259,8 @@ func (p *Pipeline) decodeAttempts(msg jetstream.Msg) (decoded, error) {
 		ev.Version = ClassificationVersion
 		ev.Time = a.Time
 		ev.Source = SourceSync
+		ev.Stream = a.Stream
+		ev.ReturnPath = a.ReturnPath
 		d.events = append(d.events, ev)
 	}
 	return d, nil

@@ -28,6 +28,13 @@ type Event struct {
 	Version  uint32    // classification version; reclassify writes a higher one
 	Time     time.Time // when the report was received
 	Source   string    // "ndr" for reports, "sync" for sync reply logs
+	// Stream is the sending stream (tenant) of a sync event, "" for a
+	// report: correlation (docs/outcomes.md) gives a report its stream.
+	Stream string
+	// ReturnPath is a correlation key: a sync event's envelope sender, or
+	// the envelope recipient (the VERP address) a report was sent to; ""
+	// when unknown.
+	ReturnPath string
 	event.Event
 }
 

@@ -168,7 +168,8 @@ func eventsTSV(events []store.Event) []byte {
 		fields := []string{e.ID, strconv.FormatUint(uint64(e.Version), 10), e.ReportID, strconv.Itoa(e.Index),
 			strconv.FormatInt(e.Time.Unix(), 10), e.Source, normalizeAddress(e.Recipient), string(e.Class),
 			string(e.Reason), string(e.Scope), e.Status, strconv.Itoa(e.ReplyCode), e.Action, e.Diagnostic,
-			e.RemoteMTA, e.ReportingMTA, e.SMTPCommand, e.Provider, e.Parser, e.Rule, e.MessageID}
+			e.RemoteMTA, e.ReportingMTA, e.SMTPCommand, e.Provider, e.Parser, e.Rule, e.MessageID,
+			e.Stream, e.ReturnPath}
 		for i, f := range fields {
 			if i > 0 {
 				buf.WriteByte('\t')
@@ -200,7 +201,7 @@ SELECT substring(hex(MD5(toString(number))), 1, 32), %d, hex(SHA256(toString(int
 	toUInt8(1 + (number + %d) %% 7), 'userunknown', 'recipient', '5.1.1', 550, 'failed',
 	concat('smtp; 550 5.1.1 <user', toString(number %% 200000), '@example.com>: Recipient address rejected: User unknown'),
 	'mx1.example.org', 'mta.example.com', 'RCPT', 'gmail', 'rfc3464', 'postfix-user-unknown',
-	concat('<', toString(number), '@example.com>')
+	concat('<', toString(number), '@example.com>'), '', ''
 FROM numbers(%d) %s`, eventsTable.columnList(), version, version, readEventsN, where)
 		if err := s.conn.Exec(ctx, q); err != nil {
 			b.Fatal(err)

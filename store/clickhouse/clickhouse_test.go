@@ -344,7 +344,7 @@ func TestMigrateTwice(t *testing.T) {
 	ctx := context.Background()
 	for v, stmts := range migrations {
 		for i, stmt := range stmts {
-			if err := s.conn.Exec(ctx, stmt); err != nil {
+			if err := applyStatement(ctx, s.conn, stmt); err != nil {
 				t.Errorf("migration %d statement %d again: %v", v+1, i+1, err)
 			}
 		}
@@ -413,15 +413,22 @@ func describeTable(t *testing.T, s *Store, database, name string) tableShape {
 			sh.engine = sh.engine[:i]
 		}
 	}
-	rows, err := s.conn.Query(ctx, `SELECT name, type FROM system.columns WHERE database = ? AND table = ?`, database, name)
+	rows, err := s.conn.Query(ctx, `SELECT name, type, default_kind, default_expression FROM system.columns
+		WHERE database = ? AND table = ?`, database, name)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var c column
-		if err := rows.Scan(&c.name, &c.typ); err != nil {
+		var (
+			c          column
+			kind, expr string
+		)
+		if err := rows.Scan(&c.name, &c.typ, &kind, &expr); err != nil {
 			t.Fatal(err)
+		}
+		if kind != "" {
+			c.typ += " " + kind + " " + expr
 		}
 		sh.columns = append(sh.columns, c)
 	}

@@ -58,7 +58,9 @@ func ExampleClusterDDL() {
 	// 	provider String,
 	// 	parser String,
 	// 	rule String,
-	// 	message_id String
+	// 	message_id String,
+	// 	stream String DEFAULT '',
+	// 	return_path String DEFAULT ''
 	// )
 	// ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/bouncer/events_local', '{replica}', version)
 	// PARTITION BY toYYYYMM(time)
@@ -98,9 +100,11 @@ func ExampleClusterDDL() {
 	// 	provider String,
 	// 	parser String,
 	// 	rule String,
-	// 	message_id String
+	// 	message_id String,
+	// 	stream String DEFAULT '',
+	// 	return_path String DEFAULT ''
 	// )
 	// ENGINE = Distributed('mail', 'bouncer', 'events_local', cityHash64(recipient));
 	//
-	// INSERT INTO `bouncer`.`schema_migrations` (version, applied) SELECT 1, now();
+	// INSERT INTO `bouncer`.`schema_migrations` (version, applied) SELECT 2, now();
 }

@@ -3,6 +3,7 @@ package clickhouse
 import (
 	"context"
 	"fmt"
+	"regexp"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 )
@@ -56,7 +57,7 @@ func migrate(ctx context.Context, conn driver.Conn) error {
 	}
 	for v := current + 1; v <= len(migrations); v++ {
 		for i, stmt := range migrations[v-1] {
-			if err := conn.Exec(ctx, stmt); err != nil {
+			if err := applyStatement(ctx, conn, stmt); err != nil {
 				return fmt.Errorf("version %d, statement %d: %w", v, i+1, err)
 			}
 		}
@@ -76,4 +77,51 @@ func schemaVersion(ctx context.Context, conn driver.Conn) (int, error) {
 		return 0, fmt.Errorf("reading schema version: %w", err)
 	}
 	return int(v), nil
+}
+
+// applyStatement runs one migration statement, idempotently: an ADD
+// COLUMN whose column exists (added by a run that stopped before its
+// version row, or by another process migrating at the same time) is
+// skipped, or its failure ignored.
+func applyStatement(ctx context.Context, conn driver.Conn, stmt string) error {
+	table, col, ok := addsColumn(stmt)
+	if !ok {
+		return conn.Exec(ctx, stmt)
+	}
+	if exists, err := columnExists(ctx, conn, table, col); err != nil || exists {
+		return err
+	}
+	err := conn.Exec(ctx, stmt)
+	if err == nil {
+		return nil
+	}
+	// Another migrator may have added it between the check and the ALTER.
+	if exists, cerr := columnExists(ctx, conn, table, col); cerr == nil && exists {
+		return nil
+	}
+	return err
+}
+
+// addColumnRE matches the start of a migration's ALTER TABLE ... ADD
+// COLUMN, the statement 18.16 has no IF NOT EXISTS for.
+var addColumnRE = regexp.MustCompile(`^ALTER TABLE (\w+) ADD COLUMN (\w+) `)
+
+// addsColumn returns the table and column a migration statement adds,
+// ok false when it is not an ADD COLUMN.
+func addsColumn(stmt string) (table, column string, ok bool) {
+	m := addColumnRE.FindStringSubmatch(stmt)
+	if m == nil {
+		return "", "", false
+	}
+	return m[1], m[2], true
+}
+
+// columnExists reports whether the current database's table has column.
+func columnExists(ctx context.Context, conn driver.Conn, table, column string) (bool, error) {
+	var n uint64
+	if err := conn.QueryRow(ctx, `SELECT count() FROM system.columns
+		WHERE database = currentDatabase() AND table = ? AND name = ?`, table, column).Scan(&n); err != nil {
+		return false, fmt.Errorf("checking for column %s.%s: %w", table, column, err)
+	}
+	return n > 0, nil
 }

@@ -36,11 +36,13 @@ import (
 // of the tuple.
 const selectRecipientEvents = `SELECT id,
 	t.1, t.2, t.3, t.4, t.5, t.6, t.7, t.8, t.9, t.10,
-	t.11, t.12, t.13, t.14, t.15, t.16, t.17, t.18, t.19, t.20
+	t.11, t.12, t.13, t.14, t.15, t.16, t.17, t.18, t.19, t.20,
+	t.21, t.22
 FROM (
 	SELECT id, argMax(tuple(version, report_id, idx, time, source,
 		recipient, class, reason, scope, status, reply_code, action, diagnostic,
-		remote_mta, reporting_mta, smtp_command, provider, parser, rule, message_id), version) AS t
+		remote_mta, reporting_mta, smtp_command, provider, parser, rule, message_id,
+		stream, return_path), version) AS t
 	FROM events
 	WHERE recipient = ?
 	GROUP BY id
@@ -79,7 +81,8 @@ func (s *Store) RecipientEvents(ctx context.Context, address string, limit int) 
 		)
 		if err := rows.Scan(&e.ID, &e.Version, &e.ReportID, &idx, &e.Time, &e.Source,
 			&e.Recipient, &class, &reason, &scope, &e.Status, &replyCode, &e.Action, &e.Diagnostic,
-			&e.RemoteMTA, &e.ReportingMTA, &e.SMTPCommand, &e.Provider, &e.Parser, &e.Rule, &e.MessageID); err != nil {
+			&e.RemoteMTA, &e.ReportingMTA, &e.SMTPCommand, &e.Provider, &e.Parser, &e.Rule, &e.MessageID,
+			&e.Stream, &e.ReturnPath); err != nil {
 			return nil, fmt.Errorf("clickhouse: recipient events: %w", err)
 		}
 		e.Index, e.ReplyCode = int(idx), int(replyCode)

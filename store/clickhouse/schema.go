@@ -8,6 +8,9 @@ import (
 )
 
 // column is one column of a table: its name and ClickHouse type.
+//
+// typ may end in a DEFAULT clause (columns added by ALTER TABLE ... ADD
+// COLUMN, which gives older parts the default).
 type column struct {
 	name, typ string
 }
@@ -99,6 +102,8 @@ var eventsTable = table{
 		{"parser", "String"},
 		{"rule", "String"},
 		{"message_id", "String"},
+		{"stream", "String DEFAULT ''"},
+		{"return_path", "String DEFAULT ''"},
 	},
 	version:     "version",
 	partitionBy: "toYYYYMM(time)",
@@ -133,13 +138,10 @@ var schema = []table{reportsTable, eventsTable}
 // ClickHouse has no transactional DDL: a crash between a statement and
 // the version row runs the statement again at the next Open, so every
 // statement must be idempotent (IF NOT EXISTS, or a MODIFY that sets what
-// it set before).
+// it set before). 18.16 has no ADD COLUMN IF NOT EXISTS: migrate skips an
+// "ALTER TABLE t ADD COLUMN c ..." whose column exists (see addsColumn).
 var migrations = [][]string{
 	// 1: raw reports and their events.
-	//
-	// TODO: outcomes and suppressions (DESIGN.md "Correlation and
-	// outcome", "Suppression policy") come as migration 2, as in
-	// store/sqlite.
 	{`CREATE TABLE IF NOT EXISTS reports (
 	id          String,          -- hex SHA-256 of raw
 	received    DateTime('UTC'),
@@ -180,6 +182,16 @@ ORDER BY id`,
 ENGINE = ReplacingMergeTree(version)
 PARTITION BY toYYYYMM(time)
 ORDER BY (recipient, time, id)`},
+	// 2: the correlation keys of docs/outcomes.md, as in store/sqlite.
+	// ADD COLUMN is metadata only: parts written before read the
+	// default.
+	//
+	// TODO: outcomes and suppressions (DESIGN.md "Correlation and
+	// outcome", "Suppression policy") come as a later migration.
+	{
+		`ALTER TABLE events ADD COLUMN stream String DEFAULT ''`,
+		`ALTER TABLE events ADD COLUMN return_path String DEFAULT ''`,
+	},
 }
 
 // quoteIdent quotes a ClickHouse identifier, so reserved words and odd

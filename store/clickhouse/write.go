@@ -339,7 +339,7 @@ func (s *Store) insertEvents(ctx context.Context, events []store.Event) error {
 		if err := b.Append(e.ID, e.Version, e.ReportID, uint32(e.Index), e.Time.UTC(), e.Source,
 			normalizeAddress(e.Recipient), string(e.Class), string(e.Reason), string(e.Scope), e.Status,
 			uint16(e.ReplyCode), e.Action, e.Diagnostic, e.RemoteMTA, e.ReportingMTA, e.SMTPCommand,
-			e.Provider, e.Parser, e.Rule, e.MessageID); err != nil {
+			e.Provider, e.Parser, e.Rule, e.MessageID, e.Stream, e.ReturnPath); err != nil {
 			return fmt.Errorf("event %s version %d: %w", e.ID, e.Version, err)
 		}
 	}

@@ -24,9 +24,6 @@ var migrations = []string{
 	// An event id has one row per classification version; readers take the
 	// highest version per id (as ClickHouse's ReplacingMergeTree(version)
 	// does), so reclassifying writes new rows instead of updating old ones.
-	//
-	// TODO: outcomes and suppressions (DESIGN.md "Correlation and outcome",
-	// "Suppression policy") come as migration 2 with the suppression issue.
 	`
 CREATE TABLE reports (
 	id          TEXT    NOT NULL PRIMARY KEY, -- hex SHA-256 of raw
@@ -69,6 +66,19 @@ CREATE TABLE events (
 
 CREATE INDEX events_recipient_time ON events (recipient, time);
 CREATE INDEX events_time ON events (time);
+`,
+	// 2: the correlation keys of docs/outcomes.md. Events are grouped per
+	// recipient at fold time, by VERP return path first; the partial
+	// index finds the events of one return path without indexing the
+	// many that have none.
+	//
+	// TODO: outcomes and suppressions (DESIGN.md "Correlation and outcome",
+	// "Suppression policy") come as a later migration.
+	`
+ALTER TABLE events ADD COLUMN stream      TEXT NOT NULL DEFAULT '';
+ALTER TABLE events ADD COLUMN return_path TEXT NOT NULL DEFAULT '';
+
+CREATE INDEX events_return_path ON events (return_path) WHERE return_path != '';
 `,
 }
 

@@ -17,7 +17,8 @@ const newest = `NOT EXISTS (SELECT 1 FROM events n WHERE n.id = e.id AND n.versi
 const selectRecipientEvents = `SELECT
 	e.id, e.version, e.report_id, e.idx, e.time, e.source,
 	e.recipient, e.class, e.reason, e.scope, e.status, e.reply_code, e.action, e.diagnostic,
-	e.remote_mta, e.reporting_mta, e.smtp_command, e.provider, e.parser, e.rule, e.message_id
+	e.remote_mta, e.reporting_mta, e.smtp_command, e.provider, e.parser, e.rule, e.message_id,
+	e.stream, e.return_path
 	FROM events e
 	WHERE e.recipient = ? AND ` + newest + `
 	ORDER BY e.time DESC, e.id
@@ -51,7 +52,8 @@ func (s *Store) RecipientEvents(ctx context.Context, address string, limit int) 
 		)
 		if err := rows.Scan(&e.ID, &version, &e.ReportID, &e.Index, &t, &e.Source,
 			&e.Recipient, &class, &reason, &scope, &e.Status, &e.ReplyCode, &e.Action, &e.Diagnostic,
-			&e.RemoteMTA, &e.ReportingMTA, &e.SMTPCommand, &e.Provider, &e.Parser, &e.Rule, &e.MessageID); err != nil {
+			&e.RemoteMTA, &e.ReportingMTA, &e.SMTPCommand, &e.Provider, &e.Parser, &e.Rule, &e.MessageID,
+			&e.Stream, &e.ReturnPath); err != nil {
 			return nil, fmt.Errorf("sqlite: recipient events: %w", err)
 		}
 		e.Version = uint32(version)

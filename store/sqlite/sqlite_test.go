@@ -306,3 +306,47 @@ func TestOpenErrors(t *testing.T) {
 		t.Error("Open with ReadConns -1 succeeded")
 	}
 }
+
+// A database at version 1 with events in it gains the correlation
+// columns, its events reading back with empty ones, and the partial index
+// on return_path.
+func TestUpgradeFromVersion1(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "bouncer.db")
+	saved := migrations
+	migrations = migrations[:1]
+	s, err := Open(ctx, path, Options{})
+	migrations = saved
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Write's INSERT names the new columns, so write the version 1 row by
+	// hand.
+	if _, err := s.w.Exec(`INSERT INTO events (id, version, report_id, idx, time, source,
+		recipient, class, reason, scope, status, reply_code, action, diagnostic,
+		remote_mta, reporting_mta, smtp_command, provider, parser, rule, message_id)
+		VALUES ('e1', 1, 'r1', 0, ?, 'ndr', 'a@example.com', 'hard', 'userunknown', 'recipient',
+		'5.1.1', 550, 'failed', '', '', '', '', 'gmail', 'rfc3464', '', '<m@example.com>')`, unixNano(t0)); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+
+	s, err = Open(ctx, path, Options{})
+	if err != nil {
+		t.Fatalf("Open after the upgrade: %v", err)
+	}
+	defer s.Close()
+	got, err := s.RecipientEvents(ctx, "a@example.com", 10)
+	if err != nil || len(got) != 1 {
+		t.Fatalf("RecipientEvents = %v, %v; want the one event", got, err)
+	}
+	if got[0].Stream != "" || got[0].ReturnPath != "" || got[0].MessageID != "<m@example.com>" {
+		t.Errorf("upgraded event: stream %q, return path %q, message id %q; want \"\", \"\", <m@example.com>",
+			got[0].Stream, got[0].ReturnPath, got[0].MessageID)
+	}
+	var where string
+	if err := s.r.QueryRow(`SELECT sql FROM sqlite_master WHERE type = 'index' AND name = 'events_return_path'`).
+		Scan(&where); err != nil || !strings.Contains(where, "WHERE return_path != ''") {
+		t.Errorf("index events_return_path: %q, %v; want a partial index", where, err)
+	}
+}

@@ -21,8 +21,9 @@ const insertReport = `INSERT INTO reports
 const insertEvent = `INSERT INTO events
 	(id, version, report_id, idx, time, source,
 	 recipient, class, reason, scope, status, reply_code, action, diagnostic,
-	 remote_mta, reporting_mta, smtp_command, provider, parser, rule, message_id)
-	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	 remote_mta, reporting_mta, smtp_command, provider, parser, rule, message_id,
+	 stream, return_path)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 	ON CONFLICT DO NOTHING`
 
 // Write stores reports and events in one transaction; see store.Store.
@@ -105,7 +106,7 @@ func writeEvents(ctx context.Context, tx *sql.Tx, events []store.Event) error {
 		if _, err := stmt.ExecContext(ctx, e.ID, int64(e.Version), e.ReportID, e.Index, unixNano(e.Time), e.Source,
 			normalizeAddress(e.Recipient), string(e.Class), string(e.Reason), string(e.Scope), e.Status, e.ReplyCode,
 			e.Action, e.Diagnostic, e.RemoteMTA, e.ReportingMTA, e.SMTPCommand, e.Provider, e.Parser,
-			e.Rule, e.MessageID); err != nil {
+			e.Rule, e.MessageID, e.Stream, e.ReturnPath); err != nil {
 			return fmt.Errorf("event %s version %d: %w", e.ID, e.Version, err)
 		}
 	}

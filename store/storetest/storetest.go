@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -87,6 +88,10 @@ func newEvent(reportID string, index int, recipient string, class event.Class, t
 		Version:  1,
 		Time:     t,
 		Source:   "ndr",
+		// A report's stream is "" in practice, but the store keeps
+		// whatever it is given.
+		Stream:     "newsletter",
+		ReturnPath: "b+" + reportID + "." + strconv.Itoa(index) + "@bounces.example.com",
 		Event: event.Event{
 			Recipient:    recipient,
 			Class:        class,
@@ -190,6 +195,8 @@ func testRoundTrip(t *testing.T, s store.Store) {
 	}
 	want[1].Version = 7
 	want[1].Source = "sync"
+	want[1].Stream = "tenant-a/receipts"
+	want[1].ReturnPath = "Bounce+Mixed.Case@Bounces.example.com" // kept as given
 	want[1].Reason = event.ReasonMailboxFull
 	want[1].Scope = event.ScopeRecipient
 	want[1].Status = "4.2.2"
