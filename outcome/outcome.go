@@ -3,8 +3,10 @@
 // reports, into one outcome (DESIGN.md "Correlation and outcome"):
 // accepted then bounced is a bounce, 4xx then 250 is a greylist resolved,
 // and a bounce seen both in the sync log and as an NDR is one failure.
-// Rates and suppressions count outcomes, never raw events. The package is
-// pure: the caller gathers the observations.
+// Rates and suppressions count outcomes, never raw events. Group sorts
+// one recipient's events into (stream, message) groups by their
+// correlation keys and folds each. The package is pure and imports event
+// only: the caller reads the events.
 package outcome
 
 import (
