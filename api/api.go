@@ -107,6 +107,7 @@ func New(cfg Config) (http.Handler, error) {
 		ErrorHandling: promhttp.ContinueOnError,
 	}).ServeHTTP)
 	route("GET /v1/recipients/{address}/events", accessRead, s.recipientEvents)
+	route("GET /v1/recipients/{address}/outcomes", accessRead, s.recipientOutcomes)
 	route("GET /v1/stats", accessRead, s.stats)
 	return mux, nil
 }
