@@ -2,7 +2,6 @@ package clickhouse
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"strings"
@@ -11,7 +10,6 @@ import (
 	ch "github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/ext"
 
-	"github.com/bouncer-mail/bouncer/event"
 	"github.com/bouncer-mail/bouncer/store"
 )
 
@@ -80,12 +78,7 @@ var (
 	maxTime = time.Unix(math.MaxUint32, 0).UTC()
 )
 
-var errZeroTime = errors.New("zero time")
-
 func checkTime(t time.Time) error {
-	if t.IsZero() {
-		return errZeroTime
-	}
 	if t.Before(minTime) || t.After(maxTime) {
 		return fmt.Errorf("%s outside DateTime's range (%s to %s)", t.UTC().Format(time.RFC3339),
 			minTime.Format(time.RFC3339), maxTime.Format(time.RFC3339))
@@ -93,26 +86,20 @@ func checkTime(t time.Time) error {
 	return nil
 }
 
-// validate refuses the rows no engine could store faithfully, and those
-// this engine's columns cannot hold.
+// validate refuses the rows no engine could store faithfully
+// (store.Validate), and those this engine's columns cannot hold.
 func validate(reports []store.Report, events []store.Event) error {
-	for i, r := range reports {
-		if r.ID == "" {
-			return fmt.Errorf("clickhouse: write: report %d: empty id", i)
-		}
+	if err := store.Validate(reports, events); err != nil {
+		return fmt.Errorf("clickhouse: write: %w", err)
+	}
+	for _, r := range reports {
 		if err := checkTime(r.Received); err != nil {
 			return fmt.Errorf("clickhouse: write: report %s: received: %w", r.ID, err)
 		}
 	}
-	for i, e := range events {
-		if e.ID == "" {
-			return fmt.Errorf("clickhouse: write: event %d: empty id", i)
-		}
+	for _, e := range events {
 		if err := checkTime(e.Time); err != nil {
 			return fmt.Errorf("clickhouse: write: event %s: time: %w", e.ID, err)
-		}
-		if !knownClass(e.Class) {
-			return fmt.Errorf("clickhouse: write: event %s: unknown class %q", e.ID, e.Class)
 		}
 		if e.Index < 0 || int64(e.Index) > math.MaxUint32 {
 			return fmt.Errorf("clickhouse: write: event %s: index %d does not fit UInt32", e.ID, e.Index)
@@ -122,15 +109,6 @@ func validate(reports []store.Report, events []store.Event) error {
 		}
 	}
 	return nil
-}
-
-func knownClass(c event.Class) bool {
-	for _, k := range event.Classes {
-		if c == k {
-			return true
-		}
-	}
-	return false
 }
 
 // normalizeAddress is how recipient addresses are stored and looked up.

@@ -4,12 +4,10 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
 
-	"github.com/bouncer-mail/bouncer/event"
 	"github.com/bouncer-mail/bouncer/store"
 )
 
@@ -119,49 +117,30 @@ var (
 	maxTime = time.Unix(0, 1<<63-1).UTC()
 )
 
-// validate refuses the rows no engine could store faithfully.
+// validate refuses the rows no engine could store faithfully
+// (store.Validate), and those whose times do not fit int64 nanoseconds.
 func validate(reports []store.Report, events []store.Event) error {
-	for i, r := range reports {
-		if r.ID == "" {
-			return fmt.Errorf("sqlite: write: report %d: empty id", i)
-		}
+	if err := store.Validate(reports, events); err != nil {
+		return fmt.Errorf("sqlite: write: %w", err)
+	}
+	for _, r := range reports {
 		if err := checkTime(r.Received); err != nil {
 			return fmt.Errorf("sqlite: write: report %s: received: %w", r.ID, err)
 		}
 	}
-	for i, e := range events {
-		if e.ID == "" {
-			return fmt.Errorf("sqlite: write: event %d: empty id", i)
-		}
+	for _, e := range events {
 		if err := checkTime(e.Time); err != nil {
 			return fmt.Errorf("sqlite: write: event %s: time: %w", e.ID, err)
-		}
-		if !knownClass(e.Class) {
-			return fmt.Errorf("sqlite: write: event %s: unknown class %q", e.ID, e.Class)
 		}
 	}
 	return nil
 }
 
-var errZeroTime = errors.New("zero time")
-
 func checkTime(t time.Time) error {
-	if t.IsZero() {
-		return errZeroTime
-	}
 	if t.Before(minTime) || t.After(maxTime) {
 		return fmt.Errorf("%s out of range", t.Format(time.RFC3339))
 	}
 	return nil
-}
-
-func knownClass(c event.Class) bool {
-	for _, k := range event.Classes {
-		if c == k {
-			return true
-		}
-	}
-	return false
 }
 
 // normalizeAddress is how recipient addresses are stored and looked up.
