@@ -70,6 +70,10 @@ func (m *memStore) Stats(ctx context.Context, since time.Time) (store.Stats, err
 	return store.Stats{}, errors.New("memStore: Stats not implemented")
 }
 
+func (m *memStore) Reports(ctx context.Context, since time.Time, after string, limit int) ([]store.Report, error) {
+	return nil, errors.New("memStore: Reports not implemented")
+}
+
 func (m *memStore) Ping(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()

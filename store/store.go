@@ -79,6 +79,15 @@ type Store interface {
 	// The window includes since. Each event id counts once, in the class
 	// of its highest Version.
 	Stats(ctx context.Context, since time.Time) (Stats, error)
+	// Reports returns the raw reports received at or after since, in
+	// (received, id) order, starting after the report whose id is after
+	// ("" starts at the beginning), at most limit: keyset paging, so a
+	// caller passes the last id of one page to get the next, and reports
+	// written meanwhile are neither skipped nor repeated unless received
+	// before the cursor. An after that names no stored report, or a limit
+	// below 1, is an error; past the last report the slice is empty,
+	// non-nil.
+	Reports(ctx context.Context, since time.Time, after string, limit int) ([]Report, error)
 	// Ping reports whether the store can take writes.
 	Ping(ctx context.Context) error
 	// Close releases the store after in-flight calls return. Every later

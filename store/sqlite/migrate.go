@@ -80,6 +80,13 @@ ALTER TABLE events ADD COLUMN return_path TEXT NOT NULL DEFAULT '';
 
 CREATE INDEX events_return_path ON events (return_path) WHERE return_path != '';
 `,
+	// 3: reclassification. Store.Reports pages through reports by
+	// (received, id); readers take, per report, the events of its
+	// highest version, found through (report_id, version).
+	`
+CREATE INDEX reports_received_id ON reports (received, id);
+CREATE INDEX events_report_version ON events (report_id, version);
+`,
 }
 
 // migrate brings the database to the newest version. It is idempotent,

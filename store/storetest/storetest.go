@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,6 +38,9 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"RecipientEventsLimit", testRecipientEventsLimit},
 		{"Stats", testStats},
 		{"Versions", testVersions},
+		{"Reports", testReports},
+		{"ReportsPaging", testReportsPaging},
+		{"ReportsErrors", testReportsErrors},
 		{"Empty", testEmpty},
 		{"Atomic", testAtomic},
 		{"InvalidRows", testInvalidRows},
@@ -485,6 +489,9 @@ func testCanceledContext(t *testing.T, s store.Store) {
 	if _, err := s.Stats(ctx, base); err == nil {
 		t.Error("Stats with a canceled context succeeded")
 	}
+	if _, err := s.Reports(ctx, time.Time{}, "", 10); err == nil {
+		t.Error("Reports with a canceled context succeeded")
+	}
 }
 
 func testLargeBatch(t *testing.T, s store.Store) {
@@ -588,6 +595,7 @@ func testClosed(t *testing.T, s store.Store) {
 		{"Write empty", s.Write(ctx, nil, nil)},
 		{"RecipientEvents", func() error { _, err := s.RecipientEvents(ctx, "a@example.com", 1); return err }()},
 		{"Stats", func() error { _, err := s.Stats(ctx, base); return err }()},
+		{"Reports", func() error { _, err := s.Reports(ctx, base, "", 1); return err }()},
 		{"Ping", s.Ping(ctx)},
 	}
 	for _, c := range checks {
@@ -597,5 +605,153 @@ func testClosed(t *testing.T, s store.Store) {
 	}
 	if err := s.Close(); err != nil {
 		t.Errorf("second Close = %v, want nil", err)
+	}
+}
+
+func reports(t *testing.T, s store.Store, since time.Time, after string, limit int) []store.Report {
+	t.Helper()
+	got, err := s.Reports(context.Background(), since, after, limit)
+	if err != nil {
+		t.Fatalf("Reports(%v, %q, %d): %v", since, after, limit, err)
+	}
+	if got == nil {
+		t.Fatalf("Reports(%v, %q, %d) = nil, want a non-nil slice", since, after, limit)
+	}
+	return got
+}
+
+func reportIDs(reports []store.Report) []string {
+	out := make([]string, len(reports))
+	for i, r := range reports {
+		out[i] = r.ID
+	}
+	return out
+}
+
+// Reports returns the raw reports as written, every field, times in UTC.
+func testReports(t *testing.T, s store.Store) {
+	if got := reports(t, s, time.Time{}, "", 10); len(got) != 0 {
+		t.Errorf("Reports on an empty store = %v, want none", reportIDs(got))
+	}
+	zone := time.FixedZone("UTC+9", 9*3600)
+	full := newReport("full", base.In(zone))
+	full.ParseError = "truncated"
+	full.Raw = []byte{0, 1, 2, 0xff, '\'', '\\'}
+	empty := store.Report{Envelope: event.Envelope{ID: "empty", Received: base.Add(time.Second)}}
+	write(t, s, []store.Report{empty, full}, nil)
+
+	got := reports(t, s, time.Time{}, "", 10)
+	if !reflect.DeepEqual(reportIDs(got), []string{"full", "empty"}) {
+		t.Fatalf("Reports = %v, want [full empty]", reportIDs(got))
+	}
+	want := full
+	want.Received = base
+	if got[0].Received.Location() != time.UTC {
+		t.Errorf("Received location = %v, want UTC", got[0].Received.Location())
+	}
+	if !reflect.DeepEqual(got[0], want) {
+		t.Errorf("Reports[0]\n got %+v\nwant %+v", got[0], want)
+	}
+	if e := got[1]; e.ID != "empty" || len(e.Recipients) != 0 || len(e.Raw) != 0 || e.ParseError != "" ||
+		!e.Received.Equal(base.Add(time.Second)) {
+		t.Errorf("Reports[1] = %+v, want the empty report", e)
+	}
+}
+
+// Paging with any page size visits every report in the window exactly
+// once, in (received, id) order; ties in received are ordered by id.
+func testReportsPaging(t *testing.T, s store.Store) {
+	day := 24 * time.Hour
+	var all []store.Report
+	for i := range 23 {
+		// Several reports per second, written out of order, over days.
+		at := base.Add(-time.Duration(i%5)*day + time.Duration(i%3)*time.Second)
+		all = append(all, newReport(fmt.Sprintf("r%02d", (i*7)%23), at))
+	}
+	write(t, s, all[10:], nil)
+	write(t, s, all[:10], nil)
+	sorted := func(since time.Time) []string {
+		var in []store.Report
+		for _, r := range all {
+			if !r.Received.Before(since) {
+				in = append(in, r)
+			}
+		}
+		slices.SortFunc(in, func(a, b store.Report) int {
+			if c := a.Received.Compare(b.Received); c != 0 {
+				return c
+			}
+			return strings.Compare(a.ID, b.ID)
+		})
+		return reportIDs(in)
+	}
+	for _, since := range []time.Time{{}, base.Add(-2 * day), base.Add(-2*day + time.Second), base, base.Add(day)} {
+		want := sorted(since)
+		for _, limit := range []int{1, 2, 3, 7, 23, 100} {
+			var (
+				got   []string
+				after string
+			)
+			for page := 0; ; page++ {
+				if page > len(all)+1 {
+					t.Fatalf("since %v, limit %d: paging does not end", since, limit)
+				}
+				p := reports(t, s, since, after, limit)
+				if len(p) > limit {
+					t.Fatalf("since %v, limit %d: a page of %d", since, limit, len(p))
+				}
+				if len(p) == 0 {
+					break
+				}
+				for _, r := range p {
+					if r.Received.Before(since) {
+						t.Errorf("since %v: report %s received %v", since, r.ID, r.Received)
+					}
+				}
+				got = append(got, reportIDs(p)...)
+				after = p[len(p)-1].ID
+				if len(p) < limit {
+					// A short page is the last one, but another call must
+					// say so too.
+					if rest := reports(t, s, since, after, limit); len(rest) != 0 {
+						t.Errorf("since %v, limit %d: after the short page, %v", since, limit, reportIDs(rest))
+					}
+					break
+				}
+			}
+			if got == nil {
+				got = []string{}
+			}
+			if want == nil {
+				want = []string{}
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("since %v, limit %d: paged %v, want %v", since, limit, got, want)
+			}
+		}
+	}
+	// The cursor's own window does not matter: a cursor received before
+	// since still starts the page at since.
+	first := sorted(time.Time{})[0]
+	if got := reports(t, s, base, first, 100); !reflect.DeepEqual(reportIDs(got), sorted(base)) {
+		t.Errorf("Reports(base, %s) = %v, want %v", first, reportIDs(got), sorted(base))
+	}
+}
+
+func testReportsErrors(t *testing.T, s store.Store) {
+	write(t, s, []store.Report{newReport("r1", base)}, nil)
+	ctx := context.Background()
+	for _, limit := range []int{0, -1} {
+		if got, err := s.Reports(ctx, time.Time{}, "", limit); err == nil {
+			t.Errorf("Reports(limit %d) = %v, nil; want an error", limit, reportIDs(got))
+		}
+	}
+	if got, err := s.Reports(ctx, time.Time{}, "no-such-report", 10); err == nil {
+		t.Errorf("Reports(after an unknown id) = %v, nil; want an error", reportIDs(got))
+	}
+	// Sync events have no report: they are not listed.
+	write(t, s, nil, []store.Event{newEvent("sync", 0, "a@example.com", event.ClassSoft, base)})
+	if got := reports(t, s, time.Time{}, "", 10); !reflect.DeepEqual(reportIDs(got), []string{"r1"}) {
+		t.Errorf("Reports = %v, want [r1]", reportIDs(got))
 	}
 }
