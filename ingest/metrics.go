@@ -4,6 +4,7 @@ import (
 	"errors"
 
 	"github.com/bouncer-mail/bouncer/event"
+	"github.com/bouncer-mail/bouncer/synclog"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -29,6 +30,7 @@ type metrics struct {
 	deadLetters *prometheus.CounterVec // by reason
 	lag         prometheus.Gauge
 	events      *prometheus.CounterVec // by source, class, reason, scope, provider
+	attempts    *prometheus.CounterVec // by provider, result
 	reports     prometheus.Counter
 	skipped     prometheus.Counter
 	panics      prometheus.Counter
@@ -61,6 +63,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "bouncer_events_total",
 			Help: "Events written to the store, by source, class, reason, scope and provider.",
 		}, []string{"source", "class", "reason", "scope", "provider"}),
+		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bouncer_attempts_total",
+			Help: "Sync delivery attempts (one per recipient) written to the store, by provider and result: " +
+				"delivered, deferred, bounced, expired, complaint, oob. Like bouncer_events_total it counts writes: " +
+				"a record redelivered or published again is written again, idempotently, and counted again.",
+		}, []string{"provider", "result"}),
 		reports: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "bouncer_reports_processed_total",
 			Help: "Raw reports written to the store.",
@@ -99,7 +107,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			m.events.WithLabelValues(SourceNDR, c.String(), r.String(), scope.String(), event.ProviderOther)
 		}
 	}
-	for _, c := range []prometheus.Collector{m.batches, m.batchSize, m.writeErrors, m.deadLetters, m.lag, m.events, m.reports, m.skipped, m.panics} {
+	// bouncer_attempts_total is small enough to pre-create whole: every
+	// provider label times every result.
+	for _, p := range append(append([]string(nil), event.Providers...), event.ProviderOther) {
+		for _, r := range attemptResults {
+			m.attempts.WithLabelValues(p, string(r))
+		}
+	}
+	for _, c := range []prometheus.Collector{m.batches, m.batchSize, m.writeErrors, m.deadLetters, m.lag, m.events, m.attempts, m.reports, m.skipped, m.panics} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {
@@ -126,7 +141,50 @@ func plausible(c event.Class, r event.Reason) bool {
 	return c.IsFailure() && r.DefaultScope() != event.ScopeNone
 }
 
+// attemptResults are the "result" label values of bouncer_attempts_total:
+// every synclog.Result, which synclog.Parse never leaves outside this set.
+var attemptResults = []synclog.Result{
+	synclog.ResultDelivered, synclog.ResultDeferred, synclog.ResultBounced,
+	synclog.ResultExpired, synclog.ResultComplaint, synclog.ResultBounceOOB,
+}
+
+// attemptResult maps a sync log result to its bouncer_attempts_total
+// label, false for one outside attemptResults (not counted, so the label
+// stays bounded; synclog.Parse refuses such records).
+func attemptResult(r synclog.Result) (string, bool) {
+	for _, known := range attemptResults {
+		if r == known {
+			return string(r), true
+		}
+	}
+	return "", false
+}
+
+// attempt is one stored sync delivery attempt's bouncer_attempts_total
+// labels.
+type attempt struct {
+	provider, result string
+}
+
+// newAttempt is the labels of a recipient's attempt with result r whose
+// event names provider; false when r is not a known result.
+func newAttempt(provider string, r synclog.Result) (attempt, bool) {
+	res, ok := attemptResult(r)
+	return attempt{provider: event.ProviderLabel(provider), result: res}, ok
+}
+
+// The counters of what was written (bouncer_events_total,
+// bouncer_attempts_total, bouncer_reports_processed_total) count after a
+// committed Store.Write. Delivery is at least once and the write
+// idempotent, so a redelivered or re-published message that is written
+// again is counted again: they count writes, not distinct records.
+
 // countEvent counts one written event.
 func (m *metrics) countEvent(source string, ev event.Event) {
 	m.events.WithLabelValues(source, ev.Class.String(), ev.Reason.String(), ev.Scope.String(), event.ProviderLabel(ev.Provider)).Inc()
+}
+
+// countAttempt counts one written sync delivery attempt.
+func (m *metrics) countAttempt(a attempt) {
+	m.attempts.WithLabelValues(a.provider, a.result).Inc()
 }

@@ -28,6 +28,9 @@ const ackConcurrency = 32
 type decoded struct {
 	report *store.Report // nil when the message carries no report
 	events []store.Event
+	// results are, for a sync reply log, each event's synclog result,
+	// parallel to events.
+	results []synclog.Result
 }
 
 // unreadable is a message's failure to decode: it goes to the dead-letter
@@ -56,6 +59,7 @@ func (p *Pipeline) process(ctx context.Context, msgs []jetstream.Msg, nakDelay t
 	var (
 		reports   []store.Report
 		events    []store.Event
+		attempts  []attempt       // sync attempts among events, counted after the write
 		pending   []jetstream.Msg // acked after the write
 		seen      = map[string]bool{}
 		newest    time.Time
@@ -74,10 +78,15 @@ func (p *Pipeline) process(ctx context.Context, msgs []jetstream.Msg, nakDelay t
 		pending = append(pending, msg)
 		if d.report == nil {
 			// A sync reply log: events only, deduplicated by id.
-			for _, ev := range d.events {
+			for i, ev := range d.events {
 				if !seen["event/"+ev.ID] {
 					seen["event/"+ev.ID] = true
 					events = append(events, ev)
+					if i < len(d.results) {
+						if a, ok := newAttempt(ev.Provider, d.results[i]); ok {
+							attempts = append(attempts, a)
+						}
+					}
 				}
 			}
 			continue
@@ -108,6 +117,9 @@ func (p *Pipeline) process(ctx context.Context, msgs []jetstream.Msg, nakDelay t
 		p.m.reports.Add(float64(len(reports)))
 		for _, ev := range events {
 			p.m.countEvent(ev.Source, ev.Event)
+		}
+		for _, a := range attempts {
+			p.m.countAttempt(a)
 		}
 		if !newest.IsZero() {
 			p.m.lag.Set(p.now().Sub(newest).Seconds())
@@ -244,7 +256,7 @@ func (p *Pipeline) decodeAttempts(msg jetstream.Msg) (decoded, error) {
 	if err != nil {
 		return decoded{}, &unreadable{reason: deadDecode, err: err}
 	}
-	d := decoded{events: make([]store.Event, 0, len(attempts))}
+	d := decoded{events: make([]store.Event, 0, len(attempts)), results: make([]synclog.Result, 0, len(attempts))}
 	for _, a := range attempts {
 		var ev store.Event
 		ev.Event = p.cfg.Classifier.Sync(classify.SyncReply{
@@ -262,6 +274,7 @@ func (p *Pipeline) decodeAttempts(msg jetstream.Msg) (decoded, error) {
 		ev.Stream = a.Stream
 		ev.ReturnPath = a.ReturnPath
 		d.events = append(d.events, ev)
+		d.results = append(d.results, a.Result)
 	}
 	return d, nil
 }
