@@ -61,7 +61,12 @@ type Store interface {
 	//
 	// An event's id is unique per Version: a higher Version of an id
 	// supersedes the lower ones in every read and count, whatever order
-	// they were written in. Recipients are stored lower-cased. Empty
+	// they were written in. The events of one report (ReportID != "")
+	// are a set: every read and count takes, per report, only the
+	// events of its highest Version, so a reclassification's set
+	// replaces the old one whole, also when it has fewer events or other
+	// recipients. Events without a report (sync events, ReportID "") are
+	// superseded per id only. Recipients are stored lower-cased. Empty
 	// slices are a no-op. A row with an empty id, a zero time or a Class
 	// not in event.Classes fails the whole batch, nothing written. Times
 	// are kept to the second at least (ClickHouse's DateTime); returned
@@ -70,14 +75,16 @@ type Store interface {
 	// RecipientEvents returns the newest events of one recipient address
 	// (lower-cased), newest first, at most limit.
 	//
-	// Only the highest Version of each event id is returned. An address
+	// Only the highest Version of each event id, and of each report's
+	// set, is returned. An address
 	// with no events yields an empty, non-nil slice; a limit below 1 is an
 	// error.
 	RecipientEvents(ctx context.Context, address string, limit int) ([]Event, error)
 	// Stats counts reports and events received since a time.
 	//
 	// The window includes since. Each event id counts once, in the class
-	// of its highest Version.
+	// of its highest Version, and only when it is in its report's highest
+	// set.
 	Stats(ctx context.Context, since time.Time) (Stats, error)
 	// Reports returns the raw reports received at or after since, in
 	// (received, id) order, starting after the report whose id is after

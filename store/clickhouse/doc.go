@@ -58,10 +58,18 @@
 // already: an event's time is its report's received time, so a report
 // received again later keeps its first events too.
 //
-// The recipient is part of the events' sorting key: a later version of
-// an event that names another recipient replaces it in Stats, but the
-// first recipient's history still shows the earlier version (see
-// RecipientEvents).
+// Versioned event sets: a report's events are a set, and a read takes
+// only those of the report's highest version. The events table is sorted
+// by recipient, so a report's versions cannot be found there without a
+// scan; report_versions (report_id, version), sorted by report_id, holds
+// them, and Write inserts a set's row after the set's events, so the row
+// is the set's commit mark. Reads keep an event when its report_id is ""
+// (sync events) or (report_id, its version) is the report's max(version)
+// in report_versions, found by index lookups for the report ids of the
+// rows read (GLOBAL IN, so the same SQL works on the Distributed tables).
+// Correct before any merge and on 18.16; it costs one more index lookup
+// per read, not a scan. A later set that moves an event to another
+// recipient thus also removes it from the first recipient's history.
 //
 // # Cluster
 //

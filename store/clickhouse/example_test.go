@@ -66,6 +66,13 @@ func ExampleClusterDDL() {
 	// PARTITION BY toYYYYMM(time)
 	// ORDER BY (recipient, time, id);
 	//
+	// CREATE TABLE IF NOT EXISTS `bouncer`.`report_versions_local` ON CLUSTER `mail` (
+	// 	report_id String,
+	// 	version UInt32
+	// )
+	// ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/bouncer/report_versions_local', '{replica}', version)
+	// ORDER BY report_id;
+	//
 	// CREATE TABLE IF NOT EXISTS `bouncer`.`reports` ON CLUSTER `mail` (
 	// 	id String,
 	// 	received DateTime('UTC'),
@@ -106,5 +113,11 @@ func ExampleClusterDDL() {
 	// )
 	// ENGINE = Distributed('mail', 'bouncer', 'events_local', cityHash64(recipient));
 	//
-	// INSERT INTO `bouncer`.`schema_migrations` (version, applied) SELECT 2, now();
+	// CREATE TABLE IF NOT EXISTS `bouncer`.`report_versions` ON CLUSTER `mail` (
+	// 	report_id String,
+	// 	version UInt32
+	// )
+	// ENGINE = Distributed('mail', 'bouncer', 'report_versions_local', cityHash64(report_id));
+	//
+	// INSERT INTO `bouncer`.`schema_migrations` (version, applied) SELECT 3, now();
 }

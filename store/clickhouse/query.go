@@ -47,6 +47,11 @@ FROM (
 	WHERE recipient = ?
 	GROUP BY id
 )
+WHERE t.2 = '' OR (t.2, t.1) GLOBAL IN (
+	SELECT report_id, max(version) FROM report_versions
+	WHERE report_id GLOBAL IN (SELECT report_id FROM events WHERE recipient = ? AND report_id != '')
+	GROUP BY report_id
+)
 ORDER BY t.4 DESC, id
 LIMIT ?`
 
@@ -54,10 +59,9 @@ LIMIT ?`
 // lower-cased), newest first, ties in id order, at most limit; see
 // store.Store. An unknown address yields an empty, non-nil slice.
 //
-// The recipient is part of the sorting key: a later version of an event
-// that names another recipient (a reclassification that fixed the
-// address) does not remove the earlier version from the first address's
-// history. TODO: a tombstone row under the old key when that happens.
+// Of an event read from a report, only the report's highest set is
+// returned (see the package doc), so a reclassification that moved an
+// event to another address removes it from the first address's history.
 func (s *Store) RecipientEvents(ctx context.Context, address string, limit int) ([]store.Event, error) {
 	if err := s.acquire(); err != nil {
 		return nil, err
@@ -66,7 +70,8 @@ func (s *Store) RecipientEvents(ctx context.Context, address string, limit int) 
 	if limit < 1 {
 		return nil, fmt.Errorf("clickhouse: recipient events: limit %d, want at least 1", limit)
 	}
-	rows, err := s.conn.Query(ctx, selectRecipientEvents, normalizeAddress(address), uint64(limit))
+	addr := normalizeAddress(address)
+	rows, err := s.conn.Query(ctx, selectRecipientEvents, addr, addr, uint64(limit))
 	if err != nil {
 		return nil, fmt.Errorf("clickhouse: recipient events: %w", err)
 	}
@@ -103,9 +108,15 @@ func (s *Store) RecipientEvents(ctx context.Context, address string, limit int) 
 const (
 	selectReportsReceived = `SELECT uniqExact(id) FROM reports WHERE received >= toDateTime(?)`
 	selectEventsByClass   = `SELECT class, count() FROM (
-	SELECT argMax(class, version) AS class FROM events
+	SELECT argMax(class, version) AS class, argMax(report_id, version) AS rid, max(version) AS v
+	FROM events
 	WHERE time >= toDateTime(?)
 	GROUP BY id
+)
+WHERE rid = '' OR (rid, v) GLOBAL IN (
+	SELECT report_id, max(version) FROM report_versions
+	WHERE report_id GLOBAL IN (SELECT report_id FROM events WHERE time >= toDateTime(?) AND report_id != '')
+	GROUP BY report_id
 )
 GROUP BY class`
 )
@@ -139,7 +150,7 @@ func (s *Store) stats(ctx context.Context, since time.Time) (store.Stats, error)
 	}
 	st.ReportsReceived = int64(reports)
 
-	rows, err := s.conn.Query(ctx, selectEventsByClass, from)
+	rows, err := s.conn.Query(ctx, selectEventsByClass, from, from)
 	if err != nil {
 		return st, err
 	}

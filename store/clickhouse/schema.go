@@ -113,6 +113,24 @@ var eventsTable = table{
 	shardingKey: "cityHash64(recipient)",
 }
 
+// reportVersionsTable records, per report, the versions its event sets
+// were written with: readers take a report's events of its highest
+// version only (see query.go). ORDER BY report_id finds a report's rows
+// with an index lookup, which the events table (sorted by recipient)
+// cannot; merges keep the highest version. Write inserts a report's row
+// after its events, so the row is the commit mark of a new set: until it
+// is in, readers keep showing the old set.
+var reportVersionsTable = table{
+	name: "report_versions",
+	columns: []column{
+		{"report_id", "String"},
+		{"version", "UInt32"},
+	},
+	version:     "version",
+	orderBy:     "report_id",
+	shardingKey: "cityHash64(report_id)",
+}
+
 // migrationsTable records the schema versions applied. Several rows for
 // one version (two processes migrating at once) are harmless: readers
 // take max(version).
@@ -128,7 +146,7 @@ var migrationsTable = table{
 // schema is the current schema: what the migrations, applied in order,
 // produce. ClusterDDL creates it in one go, Write takes its INSERT column
 // lists from it.
-var schema = []table{reportsTable, eventsTable}
+var schema = []table{reportsTable, eventsTable, reportVersionsTable}
 
 // migrations are the schema's versions, in order: migrations[i] brings the
 // database to version i+1. They are append-only: a released migration is
@@ -191,6 +209,19 @@ ORDER BY (recipient, time, id)`},
 	{
 		`ALTER TABLE events ADD COLUMN stream String DEFAULT ''`,
 		`ALTER TABLE events ADD COLUMN return_path String DEFAULT ''`,
+	},
+	// 3: versioned event sets (store.Store.Write): the versions of each
+	// report's sets, filled from the events already stored. Running the
+	// INSERT twice is harmless: readers take max(version).
+	{
+		`CREATE TABLE IF NOT EXISTS report_versions (
+	report_id String,
+	version UInt32
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY report_id`,
+		`INSERT INTO report_versions (report_id, version)
+SELECT report_id, max(version) FROM events WHERE report_id != '' GROUP BY report_id`,
 	},
 }
 

@@ -16,8 +16,9 @@ import (
 // Every INSERT lists its columns: clickhouse-go's PrepareBatch needs them
 // on 18.16 ("expected 0 arguments" without).
 var (
-	insertReports = "INSERT INTO reports " + reportsTable.columnList()
-	insertEvents  = "INSERT INTO events " + eventsTable.columnList()
+	insertReports  = "INSERT INTO reports " + reportsTable.columnList()
+	insertEvents   = "INSERT INTO events " + eventsTable.columnList()
+	insertVersions = "INSERT INTO report_versions " + reportVersionsTable.columnList()
 )
 
 // insertSettings go with every INSERT. insert_distributed_sync makes an
@@ -52,6 +53,7 @@ func (s *Store) Write(ctx context.Context, reports []store.Report, events []stor
 		return err
 	}
 	reports, events = dedupBatch(reports, events)
+	sets := setVersions(events)
 
 	reports, firstReceived, err := s.newReports(ctx, reports)
 	if err != nil {
@@ -69,7 +71,43 @@ func (s *Store) Write(ctx context.Context, reports []store.Report, events []stor
 	if err := s.insertEvents(ctx, events); err != nil {
 		return fmt.Errorf("clickhouse: write: events: %w", err)
 	}
+	// The set versions last: a new set becomes visible only once all its
+	// events are in. Sent for every set of the batch, also those whose
+	// events were stored already, so a retry after a failure here
+	// completes the set.
+	if err := s.insertVersions(ctx, sets); err != nil {
+		return fmt.Errorf("clickhouse: write: report versions: %w", err)
+	}
 	return nil
+}
+
+// setVersions is the highest version of each report's events in the
+// batch; events without a report have no set.
+func setVersions(events []store.Event) map[string]uint32 {
+	sets := make(map[string]uint32)
+	for _, e := range events {
+		if e.ReportID != "" && e.Version >= sets[e.ReportID] {
+			sets[e.ReportID] = e.Version
+		}
+	}
+	return sets
+}
+
+func (s *Store) insertVersions(ctx context.Context, sets map[string]uint32) error {
+	if len(sets) == 0 {
+		return nil
+	}
+	b, err := s.conn.PrepareBatch(ch.Context(ctx, ch.WithSettings(insertSettings)), insertVersions)
+	if err != nil {
+		return err
+	}
+	defer b.Abort() // a no-op after Send
+	for id, v := range sets {
+		if err := b.Append(id, v); err != nil {
+			return fmt.Errorf("report %s version %d: %w", id, v, err)
+		}
+	}
+	return b.Send()
 }
 
 // DateTime's range: UInt32 seconds since the epoch.

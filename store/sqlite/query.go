@@ -10,9 +10,14 @@ import (
 	"github.com/bouncer-mail/bouncer/store"
 )
 
-// newest keeps only the highest version of each event id; e is the outer
-// events row. The primary key (id, version) answers it with one seek.
-const newest = `NOT EXISTS (SELECT 1 FROM events n WHERE n.id = e.id AND n.version > e.version)`
+// newest keeps only the highest version of each event id and, for an
+// event read from a report, only the events of the report's highest
+// version: a report's events are a set, and a reclassification's set
+// replaces the whole older one, also when it has fewer events. e is the
+// outer events row. The primary key (id, version) and the index
+// (report_id, version) answer each subquery with one seek.
+const newest = `NOT EXISTS (SELECT 1 FROM events n WHERE n.id = e.id AND n.version > e.version)
+	AND (e.report_id = '' OR e.version = (SELECT max(m.version) FROM events m WHERE m.report_id = e.report_id))`
 
 const selectRecipientEvents = `SELECT
 	e.id, e.version, e.report_id, e.idx, e.time, e.source,

@@ -38,6 +38,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"RecipientEventsLimit", testRecipientEventsLimit},
 		{"Stats", testStats},
 		{"Versions", testVersions},
+		{"EventSets", testEventSets},
 		{"Reports", testReports},
 		{"ReportsPaging", testReportsPaging},
 		{"ReportsErrors", testReportsErrors},
@@ -199,6 +200,7 @@ func testRoundTrip(t *testing.T, s store.Store) {
 	}
 	want[1].Version = 7
 	want[1].Source = "sync"
+	want[1].ReportID = "" // a sync event: its own Version is not the report's
 	want[1].Stream = "tenant-a/receipts"
 	want[1].ReturnPath = "Bounce+Mixed.Case@Bounces.example.com" // kept as given
 	want[1].Reason = event.ReasonMailboxFull
@@ -390,7 +392,8 @@ func testVersions(t *testing.T, s store.Store) {
 	v3.Version = 3
 	v3.Class = event.ClassGreylist
 	v3.Reason = event.ReasonGreylisting
-	other := newEvent("r1", 1, "a@example.com", event.ClassSoft, base.Add(-time.Second))
+	// Another report's: the versions of r1's set do not touch it.
+	other := newEvent("r0", 1, "a@example.com", event.ClassSoft, base.Add(-time.Second))
 
 	check := func(step string, want store.Event, byClass map[event.Class]int64) {
 		t.Helper()
@@ -754,4 +757,98 @@ func testReportsErrors(t *testing.T, s store.Store) {
 	if got := reports(t, s, time.Time{}, "", 10); !reflect.DeepEqual(reportIDs(got), []string{"r1"}) {
 		t.Errorf("Reports = %v, want [r1]", reportIDs(got))
 	}
+}
+
+// A report's events are a set: a higher Version of the set replaces the
+// whole lower one, so a reclassification with more, fewer or other
+// recipients leaves no stale event behind. Events without a report
+// (sync events) and other reports are unaffected.
+func testEventSets(t *testing.T, s store.Store) {
+	at := base
+	set := func(version uint32, recipients ...string) []store.Event {
+		var out []store.Event
+		for i, rcpt := range recipients {
+			e := newEvent("r1", i, rcpt, event.ClassSoft, at)
+			e.Version = version
+			e.Rule = fmt.Sprintf("v%d", version)
+			if version%2 == 0 {
+				e.Class = event.ClassHard
+			}
+			out = append(out, e)
+		}
+		return out
+	}
+	syncEv := newEvent("", 0, "a@example.com", event.ClassGreylist, at.Add(time.Second))
+	syncEv.ID = store.EventID("sync:1", 0)
+	other := newEvent("r2", 0, "b@example.com", event.ClassComplaint, at)
+	write(t, s, []store.Report{newReport("r1", at), newReport("r2", at)}, append(set(1, "a@example.com", "b@example.com"), syncEv, other))
+
+	recipients := []string{"a@example.com", "b@example.com", "c@example.com", "d@example.com"}
+	// check compares each recipient's history, as "rule" strings of the
+	// r1 events and names of the others, and the counts.
+	check := func(step string, want map[string][]string, byClass map[event.Class]int64) {
+		t.Helper()
+		for _, rcpt := range recipients {
+			got := []string{}
+			for _, e := range recipientEvents(t, s, rcpt, 100) {
+				switch e.ID {
+				case syncEv.ID:
+					got = append(got, "sync")
+				case other.ID:
+					got = append(got, "r2")
+				default:
+					got = append(got, fmt.Sprintf("%s#%d", e.Rule, e.Index))
+				}
+			}
+			slices.Sort(got)
+			w := want[rcpt]
+			if w == nil {
+				w = []string{}
+			}
+			if !reflect.DeepEqual(got, w) {
+				t.Errorf("%s: RecipientEvents(%s) = %v, want %v", step, rcpt, got, w)
+			}
+		}
+		checkStats(t, s, at.Add(-time.Minute), 2, byClass)
+	}
+	check("v1", map[string][]string{
+		"a@example.com": {"sync", "v1#0"},
+		"b@example.com": {"r2", "v1#1"},
+	}, map[event.Class]int64{event.ClassSoft: 2, event.ClassGreylist: 1, event.ClassComplaint: 1})
+
+	// More events than before.
+	write(t, s, nil, set(2, "a@example.com", "b@example.com", "c@example.com"))
+	check("more", map[string][]string{
+		"a@example.com": {"sync", "v2#0"},
+		"b@example.com": {"r2", "v2#1"},
+		"c@example.com": {"v2#2"},
+	}, map[event.Class]int64{event.ClassHard: 3, event.ClassGreylist: 1, event.ClassComplaint: 1})
+
+	// Fewer: the extra events of the old set disappear.
+	write(t, s, nil, set(3, "a@example.com"))
+	check("fewer", map[string][]string{
+		"a@example.com": {"sync", "v3#0"},
+		"b@example.com": {"r2"},
+	}, map[event.Class]int64{event.ClassSoft: 1, event.ClassGreylist: 1, event.ClassComplaint: 1})
+
+	// Other recipients under the same ids: the old recipient's history
+	// loses the event.
+	write(t, s, nil, set(4, "d@example.com", "c@example.com"))
+	check("different recipients", map[string][]string{
+		"a@example.com": {"sync"},
+		"b@example.com": {"r2"},
+		"c@example.com": {"v4#1"},
+		"d@example.com": {"v4#0"},
+	}, map[event.Class]int64{event.ClassHard: 2, event.ClassGreylist: 1, event.ClassComplaint: 1})
+
+	// An older set written late (a redelivery, a slow reclassify run)
+	// changes nothing.
+	write(t, s, nil, set(2, "a@example.com", "b@example.com", "c@example.com"))
+	write(t, s, nil, set(1, "a@example.com", "b@example.com"))
+	check("older sets again", map[string][]string{
+		"a@example.com": {"sync"},
+		"b@example.com": {"r2"},
+		"c@example.com": {"v4#1"},
+		"d@example.com": {"v4#0"},
+	}, map[event.Class]int64{event.ClassHard: 2, event.ClassGreylist: 1, event.ClassComplaint: 1})
 }
