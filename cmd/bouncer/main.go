@@ -5,6 +5,7 @@
 //	bouncer [flags]                                  serve (listener, NATS, ingest, store, API)
 //	bouncer classify [--rules FILE] [FILE|DIR|-]...
 //	bouncer verp sign|verify ...
+//	bouncer reclassify --since DURATION [--rules FILE] [--clickhouse-dsn DSN | --data-dir DIR] [--dry-run]
 package main
 
 import (
@@ -30,6 +31,7 @@ const usage = `usage: bouncer [flags]                 run the service (bouncer -
 commands:
   classify [--rules FILE] [FILE|DIR|-]...   classify bounce messages, one JSON line per message
   verp sign|verify ...                      make or check a VERP return path
+  reclassify --since DURATION [--dry-run]   classify stored reports again with the current rules
 `
 
 // run dispatches a command line and returns the process exit status.
@@ -42,6 +44,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return runClassify(args[1:], stdin, stdout, stderr)
 	case "verp":
 		return runVerp(args[1:], stdout, stderr)
+	case "reclassify":
+		return runReclassify(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
