@@ -292,6 +292,7 @@ func TestRecipientEvents(t *testing.T) {
 	recent := newEvent("r2", 0, "alice@example.com", event.ClassHard, now.Add(-time.Hour))
 	recent.Version = 3
 	recent.Source = "sync"
+	recent.ReportID = "" // a sync event: version 3 is its own, not r2's set
 	slash := newEvent("r2", 1, "a/b+tag@example.com", event.ClassHard, now)
 	e.write(t, []store.Report{newReport("r1", old.Time), newReport("r2", recent.Time)}, []store.Event{old, recent, slash})
 
