@@ -105,6 +105,12 @@ func TestSIGTERMDuringData(t *testing.T) {
 	msg := strings.ReplaceAll(e2eNDR, "\n", "\r\n")
 	half := len(msg) / 2
 	io.WriteString(c, msg[:half])
+	// go-smtp writes 354 before it calls the session's Data, which is
+	// when the transfer counts as in flight; a SIGTERM in between closes
+	// the connection without a reply (nothing was acknowledged, the
+	// sender retries). Give the server that moment so the test exercises
+	// a transfer that is in flight.
+	time.Sleep(200 * time.Millisecond)
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
