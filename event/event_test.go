@@ -7,7 +7,7 @@ func TestReasonScopes(t *testing.T) {
 		ReasonUserUnknown: ScopeRecipient, ReasonHostUnknown: ScopeRecipient, ReasonHasMoved: ScopeRecipient,
 		ReasonNotAccept: ScopeRecipient, ReasonMailboxFull: ScopeRecipient, ReasonSuspend: ScopeRecipient,
 		ReasonSuppressed: ScopeRecipient,
-		ReasonExpired: ScopeTransport, ReasonNetworkError: ScopeTransport, ReasonGreylisting: ScopeTransport,
+		ReasonExpired:    ScopeTransport, ReasonNetworkError: ScopeTransport, ReasonGreylisting: ScopeTransport,
 		ReasonFailedSTARTTLS: ScopeTransport, ReasonSystemError: ScopeTransport, ReasonUndefined: ScopeTransport,
 		ReasonBlocked: ScopeSender, ReasonBadReputation: ScopeSender, ReasonSpamDetected: ScopeSender,
 		ReasonAuthFailure: ScopeSender, ReasonRateLimited: ScopeSender, ReasonNoRelaying: ScopeSender,
