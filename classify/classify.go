@@ -67,6 +67,18 @@ type exam struct {
 	m         *dsn.Message
 	lowerText string
 	messageID string
+
+	formatDone bool
+	fmt        *rules.Format // the detected format, once formatDone
+}
+
+// detected returns the message's format (nil when none), detecting it once:
+// the DSN path, the format path and the fallback all ask.
+func (x *exam) detected() *rules.Format {
+	if !x.formatDone {
+		x.fmt, x.formatDone = x.c.rules.DetectFormat(x.m, x.lowerText), true
+	}
+	return x.fmt
 }
 
 func newExam(c *Classifier, m *dsn.Message) *exam {
@@ -200,7 +212,7 @@ func (x *exam) dsn() []event.Event {
 				// The one recipient's diagnostic names no cause: the
 				// human-readable part may ("pipe to |/usr/bin/x ...",
 				// "Could not be delivered because of ...").
-				if f := x.c.rules.DetectFormat(x.m, x.lowerText); f != nil {
+				if f := x.detected(); f != nil {
 					if w := x.c.Reply(Reply{Code: code, Status: status, Text: f.Block(x.m.Text, x.lowerText), Action: string(r.Action), Command: command, Provider: provider}); !weakRule(w.Rule) {
 						v = w
 					}
@@ -215,7 +227,7 @@ func (x *exam) dsn() []event.Event {
 				// ("maildrop: maildir over quota"): a cause read there
 				// wins.
 				w := Verdict{Rule: "none"}
-				if f := x.c.rules.DetectFormat(x.m, x.lowerText); f != nil && x.single() {
+				if f := x.detected(); f != nil && x.single() {
 					w = x.c.Reply(Reply{Code: code, Status: status, Text: f.Block(x.m.Text, x.lowerText), Action: string(r.Action), Command: command, Provider: provider})
 				}
 				if !weakRule(w.Rule) && !genericVerdict(w) {
@@ -261,7 +273,7 @@ func diagnosticFor(found []rules.Found, rcpt string) string {
 // extract reads recipients out of the text with the detected format, or
 // with the generic one.
 func (x *exam) extract() []rules.Found {
-	f := x.c.rules.DetectFormat(x.m, x.lowerText)
+	f := x.detected()
 	if f == nil {
 		return nil
 	}
@@ -272,7 +284,7 @@ func (x *exam) extract() []rules.Found {
 // only formats recognised by their own marks apply; with it, a message that
 // merely looks like a bounce is read generically.
 func (x *exam) format(fallback bool) []event.Event {
-	f := x.c.rules.DetectFormat(x.m, x.lowerText)
+	f := x.detected()
 	if f == nil || f.Fallback != fallback {
 		return nil
 	}
