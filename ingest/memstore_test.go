@@ -18,10 +18,12 @@ type memStore struct {
 	mu      sync.Mutex
 	reports map[string]store.Report
 	events  map[string]store.Event
-	written map[string]int // successful writes that carried each report id
-	calls   int            // Write calls, failed ones too
-	failing error          // Write returns it while set
-	failed  int            // Write calls that failed
+	// outcomes are the stored outcomes by key.
+	outcomes map[string]store.Outcome
+	written  map[string]int // successful writes that carried each report id
+	calls    int            // Write calls, failed ones too
+	failing  error          // Write returns it while set
+	failed   int            // Write calls that failed
 }
 
 func newMemStore() *memStore {
@@ -101,4 +103,35 @@ func maps[V any](m map[string]V) map[string]V {
 		c[k] = v
 	}
 	return c
+}
+
+// WriteOutcomes keeps, per key, the outcome of the highest version.
+func (m *memStore) WriteOutcomes(ctx context.Context, outcomes []store.Outcome) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.failing != nil {
+		return m.failing
+	}
+	if m.outcomes == nil {
+		m.outcomes = map[string]store.Outcome{}
+	}
+	for _, o := range outcomes {
+		if old, ok := m.outcomes[o.Key]; !ok || o.Version > old.Version {
+			m.outcomes[o.Key] = o
+		}
+	}
+	return nil
+}
+
+func (m *memStore) RecipientOutcomes(ctx context.Context, address string) ([]store.Outcome, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := []store.Outcome{}
+	for _, o := range m.outcomes {
+		if o.Recipient == address {
+			out = append(out, o)
+		}
+	}
+	slices.SortFunc(out, func(a, b store.Outcome) int { return b.Last.Compare(a.Last) })
+	return out, nil
 }

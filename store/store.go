@@ -95,6 +95,19 @@ type Store interface {
 	// below 1, is an error; past the last report the slice is empty,
 	// non-nil.
 	Reports(ctx context.Context, since time.Time, after string, limit int) ([]Report, error)
+	// WriteOutcomes stores folded outcomes (docs/outcomes.md). A row
+	// replaces the stored outcome of its Key only when its Version is
+	// higher, so rewriting one is a no-op and a fold that saw fewer
+	// events, written late, does not undo a newer one. Recipients are
+	// stored lower-cased. Empty slices are a no-op; a row with an empty
+	// key or recipient, a zero time or an unknown class fails the whole
+	// call, nothing written. Times are kept to the second at least.
+	WriteOutcomes(ctx context.Context, outcomes []Outcome) error
+	// RecipientOutcomes returns the stored outcomes of one recipient
+	// address (compared lower-cased), the highest Version of each key,
+	// newest Last first (ties by key). An address with none yields an
+	// empty, non-nil slice.
+	RecipientOutcomes(ctx context.Context, address string) ([]Outcome, error)
 	// Ping reports whether the store can take writes.
 	Ping(ctx context.Context) error
 	// Close releases the store after in-flight calls return. Every later

@@ -73,6 +73,25 @@ func ExampleClusterDDL() {
 	// ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/bouncer/report_versions_local', '{replica}', version)
 	// ORDER BY report_id;
 	//
+	// CREATE TABLE IF NOT EXISTS `bouncer`.`outcomes_local` ON CLUSTER `mail` (
+	// 	key String,
+	// 	version UInt64,
+	// 	stream String,
+	// 	message_id String,
+	// 	recipient String,
+	// 	state String,
+	// 	class Enum8('hard' = 1, 'soft' = 2, 'greylist' = 3, 'complaint' = 4, 'autoreply' = 5, 'delivered' = 6, 'unknown' = 7),
+	// 	reason String,
+	// 	scope String,
+	// 	provider String,
+	// 	final UInt8,
+	// 	first DateTime('UTC'),
+	// 	last DateTime('UTC'),
+	// 	observations UInt32
+	// )
+	// ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/bouncer/outcomes_local', '{replica}', version)
+	// ORDER BY (recipient, key);
+	//
 	// CREATE TABLE IF NOT EXISTS `bouncer`.`reports` ON CLUSTER `mail` (
 	// 	id String,
 	// 	received DateTime('UTC'),
@@ -119,5 +138,23 @@ func ExampleClusterDDL() {
 	// )
 	// ENGINE = Distributed('mail', 'bouncer', 'report_versions_local', cityHash64(report_id));
 	//
-	// INSERT INTO `bouncer`.`schema_migrations` (version, applied) SELECT 3, now();
+	// CREATE TABLE IF NOT EXISTS `bouncer`.`outcomes` ON CLUSTER `mail` (
+	// 	key String,
+	// 	version UInt64,
+	// 	stream String,
+	// 	message_id String,
+	// 	recipient String,
+	// 	state String,
+	// 	class Enum8('hard' = 1, 'soft' = 2, 'greylist' = 3, 'complaint' = 4, 'autoreply' = 5, 'delivered' = 6, 'unknown' = 7),
+	// 	reason String,
+	// 	scope String,
+	// 	provider String,
+	// 	final UInt8,
+	// 	first DateTime('UTC'),
+	// 	last DateTime('UTC'),
+	// 	observations UInt32
+	// )
+	// ENGINE = Distributed('mail', 'bouncer', 'outcomes_local', cityHash64(recipient));
+	//
+	// INSERT INTO `bouncer`.`schema_migrations` (version, applied) SELECT 4, now();
 }

@@ -131,6 +131,35 @@ var reportVersionsTable = table{
 	shardingKey: "cityHash64(report_id)",
 }
 
+// outcomesTable holds the stored outcomes (docs/outcomes.md), one row
+// per fold written; merges keep each key's highest version
+// (store.OutcomeVersion), and reads pick it with argMax before any merge
+// (see outcomes.go). ORDER BY starts with the recipient, so a recipient's
+// outcomes are one key range; a key belongs to one recipient, so sharding
+// by recipient keeps a key's rows on one shard.
+var outcomesTable = table{
+	name: "outcomes",
+	columns: []column{
+		{"key", "String"},
+		{"version", "UInt64"},
+		{"stream", "String"},
+		{"message_id", "String"},
+		{"recipient", "String"},
+		{"state", "String"},
+		{"class", classEnumType()},
+		{"reason", "String"},
+		{"scope", "String"},
+		{"provider", "String"},
+		{"final", "UInt8"},
+		{"first", "DateTime('UTC')"},
+		{"last", "DateTime('UTC')"},
+		{"observations", "UInt32"},
+	},
+	version:     "version",
+	orderBy:     "(recipient, key)",
+	shardingKey: "cityHash64(recipient)",
+}
+
 // migrationsTable records the schema versions applied. Several rows for
 // one version (two processes migrating at once) are harmless: readers
 // take max(version).
@@ -146,7 +175,7 @@ var migrationsTable = table{
 // schema is the current schema: what the migrations, applied in order,
 // produce. ClusterDDL creates it in one go, Write takes its INSERT column
 // lists from it.
-var schema = []table{reportsTable, eventsTable, reportVersionsTable}
+var schema = []table{reportsTable, eventsTable, reportVersionsTable, outcomesTable}
 
 // migrations are the schema's versions, in order: migrations[i] brings the
 // database to version i+1. They are append-only: a released migration is
@@ -222,6 +251,28 @@ ENGINE = ReplacingMergeTree(version)
 ORDER BY report_id`,
 		`INSERT INTO report_versions (report_id, version)
 SELECT report_id, max(version) FROM events WHERE report_id != '' GROUP BY report_id`,
+	},
+	// 4: stored outcomes (docs/outcomes.md "Storing and counting"), as
+	// in store/sqlite; see outcomesTable.
+	{
+		`CREATE TABLE IF NOT EXISTS outcomes (
+	key          String,
+	version      UInt64,          -- store.OutcomeVersion
+	stream       String,
+	message_id   String,
+	recipient    String,          -- lower-cased
+	state        String,
+	class        Enum8('hard' = 1, 'soft' = 2, 'greylist' = 3, 'complaint' = 4, 'autoreply' = 5, 'delivered' = 6, 'unknown' = 7),
+	reason       String,
+	scope        String,
+	provider     String,
+	final        UInt8,
+	first        DateTime('UTC'),
+	last         DateTime('UTC'),
+	observations UInt32
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY (recipient, key)`,
 	},
 }
 

@@ -87,6 +87,28 @@ CREATE INDEX events_return_path ON events (return_path) WHERE return_path != '';
 CREATE INDEX reports_received_id ON reports (received, id);
 CREATE INDEX events_report_version ON events (report_id, version);
 `,
+	// 4: stored outcomes (docs/outcomes.md "Storing and counting"), one
+	// row per key, replaced only by a higher version (WriteOutcomes).
+	`
+CREATE TABLE outcomes (
+	key          TEXT    NOT NULL PRIMARY KEY,
+	version      INTEGER NOT NULL, -- store.OutcomeVersion, as a signed int64
+	stream       TEXT    NOT NULL,
+	message_id   TEXT    NOT NULL,
+	recipient    TEXT    NOT NULL, -- lower-cased
+	state        TEXT    NOT NULL,
+	class        TEXT    NOT NULL,
+	reason       TEXT    NOT NULL,
+	scope        TEXT    NOT NULL,
+	provider     TEXT    NOT NULL,
+	final        INTEGER NOT NULL, -- 0 or 1
+	first        INTEGER NOT NULL, -- UTC Unix nanoseconds
+	last         INTEGER NOT NULL, -- UTC Unix nanoseconds
+	observations INTEGER NOT NULL
+) STRICT;
+
+CREATE INDEX outcomes_recipient ON outcomes (recipient);
+`,
 }
 
 // migrate brings the database to the newest version. It is idempotent,

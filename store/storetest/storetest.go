@@ -49,6 +49,9 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"LargeBatch", testLargeBatch},
 		{"Concurrent", testConcurrent},
 		{"Closed", testClosed},
+		{"Outcomes", testOutcomes},
+		{"OutcomeVersions", testOutcomeVersions},
+		{"OutcomesInvalid", testOutcomesInvalid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -599,6 +602,8 @@ func testClosed(t *testing.T, s store.Store) {
 		{"RecipientEvents", func() error { _, err := s.RecipientEvents(ctx, "a@example.com", 1); return err }()},
 		{"Stats", func() error { _, err := s.Stats(ctx, base); return err }()},
 		{"Reports", func() error { _, err := s.Reports(ctx, base, "", 1); return err }()},
+		{"WriteOutcomes", s.WriteOutcomes(ctx, []store.Outcome{newOutcome("k", "a@example.com", 1, base)})},
+		{"RecipientOutcomes", func() error { _, err := s.RecipientOutcomes(ctx, "a@example.com"); return err }()},
 		{"Ping", s.Ping(ctx)},
 	}
 	for _, c := range checks {
@@ -851,4 +856,126 @@ func testEventSets(t *testing.T, s store.Store) {
 		"c@example.com": {"v4#1"},
 		"d@example.com": {"v4#0"},
 	}, map[event.Class]int64{event.ClassHard: 2, event.ClassGreylist: 1, event.ClassComplaint: 1})
+}
+
+func newOutcome(key, recipient string, observations int, last time.Time) store.Outcome {
+	return store.Outcome{
+		Key:          key,
+		Stream:       "news",
+		MessageID:    "<" + key + "@example.com>",
+		Recipient:    recipient,
+		State:        "bounced",
+		Class:        event.ClassHard,
+		Reason:       event.Reason("mailbox_unknown"),
+		Scope:        event.Scope("recipient"),
+		Provider:     "gmail",
+		Final:        true,
+		First:        last.Add(-time.Minute),
+		Last:         last,
+		Observations: observations,
+		Version:      store.OutcomeVersion(observations, last),
+	}
+}
+
+func recipientOutcomes(t *testing.T, s store.Store, address string) []store.Outcome {
+	t.Helper()
+	got, err := s.RecipientOutcomes(context.Background(), address)
+	if err != nil {
+		t.Fatalf("RecipientOutcomes(%q): %v", address, err)
+	}
+	if got == nil {
+		t.Fatalf("RecipientOutcomes(%q) = nil, want a non-nil slice", address)
+	}
+	return got
+}
+
+func writeOutcomes(t *testing.T, s store.Store, outcomes ...store.Outcome) {
+	t.Helper()
+	if err := s.WriteOutcomes(context.Background(), outcomes); err != nil {
+		t.Fatalf("WriteOutcomes: %v", err)
+	}
+}
+
+func checkOutcomes(t *testing.T, got []store.Outcome, want ...store.Outcome) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("got %d outcomes %+v, want %d %+v", len(got), got, len(want), want)
+	}
+	for i := range want {
+		w := want[i]
+		w.Recipient = strings.ToLower(w.Recipient)
+		if !reflect.DeepEqual(got[i], w) {
+			t.Errorf("outcome %d\n got %+v\nwant %+v", i, got[i], w)
+		}
+	}
+}
+
+// Outcomes round-trip, newest Last first, per recipient (compared
+// lower-cased), and rewriting them is a no-op.
+func testOutcomes(t *testing.T, s store.Store) {
+	if got := recipientOutcomes(t, s, "nobody@example.com"); len(got) != 0 {
+		t.Errorf("unknown recipient: %+v, want none", got)
+	}
+	a := newOutcome("k1", "A@example.com", 2, base)
+	b := newOutcome("k2", "a@example.com", 1, base.Add(time.Hour))
+	b.State, b.Class, b.Final, b.Stream, b.Reason, b.Scope = "pending", event.ClassSoft, false, "", "", ""
+	other := newOutcome("k3", "b@example.com", 3, base)
+	writeOutcomes(t, s, a, b, other)
+	checkOutcomes(t, recipientOutcomes(t, s, "a@EXAMPLE.com"), b, a)
+	checkOutcomes(t, recipientOutcomes(t, s, "b@example.com"), other)
+
+	// Idempotent: the same rows again change nothing.
+	writeOutcomes(t, s, a, b, other)
+	writeOutcomes(t, s, a)
+	checkOutcomes(t, recipientOutcomes(t, s, "a@example.com"), b, a)
+	checkOutcomes(t, recipientOutcomes(t, s, "b@example.com"), other)
+
+	if err := s.WriteOutcomes(context.Background(), nil); err != nil {
+		t.Errorf("WriteOutcomes(nil) = %v, want nil", err)
+	}
+}
+
+// A higher version replaces a key's outcome; a lower one, written later,
+// does not.
+func testOutcomeVersions(t *testing.T, s store.Store) {
+	old := newOutcome("k", "a@example.com", 1, base)
+	old.State, old.Class, old.Final = "delivered", event.ClassDelivered, true
+	newer := newOutcome("k", "a@example.com", 2, base.Add(time.Minute))
+	if newer.Version <= old.Version {
+		t.Fatalf("version of 2 observations %d <= of 1 %d", newer.Version, old.Version)
+	}
+	writeOutcomes(t, s, old)
+	writeOutcomes(t, s, newer)
+	checkOutcomes(t, recipientOutcomes(t, s, "a@example.com"), newer)
+	writeOutcomes(t, s, old)
+	checkOutcomes(t, recipientOutcomes(t, s, "a@example.com"), newer)
+
+	// More observations win over a later last time.
+	late := newOutcome("k", "a@example.com", 1, base.Add(time.Hour))
+	writeOutcomes(t, s, late)
+	checkOutcomes(t, recipientOutcomes(t, s, "a@example.com"), newer)
+	// As many observations: the later last time wins.
+	later := newOutcome("k", "a@example.com", 2, base.Add(2*time.Minute))
+	later.State = "complained"
+	later.Class = event.ClassComplaint
+	writeOutcomes(t, s, later)
+	checkOutcomes(t, recipientOutcomes(t, s, "a@example.com"), later)
+}
+
+// An invalid row fails the whole call, nothing written.
+func testOutcomesInvalid(t *testing.T, s store.Store) {
+	good := newOutcome("k", "a@example.com", 1, base)
+	for name, mutate := range map[string]func(*store.Outcome){
+		"empty key":       func(o *store.Outcome) { o.Key = "" },
+		"empty recipient": func(o *store.Outcome) { o.Recipient = "" },
+		"zero last":       func(o *store.Outcome) { o.Last = time.Time{} },
+		"unknown class":   func(o *store.Outcome) { o.Class = "nonsense" },
+	} {
+		bad := newOutcome("bad", "a@example.com", 1, base)
+		mutate(&bad)
+		if err := s.WriteOutcomes(context.Background(), []store.Outcome{good, bad}); err == nil {
+			t.Errorf("%s: WriteOutcomes succeeded, want an error", name)
+		}
+	}
+	checkOutcomes(t, recipientOutcomes(t, s, "a@example.com"))
 }
