@@ -27,13 +27,16 @@ type metrics struct {
 	batches     prometheus.Counter
 	batchSize   prometheus.Histogram
 	writeErrors prometheus.Counter
-	deadLetters *prometheus.CounterVec // by reason
-	lag         prometheus.Gauge
-	events      *prometheus.CounterVec // by source, class, reason, scope, provider
-	attempts    *prometheus.CounterVec // by provider, result
-	reports     prometheus.Counter
-	skipped     prometheus.Counter
-	panics      prometheus.Counter
+	// refoldErrors counts recipients whose outcomes could not be
+	// re-folded after a committed batch (process.go, refold).
+	refoldErrors prometheus.Counter
+	deadLetters  *prometheus.CounterVec // by reason
+	lag          prometheus.Gauge
+	events       *prometheus.CounterVec // by source, class, reason, scope, provider
+	attempts     *prometheus.CounterVec // by provider, result
+	reports      prometheus.Counter
+	skipped      prometheus.Counter
+	panics       prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -50,6 +53,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		writeErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "bouncer_ingest_write_errors_total",
 			Help: "Store writes that failed; their messages were not acked and are retried.",
+		}),
+		refoldErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bouncer_ingest_refold_errors_total",
+			Help: "Recipients whose outcomes could not be re-folded and stored after a committed batch; their next event re-folds them.",
 		}),
 		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bouncer_ingest_dead_letters_total",
@@ -114,7 +121,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			m.attempts.WithLabelValues(p, string(r))
 		}
 	}
-	for _, c := range []prometheus.Collector{m.batches, m.batchSize, m.writeErrors, m.deadLetters, m.lag, m.events, m.attempts, m.reports, m.skipped, m.panics} {
+	for _, c := range []prometheus.Collector{m.batches, m.batchSize, m.writeErrors, m.refoldErrors, m.deadLetters, m.lag, m.events, m.attempts, m.reports, m.skipped, m.panics} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {

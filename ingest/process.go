@@ -2,6 +2,8 @@ package ingest
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"runtime/debug"
@@ -12,6 +14,7 @@ import (
 	"github.com/bouncer-mail/bouncer/broker"
 	"github.com/bouncer-mail/bouncer/classify"
 	"github.com/bouncer-mail/bouncer/event"
+	"github.com/bouncer-mail/bouncer/outcome"
 	"github.com/bouncer-mail/bouncer/store"
 	"github.com/bouncer-mail/bouncer/synclog"
 	"github.com/nats-io/nats.go/jetstream"
@@ -23,6 +26,14 @@ const ClassificationVersion uint32 = 1
 
 // ackConcurrency bounds the acks in flight after a write.
 const ackConcurrency = 32
+
+// What refold groups per recipient (docs/outcomes.md): its newest events,
+// and the window within which a report with no key joins the sync group
+// before it. The same as api's GET /v1/recipients/{address}/outcomes.
+const (
+	refoldEventsLimit = 1000
+	refoldWindow      = 5 * 24 * time.Hour
+)
 
 // decoded is what one message contributes to a batch's write.
 type decoded struct {
@@ -124,12 +135,113 @@ func (p *Pipeline) process(ctx context.Context, msgs []jetstream.Msg, nakDelay t
 		if !newest.IsZero() {
 			p.m.lag.Set(p.now().Sub(newest).Seconds())
 		}
+		p.refold(wctx, events)
 	}
 	p.ackAll(wctx, pending)
 	if deadFails > 0 {
 		return fmt.Errorf("ingest: %d messages could not be dead-lettered", deadFails)
 	}
 	return nil
+}
+
+// refold re-folds the outcomes of every recipient the committed events
+// touched and stores them (docs/outcomes.md "Storing and counting"): the
+// recipient's newest events grouped by outcome.Group, one
+// Store.WriteOutcomes per recipient. Two workers folding one recipient at
+// once are safe: the fold that runs after the last commit sees every
+// event and has the highest version, which WriteOutcomes keeps.
+//
+// A failure here is logged and counted, never returned: the batch is
+// committed, and nak'ing it would write it again for nothing. The
+// recipient's outcomes stay as they were until its next event, whose
+// batch re-folds it from every stored event, this one included.
+func (p *Pipeline) refold(ctx context.Context, events []store.Event) {
+	seen := map[string]bool{}
+	for _, ev := range events {
+		rcpt := strings.ToLower(ev.Recipient)
+		if rcpt == "" || seen[rcpt] {
+			continue
+		}
+		seen[rcpt] = true
+		if err := p.refoldRecipient(ctx, rcpt); err != nil {
+			p.m.refoldErrors.Inc()
+			p.log.Error("cannot store outcomes; the recipient's next event re-folds them", "error", err, "recipient", rcpt)
+		}
+	}
+}
+
+func (p *Pipeline) refoldRecipient(ctx context.Context, rcpt string) error {
+	evs, err := p.cfg.Store.RecipientEvents(ctx, rcpt, refoldEventsLimit)
+	if err != nil {
+		return fmt.Errorf("reading events: %w", err)
+	}
+	groups := outcome.Group(outcomeItems(evs), refoldWindow)
+	if len(groups) == 0 {
+		return nil
+	}
+	syncIDs := map[string]bool{}
+	for _, e := range evs {
+		if e.Source == SourceSync {
+			syncIDs[e.ID] = true
+		}
+	}
+	outs := make([]store.Outcome, len(groups))
+	for i, g := range groups {
+		outs[i] = storedOutcome(rcpt, g, syncIDs)
+	}
+	if err := p.cfg.Store.WriteOutcomes(ctx, outs); err != nil {
+		return fmt.Errorf("writing %d outcomes: %w", len(outs), err)
+	}
+	return nil
+}
+
+// outcomeItems are stored events as outcome.Group takes them.
+func outcomeItems(events []store.Event) []outcome.Item {
+	items := make([]outcome.Item, len(events))
+	for i, e := range events {
+		items[i] = outcome.Item{
+			ID: e.ID, Stream: e.Stream, ReturnPath: e.ReturnPath, MessageID: e.MessageID,
+			Observation: outcome.Observation{
+				Time: e.Time, Source: e.Source, Class: e.Class, Reason: e.Reason, Scope: e.Scope,
+				Provider: e.Provider, Action: e.Action,
+			},
+		}
+	}
+	return items
+}
+
+// storedOutcome is the group g of recipient rcpt as the store keeps it.
+//
+// The key must stay the same while the group grows, or the fold of the
+// grown group is stored beside the old one instead of replacing it.
+// Grouped.Key does not: a sync record without a message id (a Postfix
+// line, most KumoMTA records) is keyed by its return path until the NDR
+// brings the message id. So a group with a sync event is keyed by its
+// first sync event's id (sync logs arrive in order), and only a group of
+// reports alone by Grouped.Key. The key is the hex SHA-256 (first 16
+// bytes) of the recipient and that, as Grouped.Key is unique among one
+// recipient's groups only and holds a NUL byte.
+//
+// TODO: a report that arrives before its sync log is stored alone first,
+// and its outcome stays beside the group's once the sync log joins it
+// (docs/outcomes.md: the VERP message-id hash, or superseding the keys a
+// fold no longer produces).
+func storedOutcome(rcpt string, g outcome.Grouped, syncIDs map[string]bool) store.Outcome {
+	id := g.Key()
+	for _, eid := range g.IDs {
+		if syncIDs[eid] {
+			id = "sync:" + eid
+			break
+		}
+	}
+	key := sha256.Sum256([]byte(rcpt + "\x00" + id))
+	return store.Outcome{
+		Key:    hex.EncodeToString(key[:16]),
+		Stream: g.Stream, MessageID: g.MessageID, Recipient: rcpt,
+		State: string(g.State), Class: g.Class, Reason: g.Reason, Scope: g.Scope, Provider: g.Provider,
+		Final: g.Final, First: g.First.UTC(), Last: g.Last.UTC(), Observations: g.Observations,
+		Version: store.OutcomeVersion(g.Observations, g.Last),
+	}
 }
 
 // decode reads one message by the stream it came from. A panic is

@@ -1,0 +1,56 @@
+package ingest
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/bouncer-mail/bouncer/outcome"
+)
+
+// TestRefoldOutcomes: a sync 250, then an NDR bounce sent to the same
+// VERP return path, in two batches, leave one stored outcome of the
+// recipient, bounced: each committed batch re-folds its recipients.
+func TestRefoldOutcomes(t *testing.T) {
+	e := newEnv(t)
+	st := newMemStore()
+	p := e.run(st)
+	ctx := context.Background()
+	const rcpt = "user@example.org"
+
+	sent := time.Now().UTC().Add(-time.Hour).Truncate(time.Second)
+	rec := fmt.Sprintf(`{"id":"s1","ts":%q,"recipient":%q,"reply_code":250,"status":"2.0.0","reply":"250 2.0.0 OK","smtp_command":"DATA","stream":"news","return_path":"<B+tok@bounces.example.com>"}`,
+		sent.Format(time.RFC3339), rcpt)
+	if _, err := e.js.Publish(ctx, "delivery.attempts.app", []byte(rec)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the delivered outcome", func() bool {
+		outs, _ := st.RecipientOutcomes(ctx, rcpt)
+		return len(outs) == 1 && outs[0].State == string(outcome.StateDelivered)
+	})
+
+	e.publish(dsnReport(rcpt, "r1"))
+	defer func() {
+		if t.Failed() {
+			_, evs, _ := st.snapshot()
+			outs, _ := st.RecipientOutcomes(ctx, rcpt)
+			t.Logf("events %+v\noutcomes %+v", evs, outs)
+		}
+	}()
+	waitFor(t, "the bounced outcome", func() bool {
+		outs, _ := st.RecipientOutcomes(ctx, rcpt)
+		return len(outs) == 1 && outs[0].State == string(outcome.StateBounced)
+	})
+	outs, err := st.RecipientOutcomes(ctx, rcpt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := outs[0]
+	if o.Stream != "news" || o.Observations != 2 || !o.Final || o.Class != "hard" || !o.First.Equal(sent) {
+		t.Errorf("outcome %+v: want stream news, 2 observations, final, hard, first %v", o, sent)
+	}
+	if got := metric(t, p.reg, "bouncer_ingest_refold_errors_total", nil); got != 0 {
+		t.Errorf("refold errors = %v, want 0", got)
+	}
+}
