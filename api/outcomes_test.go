@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"reflect"
@@ -14,21 +15,24 @@ import (
 
 func TestRecipientOutcomes(t *testing.T) {
 	e := start(t, nil)
-	syncEvent := func(id string, at time.Time, class event.Class, reason event.Reason, action, messageID string) store.Event {
-		ev := newEvent(id, 0, "alice@example.com", class, at)
-		ev.ReportID, ev.Source, ev.Stream = "", "sync", "news"
-		ev.Reason, ev.Action, ev.MessageID = reason, action, messageID
-		ev.ReturnPath = "b+" + messageID[1:3] + "@bounces.example.com"
-		return ev
-	}
 	// m1: accepted, then an NDR to its VERP address; m2: greylisted, then
-	// accepted.
-	accepted := syncEvent("s1", now.Add(-3*time.Hour), event.ClassDelivered, event.ReasonDelivered, "delivered", "<m1@example.com>")
-	ndr := newEvent("r1", 0, "alice@example.com", event.ClassHard, now.Add(-2*time.Hour))
-	ndr.MessageID, ndr.ReturnPath = "", "b+m1@bounces.example.com"
-	grey := syncEvent("s2", now.Add(-90*time.Minute), event.ClassGreylist, event.ReasonGreylisting, "delayed", "<m2@example.com>")
-	later := syncEvent("s3", now.Add(-time.Hour), event.ClassDelivered, event.ReasonDelivered, "delivered", "<m2@example.com>")
-	e.write(t, []store.Report{newReport("r1", ndr.Time)}, []store.Event{accepted, ndr, grey, later})
+	// accepted; as ingest folds and stores them. m1's older fold (one
+	// observation) is stored after its newer one and must not show.
+	stored := func(key, state string, class event.Class, reason event.Reason, messageID string, first, last time.Time, obs int) store.Outcome {
+		return store.Outcome{
+			Key: key, Stream: "news", MessageID: messageID, Recipient: "alice@example.com", State: state,
+			Class: class, Reason: reason, Scope: "recipient", Provider: "gmail", Final: true,
+			First: first, Last: last, Observations: obs, Version: store.OutcomeVersion(obs, last),
+		}
+	}
+	m1 := stored("k1", "bounced", event.ClassHard, event.ReasonUserUnknown, "<m1@example.com>", now.Add(-3*time.Hour), now.Add(-2*time.Hour), 2)
+	m1Old := stored("k1", "delivered", event.ClassDelivered, event.ReasonDelivered, "<m1@example.com>", now.Add(-3*time.Hour), now.Add(-3*time.Hour), 1)
+	m2 := stored("k2", "greylist_resolved", event.ClassGreylist, event.ReasonGreylisting, "<m2@example.com>", now.Add(-90*time.Minute), now.Add(-time.Hour), 2)
+	for _, batch := range [][]store.Outcome{{m1, m2}, {m1Old}} {
+		if err := e.store.WriteOutcomes(context.Background(), batch); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	status, body, ctype := e.get(t, "/v1/recipients/Alice@Example.com/outcomes")
 	if status != http.StatusOK || ctype != jsonType {
@@ -69,15 +73,15 @@ func TestRecipientOutcomes(t *testing.T) {
 	}
 	want := []wireOutcome{ // newest first
 		{Stream: "news", MessageID: "<m2@example.com>", State: "greylist_resolved", Class: "greylist", Reason: "greylisting",
-			Scope: "recipient", Provider: "gmail", Final: true, First: grey.Time, Last: later.Time, Observations: 2},
+			Scope: "recipient", Provider: "gmail", Final: true, First: m2.First, Last: m2.Last, Observations: 2},
 		{Stream: "news", MessageID: "<m1@example.com>", State: "bounced", Class: "hard", Reason: "userunknown",
-			Scope: "recipient", Provider: "gmail", Final: true, First: accepted.Time, Last: ndr.Time, Observations: 2},
+			Scope: "recipient", Provider: "gmail", Final: true, First: m1.First, Last: m1.Last, Observations: 2},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("outcomes =\n %+v\nwant\n %+v", got, want)
 	}
 
-	// No events: an empty array, not null.
+	// No outcomes: an empty array, not null.
 	if status, body, _ := e.get(t, "/v1/recipients/nobody@example.com/outcomes"); status != http.StatusOK || string(body) != "[]\n" {
 		t.Errorf("GET outcomes of an unknown address = %d %q, want 200 []", status, body)
 	}
