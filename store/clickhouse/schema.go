@@ -233,8 +233,8 @@ ORDER BY (recipient, time, id)`},
 	// ADD COLUMN is metadata only: parts written before read the
 	// default.
 	//
-	// TODO: outcomes and suppressions (DESIGN.md "Correlation and
-	// outcome", "Suppression policy") come as a later migration.
+	// TODO: suppressions (DESIGN.md "Suppression policy") come as a later
+	// migration; outcomes came with migration 4.
 	{
 		`ALTER TABLE events ADD COLUMN stream String DEFAULT ''`,
 		`ALTER TABLE events ADD COLUMN return_path String DEFAULT ''`,

@@ -72,8 +72,8 @@ CREATE INDEX events_time ON events (time);
 	// index finds the events of one return path without indexing the
 	// many that have none.
 	//
-	// TODO: outcomes and suppressions (DESIGN.md "Correlation and outcome",
-	// "Suppression policy") come as a later migration.
+	// TODO: suppressions (DESIGN.md "Suppression policy") come as a later
+	// migration; outcomes came with migration 4.
 	`
 ALTER TABLE events ADD COLUMN stream      TEXT NOT NULL DEFAULT '';
 ALTER TABLE events ADD COLUMN return_path TEXT NOT NULL DEFAULT '';
