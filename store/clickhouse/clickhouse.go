@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"sync"
 	"time"
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
@@ -77,8 +76,7 @@ type Store struct {
 
 	// mu guards closed. Every method holds it for reading while it runs,
 	// so Close waits for in-flight calls instead of failing them midway.
-	mu     sync.RWMutex
-	closed bool
+	gate store.Gate
 }
 
 var _ store.Store = (*Store)(nil)
@@ -154,24 +152,13 @@ func createDatabase(ctx context.Context, co ch.Options, db string) error {
 	return conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+quoteIdent(db))
 }
 
-// acquire takes the read lock that keeps Close out, or reports ErrClosed.
-// The caller must call s.mu.RUnlock when done.
-func (s *Store) acquire() error {
-	s.mu.RLock()
-	if s.closed {
-		s.mu.RUnlock()
-		return store.ErrClosed
-	}
-	return nil
-}
-
 // Ping reports whether the server answers and the schema is readable,
 // within ctx.
 func (s *Store) Ping(ctx context.Context) error {
-	if err := s.acquire(); err != nil {
+	if err := s.gate.Enter(); err != nil {
 		return err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	var v uint32
 	if err := s.conn.QueryRow(ctx, "SELECT max(version) FROM schema_migrations").Scan(&v); err != nil {
 		return fmt.Errorf("clickhouse: ping: %w", err)
@@ -182,14 +169,10 @@ func (s *Store) Ping(ctx context.Context) error {
 // Close waits for running calls, then closes the connection pool. Later
 // calls return store.ErrClosed; closing again returns nil.
 func (s *Store) Close() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
+	return s.gate.Close(func() error {
+		if err := s.conn.Close(); err != nil {
+			return fmt.Errorf("clickhouse: close: %w", err)
+		}
 		return nil
-	}
-	s.closed = true
-	if err := s.conn.Close(); err != nil {
-		return fmt.Errorf("clickhouse: close: %w", err)
-	}
-	return nil
+	})
 }

@@ -32,10 +32,10 @@ ORDER BY t.12 DESC, key`
 // written when a row is invalid; like Write, a failed call may have
 // stored part of the rows on a cluster, and a retry is harmless.
 func (s *Store) WriteOutcomes(ctx context.Context, outcomes []store.Outcome) error {
-	if err := s.acquire(); err != nil {
+	if err := s.gate.Enter(); err != nil {
 		return err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	if len(outcomes) == 0 {
 		return nil
 	}
@@ -78,10 +78,10 @@ func (s *Store) WriteOutcomes(ctx context.Context, outcomes []store.Outcome) err
 // RecipientOutcomes returns address's stored outcomes, each key's highest
 // version, newest last first; see store.Store.
 func (s *Store) RecipientOutcomes(ctx context.Context, address string) ([]store.Outcome, error) {
-	if err := s.acquire(); err != nil {
+	if err := s.gate.Enter(); err != nil {
 		return nil, err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	rows, err := s.conn.Query(ctx, selectRecipientOutcomes, normalizeAddress(address))
 	if err != nil {
 		return nil, fmt.Errorf("clickhouse: recipient outcomes: %w", err)

@@ -63,10 +63,10 @@ LIMIT ?`
 // returned (see the package doc), so a reclassification that moved an
 // event to another address removes it from the first address's history.
 func (s *Store) RecipientEvents(ctx context.Context, address string, limit int) ([]store.Event, error) {
-	if err := s.acquire(); err != nil {
+	if err := s.gate.Enter(); err != nil {
 		return nil, err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	if limit < 1 {
 		return nil, fmt.Errorf("clickhouse: recipient events: limit %d, want at least 1", limit)
 	}
@@ -126,10 +126,10 @@ GROUP BY class`
 // snapshot across them, so a Write that lands between them is in one and
 // not the other.
 func (s *Store) Stats(ctx context.Context, since time.Time) (store.Stats, error) {
-	if err := s.acquire(); err != nil {
+	if err := s.gate.Enter(); err != nil {
 		return store.Stats{}, err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	st, err := s.stats(ctx, since)
 	if err != nil {
 		return store.Stats{}, fmt.Errorf("clickhouse: stats: %w", err)
@@ -138,10 +138,7 @@ func (s *Store) Stats(ctx context.Context, since time.Time) (store.Stats, error)
 }
 
 func (s *Store) stats(ctx context.Context, since time.Time) (store.Stats, error) {
-	st := store.Stats{Since: since, EventsByClass: make(map[event.Class]int64, len(event.Classes))}
-	for _, c := range event.Classes {
-		st.EventsByClass[c] = 0
-	}
+	st := store.NewStats(since)
 	from := clampSeconds(since)
 
 	var reports uint64

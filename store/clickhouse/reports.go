@@ -34,10 +34,10 @@ const (
 // Reports returns a page of raw reports; see store.Store. Received times
 // are whole seconds.
 func (s *Store) Reports(ctx context.Context, since time.Time, after string, limit int) ([]store.Report, error) {
-	if err := s.acquire(); err != nil {
+	if err := s.gate.Enter(); err != nil {
 		return nil, err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	if limit < 1 {
 		return nil, fmt.Errorf("clickhouse: reports: limit %d, want at least 1", limit)
 	}

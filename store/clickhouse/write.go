@@ -42,10 +42,10 @@ var insertSettings = ch.Settings{"insert_distributed_sync": 1}
 // nothing is counted twice, but which of two differing contents survives
 // is then not defined.
 func (s *Store) Write(ctx context.Context, reports []store.Report, events []store.Event) error {
-	if err := s.acquire(); err != nil {
+	if err := s.gate.Enter(); err != nil {
 		return err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	if len(reports) == 0 && len(events) == 0 {
 		return nil
 	}

@@ -31,10 +31,10 @@ const selectRecipientOutcomes = `SELECT key, version, stream, message_id, recipi
 
 // WriteOutcomes stores outcomes in one transaction; see store.Store.
 func (s *Store) WriteOutcomes(ctx context.Context, outcomes []store.Outcome) (err error) {
-	if err := s.acquire(); err != nil {
+	if err := s.gate.Enter(); err != nil {
 		return err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	if len(outcomes) == 0 {
 		return nil
 	}
@@ -83,10 +83,10 @@ func (s *Store) WriteOutcomes(ctx context.Context, outcomes []store.Outcome) (er
 // RecipientOutcomes returns address's stored outcomes, newest last
 // first; see store.Store.
 func (s *Store) RecipientOutcomes(ctx context.Context, address string) ([]store.Outcome, error) {
-	if err := s.acquire(); err != nil {
+	if err := s.gate.Enter(); err != nil {
 		return nil, err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	rows, err := s.r.QueryContext(ctx, selectRecipientOutcomes, normalizeAddress(address))
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: recipient outcomes: %w", err)

@@ -33,10 +33,10 @@ const selectRecipientEvents = `SELECT
 // lower-cased), newest first, ties in id order, at most limit; see
 // store.Store. An unknown address yields an empty, non-nil slice.
 func (s *Store) RecipientEvents(ctx context.Context, address string, limit int) ([]store.Event, error) {
-	if err := s.acquire(); err != nil {
+	if err := s.gate.Enter(); err != nil {
 		return nil, err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	if limit < 1 {
 		return nil, fmt.Errorf("sqlite: recipient events: limit %d, want at least 1", limit)
 	}
@@ -76,10 +76,10 @@ func (s *Store) RecipientEvents(ctx context.Context, address string, limit int) 
 // from one snapshot; see store.Store. Each event id counts once, in the
 // class of its highest version.
 func (s *Store) Stats(ctx context.Context, since time.Time) (store.Stats, error) {
-	if err := s.acquire(); err != nil {
+	if err := s.gate.Enter(); err != nil {
 		return store.Stats{}, err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	st, err := s.stats(ctx, since)
 	if err != nil {
 		return store.Stats{}, fmt.Errorf("sqlite: stats: %w", err)
@@ -88,10 +88,7 @@ func (s *Store) Stats(ctx context.Context, since time.Time) (store.Stats, error)
 }
 
 func (s *Store) stats(ctx context.Context, since time.Time) (store.Stats, error) {
-	st := store.Stats{Since: since, EventsByClass: make(map[event.Class]int64, len(event.Classes))}
-	for _, c := range event.Classes {
-		st.EventsByClass[c] = 0
-	}
+	st := store.NewStats(since)
 	from := clampUnixNano(since)
 
 	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})

@@ -20,7 +20,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
@@ -74,8 +73,7 @@ type Store struct {
 
 	// mu guards closed. Every method holds it for reading while it runs,
 	// so Close waits for in-flight calls instead of failing them midway.
-	mu     sync.RWMutex
-	closed bool
+	gate store.Gate
 }
 
 var _ store.Store = (*Store)(nil)
@@ -174,23 +172,12 @@ func checkWriter(ctx context.Context, w *sql.DB) error {
 // syncFull is PRAGMA synchronous's value for FULL.
 const syncFull = 2
 
-// acquire takes the read lock that keeps Close out, or reports ErrClosed.
-// The caller must call s.mu.RUnlock when done.
-func (s *Store) acquire() error {
-	s.mu.RLock()
-	if s.closed {
-		s.mu.RUnlock()
-		return store.ErrClosed
-	}
-	return nil
-}
-
 // Ping reports whether the write connection answers, within ctx.
 func (s *Store) Ping(ctx context.Context) error {
-	if err := s.acquire(); err != nil {
+	if err := s.gate.Enter(); err != nil {
 		return err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	var n int
 	if err := s.w.QueryRowContext(ctx, "SELECT count(*) FROM schema_migrations").Scan(&n); err != nil {
 		return fmt.Errorf("sqlite: ping: %w", err)
@@ -201,11 +188,5 @@ func (s *Store) Ping(ctx context.Context) error {
 // Close waits for running calls, then closes both pools. Later calls
 // return store.ErrClosed; closing again returns nil.
 func (s *Store) Close() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil
-	}
-	s.closed = true
-	return errors.Join(s.r.Close(), s.w.Close())
+	return s.gate.Close(func() error { return errors.Join(s.r.Close(), s.w.Close()) })
 }

@@ -29,10 +29,10 @@ const insertEvent = `INSERT INTO events
 // as it is. The whole batch is refused, nothing written, when one row is
 // invalid: an empty id, a zero time, an unknown class.
 func (s *Store) Write(ctx context.Context, reports []store.Report, events []store.Event) (err error) {
-	if err := s.acquire(); err != nil {
+	if err := s.gate.Enter(); err != nil {
 		return err
 	}
-	defer s.mu.RUnlock()
+	defer s.gate.Leave()
 	if len(reports) == 0 && len(events) == 0 {
 		return nil
 	}
