@@ -4,6 +4,7 @@ import (
 	"errors"
 
 	"github.com/bouncer-mail/bouncer/event"
+	"github.com/bouncer-mail/bouncer/store"
 	"github.com/bouncer-mail/bouncer/synclog"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -30,13 +31,17 @@ type metrics struct {
 	// refoldErrors counts recipients whose outcomes could not be
 	// re-folded after a committed batch (process.go, refold).
 	refoldErrors prometheus.Counter
-	deadLetters  *prometheus.CounterVec // by reason
-	lag          prometheus.Gauge
-	events       *prometheus.CounterVec // by source, class, reason, scope, provider
-	attempts     *prometheus.CounterVec // by provider, result
-	reports      prometheus.Counter
-	skipped      prometheus.Counter
-	panics       prometheus.Counter
+	// outcomes counts outcomes as they become final, or change their
+	// final class (accepted, then bounced), by provider, class, reason
+	// and scope: what the rate alerts divide.
+	outcomes    *prometheus.CounterVec
+	deadLetters *prometheus.CounterVec // by reason
+	lag         prometheus.Gauge
+	events      *prometheus.CounterVec // by source, class, reason, scope, provider
+	attempts    *prometheus.CounterVec // by provider, result
+	reports     prometheus.Counter
+	skipped     prometheus.Counter
+	panics      prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -58,6 +63,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "bouncer_ingest_refold_errors_total",
 			Help: "Recipients whose outcomes could not be re-folded and stored after a committed batch; their next event re-folds them.",
 		}),
+		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bouncer_outcomes_total",
+			Help: "Outcomes of (message, recipient) that became final, or changed their final class (accepted, then bounced), as the re-fold after a committed batch stored them. Two ingest workers re-folding one recipient at the same moment may both count its change.",
+		}, []string{"provider", "class", "reason", "scope"}),
 		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bouncer_ingest_dead_letters_total",
 			Help: "Messages ingest could not read, moved to the dead-letter stream, by reason: decode, panic, unknown.",
@@ -120,8 +129,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		for _, r := range attemptResults {
 			m.attempts.WithLabelValues(p, string(r))
 		}
+		for _, o := range outcomeSeries {
+			m.outcomes.WithLabelValues(p, o[0], o[1], o[2])
+		}
 	}
-	for _, c := range []prometheus.Collector{m.batches, m.batchSize, m.writeErrors, m.refoldErrors, m.deadLetters, m.lag, m.events, m.attempts, m.reports, m.skipped, m.panics} {
+	for _, c := range []prometheus.Collector{m.batches, m.batchSize, m.writeErrors, m.refoldErrors, m.outcomes, m.deadLetters, m.lag, m.events, m.attempts, m.reports, m.skipped, m.panics} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {
@@ -189,6 +201,22 @@ func newAttempt(provider string, r synclog.Result) (attempt, bool) {
 // countEvent counts one written event.
 func (m *metrics) countEvent(source string, ev event.Event) {
 	m.events.WithLabelValues(source, ev.Class.String(), ev.Reason.String(), ev.Scope.String(), event.ProviderLabel(ev.Provider)).Inc()
+}
+
+// outcomeSeries are the (class, reason, scope) pre-created per provider,
+// so dashboards and alert ratios see zeros before the first outcome.
+var outcomeSeries = [][3]string{
+	{"hard", "userunknown", "recipient"},
+	{"soft", "mailboxfull", "recipient"},
+	{"soft", "blocked", "sender"},
+	{"greylist", "greylisting", "transport"},
+	{"complaint", "feedback", ""},
+	{"delivered", "delivered", ""},
+}
+
+// countOutcome counts one outcome that became final or changed class.
+func (m *metrics) countOutcome(o store.Outcome) {
+	m.outcomes.WithLabelValues(event.ProviderLabel(o.Provider), o.Class.String(), o.Reason.String(), o.Scope.String()).Inc()
 }
 
 // countAttempt counts one written sync delivery attempt.

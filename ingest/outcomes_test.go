@@ -6,7 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bouncer-mail/bouncer/event"
 	"github.com/bouncer-mail/bouncer/outcome"
+	"github.com/bouncer-mail/bouncer/store"
 )
 
 // TestRefoldOutcomes: a sync 250, then an NDR bounce sent to the same
@@ -52,5 +54,40 @@ func TestRefoldOutcomes(t *testing.T) {
 	}
 	if got := metric(t, p.reg, "bouncer_ingest_refold_errors_total", nil); got != 0 {
 		t.Errorf("refold errors = %v, want 0", got)
+	}
+	// Delivered first, then bounced: each final class is counted once.
+	for class, want := range map[string]float64{"delivered": 1, "hard": 1, "soft": 0} {
+		labels := map[string]string{"provider": "other", "class": class}
+		if got := metric(t, p.reg, "bouncer_outcomes_total", labels); got != want {
+			t.Errorf("bouncer_outcomes_total{class=%q} = %v, want %v", class, got, want)
+		}
+	}
+}
+
+func TestNewlyFinal(t *testing.T) {
+	o := func(key string, final bool, class event.Class, version uint64) store.Outcome {
+		return store.Outcome{Key: key, Final: final, Class: class, Version: version}
+	}
+	tests := []struct {
+		name          string
+		before, after []store.Outcome
+		want          []string
+	}{
+		{"new final", nil, []store.Outcome{o("a", true, event.ClassDelivered, 1)}, []string{"a"}},
+		{"new pending", nil, []store.Outcome{o("a", false, event.ClassGreylist, 1)}, nil},
+		{"pending becomes final", []store.Outcome{o("a", false, event.ClassGreylist, 1)}, []store.Outcome{o("a", true, event.ClassGreylist, 2)}, []string{"a"}},
+		{"delivered then bounced", []store.Outcome{o("a", true, event.ClassDelivered, 1)}, []store.Outcome{o("a", true, event.ClassHard, 2)}, []string{"a"}},
+		{"same final class again", []store.Outcome{o("a", true, event.ClassHard, 1)}, []store.Outcome{o("a", true, event.ClassHard, 2)}, nil},
+		{"an older fold", []store.Outcome{o("a", true, event.ClassHard, 5)}, []store.Outcome{o("a", true, event.ClassDelivered, 2)}, nil},
+		{"the same fold again", []store.Outcome{o("a", true, event.ClassHard, 2)}, []store.Outcome{o("a", true, event.ClassHard, 2)}, nil},
+	}
+	for _, tt := range tests {
+		var got []string
+		for _, x := range newlyFinal(tt.before, tt.after) {
+			got = append(got, x.Key)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(tt.want) {
+			t.Errorf("%s: newlyFinal = %v, want %v", tt.name, got, tt.want)
+		}
 	}
 }

@@ -189,10 +189,40 @@ func (p *Pipeline) refoldRecipient(ctx context.Context, rcpt string) error {
 	for i, g := range groups {
 		outs[i] = storedOutcome(rcpt, g, syncIDs)
 	}
+	before, err := p.cfg.Store.RecipientOutcomes(ctx, rcpt)
+	if err != nil {
+		return fmt.Errorf("reading outcomes: %w", err)
+	}
 	if err := p.cfg.Store.WriteOutcomes(ctx, outs); err != nil {
 		return fmt.Errorf("writing %d outcomes: %w", len(outs), err)
 	}
+	for _, o := range newlyFinal(before, outs) {
+		p.m.countOutcome(o)
+	}
 	return nil
+}
+
+// newlyFinal returns the outcomes of after that are final where the stored
+// one of their key was not, or was final with another class (accepted,
+// then bounced), and that replace it (a higher version): what
+// bouncer_outcomes_total counts.
+func newlyFinal(before, after []store.Outcome) []store.Outcome {
+	stored := make(map[string]store.Outcome, len(before))
+	for _, o := range before {
+		stored[o.Key] = o
+	}
+	var out []store.Outcome
+	for _, o := range after {
+		if !o.Final {
+			continue
+		}
+		old, ok := stored[o.Key]
+		if ok && (old.Version >= o.Version || old.Final && old.Class == o.Class) {
+			continue
+		}
+		out = append(out, o)
+	}
+	return out
 }
 
 // outcomeItems are stored events as outcome.Group takes them.
