@@ -1,0 +1,222 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/bouncer-mail/bouncer/event"
+)
+
+// Where a suppression came from.
+const (
+	SourcePolicy = "policy" // suppress.Policy decided it from outcomes
+	SourceManual = "manual" // added by hand (API PUT, web page)
+	SourceImport = "import" // a CSV import
+)
+
+// Suppression is one address that must not be mailed on one stream, or on
+// any stream when Stream is "" (the global scope).
+//
+// (Address, Stream) is its key: a stream holds at most one suppression of
+// an address. Address is normalised by the caller (suppress.Normalization)
+// and stored as given, lower-cased.
+type Suppression struct {
+	Address string
+	Stream  string
+	Source  string       // SourcePolicy, SourceManual or SourceImport
+	Class   event.Class  // the class that caused it; "" for manual entries without one
+	Reason  event.Reason // likewise
+	Rule    string       // the policy rule ("hard", "complaint", "soft"), "" when not the policy's
+	Since   time.Time    // when it started
+	Until   time.Time    // when it ends by itself; zero: never
+	Actor   string       // who added it: a token's name, "policy", "import"
+	Note    string       // why, in the actor's words
+	// Updated orders the versions of one key: the row with the latest
+	// Updated wins. The store sets it on every write to the write's time
+	// (nanoseconds, and later than the key's stored version), so callers
+	// leave it zero; reads return it.
+	Updated time.Time
+}
+
+// InForce reports whether s suppresses mail at t.
+func (s Suppression) InForce(t time.Time) bool {
+	return !s.Since.After(t) && (s.Until.IsZero() || t.Before(s.Until))
+}
+
+// SuppressionChange is one line of an address's suppression audit trail:
+// every add, import, removal and policy decision, never rewritten.
+type SuppressionChange struct {
+	Time    time.Time
+	Address string
+	Stream  string
+	Action  string // ActionAdd or ActionRemove
+	Source  string // SourcePolicy, SourceManual or SourceImport
+	Actor   string
+	Note    string
+	// Class, Reason and Rule are the suppression's, for an add.
+	Class  event.Class
+	Reason event.Reason
+	Rule   string
+}
+
+// Audit actions.
+const (
+	ActionAdd    = "add"
+	ActionRemove = "remove"
+)
+
+// SuppressionQuery selects suppressions for a listing or an export.
+type SuppressionQuery struct {
+	// Stream limits the list to one stream's suppressions and the global
+	// ones (which apply to it too); AllStreams lists every stream's.
+	Stream     string
+	AllStreams bool
+	// Since keeps those whose Since is at or after it; zero keeps all.
+	Since time.Time
+	// Now: only suppressions in force at Now are listed.
+	Now time.Time
+	// After is the cursor: the key of the last row of the previous page;
+	// zero starts at the beginning. Rows come in (Address, Stream) order.
+	After SuppressionKey
+	// Limit bounds the page, 1 or more.
+	Limit int
+}
+
+// SuppressionKey is a suppression's key, and a listing cursor.
+type SuppressionKey struct {
+	Address string
+	Stream  string
+}
+
+// IsZero reports whether k is the zero key (the start of a listing).
+func (k SuppressionKey) IsZero() bool { return k.Address == "" && k.Stream == "" }
+
+// SuppressionStats counts the suppressions in force.
+type SuppressionStats struct {
+	Total    int64
+	BySource map[string]int64 // every Source* key present, zero ones too
+	ByClass  map[event.Class]int64
+	ByStream map[string]int64 // "" is the global scope
+}
+
+// ErrNotFound is returned when a suppression to remove is not in force.
+var ErrNotFound = errors.New("store: not found")
+
+// SuppressionStore is the suppression part of a Store
+// (DESIGN.md "Suppression policy", "HTTP API").
+type SuppressionStore interface {
+	// PutSuppressions stores suppressions, each replacing whatever its key
+	// held (in force or removed), and appends one ActionAdd change per row
+	// to the audit trail, in one transaction. Empty is a no-op; a row that
+	// fails ValidateSuppressions fails the whole call, nothing written.
+	PutSuppressions(ctx context.Context, rows []Suppression) error
+	// RemoveSuppression lifts the suppression of key in force at the
+	// change's Time, and appends change (Action ActionRemove) to the audit
+	// trail, in one transaction. When none is in force it returns
+	// ErrNotFound and writes nothing. change.Address and change.Stream
+	// must equal key's.
+	RemoveSuppression(ctx context.Context, key SuppressionKey, change SuppressionChange) error
+	// AddressSuppressions returns the suppressions of one address in force
+	// at now, on every stream, ordered by Stream (global first). None
+	// yields an empty, non-nil slice. This is the check a sending
+	// application makes before each send: engines answer it from their
+	// key order, not a scan.
+	AddressSuppressions(ctx context.Context, address string, now time.Time) ([]Suppression, error)
+	// Suppressions lists one page of suppressions in force, in key order
+	// (see SuppressionQuery). Past the last row the slice is empty,
+	// non-nil. A limit below 1 is an error.
+	Suppressions(ctx context.Context, q SuppressionQuery) ([]Suppression, error)
+	// SuppressionHistory returns an address's audit trail, newest first,
+	// at most limit (1 or more). None yields an empty, non-nil slice.
+	SuppressionHistory(ctx context.Context, address string, limit int) ([]SuppressionChange, error)
+	// LatestRemoval returns the time of the latest ActionRemove of an
+	// address on any stream, zero when there is none: the policy counts
+	// only outcomes after it, so a hand-removed suppression does not come
+	// back from the failures that caused it.
+	LatestRemoval(ctx context.Context, address string) (time.Time, error)
+	// SuppressionStats counts the suppressions in force at now.
+	SuppressionStats(ctx context.Context, now time.Time) (SuppressionStats, error)
+}
+
+// SuppressionSources lists the Source* values.
+var SuppressionSources = []string{SourcePolicy, SourceManual, SourceImport}
+
+// MaxSuppressionField bounds the length of a suppression's text fields
+// (address, stream, actor, note), so no client stores a megabyte note.
+const MaxSuppressionField = 1024
+
+// ValidateSuppressions refuses rows no engine should store: an empty or
+// non-lower-case address, an unknown source, a class not in event.Classes
+// (empty is allowed), a zero Since, an Until not after Since, text fields
+// over MaxSuppressionField bytes or holding control characters.
+func ValidateSuppressions(rows []Suppression) error {
+	for i, s := range rows {
+		if err := validateText("address", s.Address); err != nil {
+			return fmt.Errorf("suppression %d: %w", i, err)
+		}
+		switch {
+		case s.Address == "" || !strings.Contains(s.Address, "@"):
+			return fmt.Errorf("suppression %d: address %q is not an address", i, s.Address)
+		case s.Address != strings.ToLower(s.Address):
+			return fmt.Errorf("suppression %d: address %q is not lower-cased", i, s.Address)
+		case !knownSource(s.Source):
+			return fmt.Errorf("suppression %s: unknown source %q", s.Address, s.Source)
+		case s.Class != "" && !KnownClass(s.Class):
+			return fmt.Errorf("suppression %s: unknown class %q", s.Address, s.Class)
+		case s.Since.IsZero():
+			return fmt.Errorf("suppression %s: since: %w", s.Address, ErrZeroTime)
+		case !s.Until.IsZero() && !s.Until.After(s.Since):
+			return fmt.Errorf("suppression %s: until %s is not after since %s", s.Address, s.Until, s.Since)
+		}
+		for _, f := range []struct{ name, v string }{{"stream", s.Stream}, {"actor", s.Actor}, {"note", s.Note}, {"rule", s.Rule}, {"reason", string(s.Reason)}} {
+			if err := validateText(f.name, f.v); err != nil {
+				return fmt.Errorf("suppression %s: %w", s.Address, err)
+			}
+		}
+	}
+	return nil
+}
+
+// ValidateChange refuses a removal no engine should store.
+func ValidateChange(key SuppressionKey, c SuppressionChange) error {
+	switch {
+	case c.Address != key.Address || c.Stream != key.Stream:
+		return fmt.Errorf("suppression change for %q/%q does not match key %q/%q", c.Address, c.Stream, key.Address, key.Stream)
+	case c.Time.IsZero():
+		return fmt.Errorf("suppression change %s: time: %w", c.Address, ErrZeroTime)
+	case c.Action != ActionRemove:
+		return fmt.Errorf("suppression change %s: action %q: want %q", c.Address, c.Action, ActionRemove)
+	case !knownSource(c.Source):
+		return fmt.Errorf("suppression change %s: unknown source %q", c.Address, c.Source)
+	}
+	for _, f := range []struct{ name, v string }{{"address", c.Address}, {"stream", c.Stream}, {"actor", c.Actor}, {"note", c.Note}} {
+		if err := validateText(f.name, f.v); err != nil {
+			return fmt.Errorf("suppression change %s: %w", c.Address, err)
+		}
+	}
+	return nil
+}
+
+func knownSource(s string) bool {
+	for _, k := range SuppressionSources {
+		if s == k {
+			return true
+		}
+	}
+	return false
+}
+
+func validateText(name, v string) error {
+	if len(v) > MaxSuppressionField {
+		return fmt.Errorf("%s is %d bytes, over %d", name, len(v), MaxSuppressionField)
+	}
+	for _, r := range v {
+		if r < 0x20 || r == 0x7f {
+			return fmt.Errorf("%s holds a control character", name)
+		}
+	}
+	return nil
+}
