@@ -1,13 +1,17 @@
 // Package api serves bouncer's HTTP API (DESIGN.md "HTTP API"): recipient
-// history and stats as JSON under /v1/, Prometheus metrics, and the
-// liveness and readiness probes.
+// history, stats and suppressions as JSON (and CSV) under /v1/, the OpenAPI
+// document that describes them, Prometheus metrics, and the liveness and
+// readiness probes.
 //
 // The handler does no I/O of its own beyond the store; timeouts, TLS and
 // listening are the caller's (cmd/bouncer's http.Server).
 package api
 
 import (
+	"context"
+	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/hex"
 	"errors"
 	"log/slog"
 	"net"
@@ -19,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/bouncer-mail/bouncer/store"
+	"github.com/bouncer-mail/bouncer/suppress"
 )
 
 // Config configures the API handler.
@@ -30,9 +35,13 @@ type Config struct {
 	// store (NATS connected, listener bound, ...); nil means always.
 	Ready func() error
 	// ReadTokens and AdminTokens are the bearer tokens accepted on /v1/
-	// (an admin token reads too). With none at all, /v1/ answers loopback
-	// clients only.
+	// (an admin token reads too; changing suppressions needs one). With
+	// none at all, /v1/ answers loopback clients only.
 	ReadTokens, AdminTokens []string
+	// Normalize is how suppression addresses are keyed: the suppression
+	// policy's (suppress.Policy.Normalize), so the API finds what the
+	// policy stored. The zero value lower-cases only.
+	Normalize suppress.Normalization
 }
 
 // Validate reports the first missing field.
@@ -57,6 +66,10 @@ type server struct {
 	unfit  string // the last readiness failure logged, "" when ready
 
 	readTokens, adminTokens [][]byte
+
+	sup    store.SuppressionStore // nil when the store keeps no suppressions
+	norm   suppress.Normalization
+	routes []string // every pattern New registered, in order
 }
 
 // access is what a route requires of its caller.
@@ -64,8 +77,8 @@ type access int
 
 const (
 	accessPublic access = iota // probes and metrics: no token, ever
-	accessRead                 // history and stats: a read token
-	// accessAdmin comes with suppressions: PUT, DELETE, import.
+	accessRead                 // history, stats, suppression reads: a read token
+	accessAdmin                // suppression changes (PUT, DELETE, import): an admin token
 )
 
 // New returns the API handler:
@@ -73,16 +86,36 @@ const (
 //	GET /healthz                          200 "ok" while the process runs
 //	GET /readyz                           200 when Ready and Store.Ping succeed, else 503
 //	GET /metrics                          Prometheus exposition of cfg.Gatherer
+//	GET /openapi.json                     the OpenAPI document of every route here
 //	GET /v1/recipients/{address}/events   a recipient's events, newest first (?limit=1..1000, default 100)
+//	GET /v1/recipients/{address}/history  a recipient's suppressions in force and their audit trail
 //	GET /v1/stats                         reports received and events by class (?window=1m..2160h, default 24h)
+//	GET /v1/suppressions                  suppressions in force, JSON or CSV, streamed, paged by cursor
+//	GET /v1/suppressions/{address}        whether an address is suppressed: the check before a send
+//	PUT /v1/suppressions/{address}        add a manual suppression (admin token)
+//	DELETE /v1/suppressions/{address}     lift one, with a note (admin token)
+//	POST /v1/suppressions:import          CSV import (admin token)
+//	GET /v1/suppressions:stats            suppressions in force by source, class and stream
 //
-// Errors are JSON {"error":"..."} with a short reason; internal details go
-// to the log only. A wrong method is answered 405 by http.ServeMux.
+// api/openapi.json documents each route's parameters and answers. Errors
+// are JSON {"error":"..."} with a short reason; internal details go to the
+// log only. A wrong method is answered 405 by http.ServeMux.
 func New(cfg Config) (http.Handler, error) {
-	if err := cfg.Validate(); err != nil {
+	_, mux, err := newServer(cfg)
+	if err != nil {
 		return nil, err
 	}
-	s := &server{store: cfg.Store, log: cfg.Logger, ready: cfg.Ready}
+	return mux, nil
+}
+
+// newServer builds the handler's state and its routes; New serves the mux.
+func newServer(cfg Config) (*server, *http.ServeMux, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, nil, err
+	}
+	s := &server{store: cfg.Store, log: cfg.Logger, ready: cfg.Ready, norm: cfg.Normalize}
+	// TODO: use cfg.Store directly once store.Store embeds SuppressionStore.
+	s.sup, _ = cfg.Store.(store.SuppressionStore)
 	for _, t := range cfg.ReadTokens {
 		if t = strings.TrimSpace(t); t != "" {
 			s.readTokens = append(s.readTokens, []byte(t))
@@ -99,6 +132,7 @@ func New(cfg Config) (http.Handler, error) {
 	mux := http.NewServeMux()
 	route := func(pattern string, a access, h http.HandlerFunc) {
 		mux.Handle(pattern, s.guard(a, h))
+		s.routes = append(s.routes, pattern)
 	}
 	route("GET /healthz", accessPublic, s.healthz)
 	route("GET /readyz", accessPublic, s.readyz)
@@ -109,15 +143,21 @@ func New(cfg Config) (http.Handler, error) {
 	route("GET /v1/recipients/{address}/events", accessRead, s.recipientEvents)
 	route("GET /v1/recipients/{address}/outcomes", accessRead, s.recipientOutcomes)
 	route("GET /v1/stats", accessRead, s.stats)
-	return mux, nil
+	route("GET /openapi.json", accessPublic, s.openAPI)
+	route("GET /v1/suppressions", accessRead, s.listSuppressions)
+	route("GET /v1/suppressions/{address}", accessRead, s.addressSuppressions)
+	route("PUT /v1/suppressions/{address}", accessAdmin, s.putSuppression)
+	route("DELETE /v1/suppressions/{address}", accessAdmin, s.deleteSuppression)
+	route("POST /v1/suppressions:import", accessAdmin, s.importSuppressions)
+	route("GET /v1/suppressions:stats", accessRead, s.suppressionStats)
+	route("GET /v1/recipients/{address}/history", accessRead, s.recipientHistory)
+	return s, mux, nil
 }
 
 // guard wraps a handler with the access check its route needs: public
-// routes are open; the others need a bearer token of the right kind, or,
-// when no token is configured at all, a loopback client.
-//
-// TODO(auth): accessAdmin routes arrive with suppressions; they will need
-// an admin token.
+// routes are open; read routes need a read or an admin token, admin routes
+// an admin token; when no token is configured at all, a loopback client
+// may do everything. The handler finds who called in actor(r).
 func (s *server) guard(a access, h http.HandlerFunc) http.Handler {
 	if a == accessPublic {
 		return h
@@ -128,7 +168,7 @@ func (s *server) guard(a access, h http.HandlerFunc) http.Handler {
 				s.writeError(w, r, http.StatusForbidden, "no API token is configured: only loopback clients are served")
 				return
 			}
-			h(w, r)
+			h(w, r.WithContext(context.WithValue(r.Context(), actorKey{}, actorLoopback)))
 			return
 		}
 		tok, ok := bearer(r)
@@ -137,12 +177,39 @@ func (s *server) guard(a access, h http.HandlerFunc) http.Handler {
 			s.writeError(w, r, http.StatusUnauthorized, "a bearer token is required")
 			return
 		}
-		if !matchAny(tok, s.adminTokens) && (a != accessRead || !matchAny(tok, s.readTokens)) {
+		admin, read := matchAny(tok, s.adminTokens), matchAny(tok, s.readTokens)
+		switch {
+		case admin, a == accessRead && read:
+		case a == accessAdmin && read:
+			s.writeError(w, r, http.StatusForbidden, "this needs an admin token")
+			return
+		default:
 			s.writeError(w, r, http.StatusForbidden, "the token does not grant this")
 			return
 		}
-		h(w, r)
+		h(w, r.WithContext(context.WithValue(r.Context(), actorKey{}, tokenActor(tok))))
 	})
+}
+
+// actorKey is the context key of the caller's name for the audit trail.
+type actorKey struct{}
+
+// actorLoopback names a caller served without a token (no token configured).
+const actorLoopback = "loopback"
+
+// tokenActor names a token's holder in the audit trail without revealing
+// the token: "token:" and the first 8 hex digits of its SHA-256.
+func tokenActor(tok []byte) string {
+	sum := sha256.Sum256(tok)
+	return "token:" + hex.EncodeToString(sum[:4])
+}
+
+// actor returns who made a request that passed guard.
+func actor(r *http.Request) string {
+	if a, ok := r.Context().Value(actorKey{}).(string); ok {
+		return a
+	}
+	return actorLoopback
 }
 
 func bearer(r *http.Request) ([]byte, bool) {
