@@ -151,6 +151,7 @@ func newServer(cfg Config) (*server, *http.ServeMux, error) {
 	route("POST /v1/suppressions:import", accessAdmin, s.importSuppressions)
 	route("GET /v1/suppressions:stats", accessRead, s.suppressionStats)
 	route("GET /v1/recipients/{address}/history", accessRead, s.recipientHistory)
+	s.webRoutes(mux)
 	return s, mux, nil
 }
 
@@ -172,6 +173,9 @@ func (s *server) guard(a access, h http.HandlerFunc) http.Handler {
 			return
 		}
 		tok, ok := bearer(r)
+		if !ok {
+			tok, ok = sessionToken(r) // the web page's login cookie (web.go)
+		}
 		if !ok {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="bouncer"`)
 			s.writeError(w, r, http.StatusUnauthorized, "a bearer token is required")
