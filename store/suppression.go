@@ -22,7 +22,9 @@ const (
 //
 // (Address, Stream) is its key: a stream holds at most one suppression of
 // an address. Address is normalised by the caller (suppress.Normalization)
-// and stored as given, lower-cased.
+// and stored as given, lower-cased. Times are kept to the nanosecond and
+// returned in UTC; an engine refuses those it cannot hold (both engines:
+// before 1970 or after 2262).
 type Suppression struct {
 	Address string
 	Stream  string
@@ -76,13 +78,28 @@ type SuppressionQuery struct {
 	AllStreams bool
 	// Since keeps those whose Since is at or after it; zero keeps all.
 	Since time.Time
-	// Now: only suppressions in force at Now are listed.
+	// Now: only suppressions in force at Now are listed. Required: a
+	// zero Now is an error, not "nothing is in force".
 	Now time.Time
 	// After is the cursor: the key of the last row of the previous page;
 	// zero starts at the beginning. Rows come in (Address, Stream) order.
 	After SuppressionKey
 	// Limit bounds the page, 1 or more.
 	Limit int
+}
+
+// Validate refuses a query no engine should run: a Limit below 1, a zero
+// Now, a Stream together with AllStreams.
+func (q SuppressionQuery) Validate() error {
+	switch {
+	case q.Limit < 1:
+		return fmt.Errorf("suppression query: limit %d, want at least 1", q.Limit)
+	case q.Now.IsZero():
+		return fmt.Errorf("suppression query: now: %w", ErrZeroTime)
+	case q.AllStreams && q.Stream != "":
+		return fmt.Errorf("suppression query: stream %q with AllStreams", q.Stream)
+	}
+	return nil
 }
 
 // SuppressionKey is a suppression's key, and a listing cursor.
@@ -97,9 +114,23 @@ func (k SuppressionKey) IsZero() bool { return k.Address == "" && k.Stream == ""
 // SuppressionStats counts the suppressions in force.
 type SuppressionStats struct {
 	Total    int64
-	BySource map[string]int64 // every Source* key present, zero ones too
-	ByClass  map[event.Class]int64
-	ByStream map[string]int64 // "" is the global scope
+	BySource map[string]int64      // every Source* key present, zero ones too
+	ByClass  map[event.Class]int64 // "" counts those without a class
+	ByStream map[string]int64      // "" is the global scope
+}
+
+// NewSuppressionStats returns empty SuppressionStats with every Source*
+// key present at zero, for an engine to add its counts to.
+func NewSuppressionStats() SuppressionStats {
+	st := SuppressionStats{
+		BySource: make(map[string]int64, len(SuppressionSources)),
+		ByClass:  make(map[event.Class]int64),
+		ByStream: make(map[string]int64),
+	}
+	for _, src := range SuppressionSources {
+		st.BySource[src] = 0
+	}
+	return st
 }
 
 // ErrNotFound is returned when a suppression to remove is not in force.
@@ -110,24 +141,26 @@ var ErrNotFound = errors.New("store: not found")
 type SuppressionStore interface {
 	// PutSuppressions stores suppressions, each replacing whatever its key
 	// held (in force or removed), and appends one ActionAdd change per row
-	// to the audit trail, in one transaction. Empty is a no-op; a row that
-	// fails ValidateSuppressions fails the whole call, nothing written.
+	// to the audit trail, in one transaction. An add's Time is the row's
+	// Updated. Empty is a no-op; a row that fails ValidateSuppressions
+	// fails the whole call, nothing written.
 	PutSuppressions(ctx context.Context, rows []Suppression) error
 	// RemoveSuppression lifts the suppression of key in force at the
 	// change's Time, and appends change (Action ActionRemove) to the audit
 	// trail, in one transaction. When none is in force it returns
 	// ErrNotFound and writes nothing. change.Address and change.Stream
-	// must equal key's.
+	// must equal key's (ValidateChange).
 	RemoveSuppression(ctx context.Context, key SuppressionKey, change SuppressionChange) error
 	// AddressSuppressions returns the suppressions of one address in force
-	// at now, on every stream, ordered by Stream (global first). None
-	// yields an empty, non-nil slice. This is the check a sending
+	// at now, on every stream, ordered by Stream (global first); address
+	// is compared lower-cased, and a zero now is an error. None yields an
+	// empty, non-nil slice. This is the check a sending
 	// application makes before each send: engines answer it from their
 	// key order, not a scan.
 	AddressSuppressions(ctx context.Context, address string, now time.Time) ([]Suppression, error)
 	// Suppressions lists one page of suppressions in force, in key order
 	// (see SuppressionQuery). Past the last row the slice is empty,
-	// non-nil. A limit below 1 is an error.
+	// non-nil. A query that fails SuppressionQuery.Validate is an error.
 	Suppressions(ctx context.Context, q SuppressionQuery) ([]Suppression, error)
 	// SuppressionHistory returns an address's audit trail, newest first,
 	// at most limit (1 or more). None yields an empty, non-nil slice.
@@ -137,7 +170,8 @@ type SuppressionStore interface {
 	// only outcomes after it, so a hand-removed suppression does not come
 	// back from the failures that caused it.
 	LatestRemoval(ctx context.Context, address string) (time.Time, error)
-	// SuppressionStats counts the suppressions in force at now.
+	// SuppressionStats counts the suppressions in force at now; a zero
+	// now is an error.
 	SuppressionStats(ctx context.Context, now time.Time) (SuppressionStats, error)
 }
 
@@ -180,11 +214,19 @@ func ValidateSuppressions(rows []Suppression) error {
 	return nil
 }
 
-// ValidateChange refuses a removal no engine should store.
+// ValidateChange refuses a removal no engine should store: one whose
+// address or stream differs from key's, whose address is not a
+// lower-cased address (as ValidateSuppressions wants them), with a zero
+// Time, another Action than ActionRemove, an unknown source, text fields
+// over MaxSuppressionField bytes or holding control characters.
 func ValidateChange(key SuppressionKey, c SuppressionChange) error {
 	switch {
 	case c.Address != key.Address || c.Stream != key.Stream:
 		return fmt.Errorf("suppression change for %q/%q does not match key %q/%q", c.Address, c.Stream, key.Address, key.Stream)
+	case !strings.Contains(c.Address, "@"):
+		return fmt.Errorf("suppression change: address %q is not an address", c.Address)
+	case c.Address != strings.ToLower(c.Address):
+		return fmt.Errorf("suppression change: address %q is not lower-cased", c.Address)
 	case c.Time.IsZero():
 		return fmt.Errorf("suppression change %s: time: %w", c.Address, ErrZeroTime)
 	case c.Action != ActionRemove:
