@@ -72,8 +72,7 @@ CREATE INDEX events_time ON events (time);
 	// index finds the events of one return path without indexing the
 	// many that have none.
 	//
-	// TODO: suppressions (DESIGN.md "Suppression policy") come as a later
-	// migration; outcomes came with migration 4.
+	// Outcomes came with migration 4, suppressions with migration 5.
 	`
 ALTER TABLE events ADD COLUMN stream      TEXT NOT NULL DEFAULT '';
 ALTER TABLE events ADD COLUMN return_path TEXT NOT NULL DEFAULT '';
@@ -108,6 +107,49 @@ CREATE TABLE outcomes (
 ) STRICT;
 
 CREATE INDEX outcomes_recipient ON outcomes (recipient);
+`,
+	// 5: suppressions (DESIGN.md "Suppression policy"; store.SuppressionStore).
+	//
+	// suppressions holds the current row of each (address, stream), in
+	// force or removed: a removal sets removed instead of deleting, so
+	// the row still says what was lifted. WITHOUT ROWID clusters the
+	// table by its key, so the send-time check (AddressSuppressions) is
+	// one b-tree descent and a listing a range scan in key order.
+	//
+	// suppression_audit is append-only, one row per add and removal; its
+	// rowid is the order of writing, which breaks ties of time.
+	`
+CREATE TABLE suppressions (
+	address TEXT    NOT NULL, -- lower-cased
+	stream  TEXT    NOT NULL, -- '' is the global scope
+	source  TEXT    NOT NULL,
+	class   TEXT    NOT NULL,
+	reason  TEXT    NOT NULL,
+	rule    TEXT    NOT NULL,
+	since   INTEGER NOT NULL, -- UTC Unix nanoseconds
+	until   INTEGER NOT NULL, -- UTC Unix nanoseconds, 0: never
+	actor   TEXT    NOT NULL,
+	note    TEXT    NOT NULL,
+	updated INTEGER NOT NULL, -- UTC Unix nanoseconds, later than the version it replaced
+	removed INTEGER,          -- UTC Unix nanoseconds of the removal, NULL while not removed
+	PRIMARY KEY (address, stream)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE suppression_audit (
+	id      INTEGER NOT NULL PRIMARY KEY,
+	time    INTEGER NOT NULL, -- UTC Unix nanoseconds
+	address TEXT    NOT NULL,
+	stream  TEXT    NOT NULL,
+	action  TEXT    NOT NULL,
+	source  TEXT    NOT NULL,
+	actor   TEXT    NOT NULL,
+	note    TEXT    NOT NULL,
+	class   TEXT    NOT NULL,
+	reason  TEXT    NOT NULL,
+	rule    TEXT    NOT NULL
+) STRICT;
+
+CREATE INDEX suppression_audit_address_time ON suppression_audit (address, time);
 `,
 }
 

@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
@@ -74,6 +75,8 @@ type Store struct {
 	// mu guards closed. Every method holds it for reading while it runs,
 	// so Close waits for in-flight calls instead of failing them midway.
 	gate store.Gate
+
+	addressStmt atomic.Pointer[sql.Stmt] // see suppressions.go
 }
 
 var _ store.Store = (*Store)(nil)
