@@ -17,9 +17,10 @@ const LocalSuffix = "_local"
 //   - schema_migrations, replicated to every node of the cluster (one
 //     ZooKeeper path for all shards), so Open on any node sees the
 //     version;
-//   - per table, <table>_local, a ReplicatedReplacingMergeTree with the
-//     single-node table's columns, version column, PARTITION BY and ORDER
-//     BY, replicated within each shard at
+//   - per table, <table>_local, a ReplicatedReplacingMergeTree (or
+//     ReplicatedMergeTree for an append-only table) with the single-node
+//     table's columns, version column, PARTITION BY, ORDER BY and
+//     SETTINGS, replicated within each shard at
 //     /clickhouse/tables/{shard}/<database>/<table>_local;
 //   - per table, <table>, a Distributed table over the local ones with
 //     the same columns, which is what Store reads and writes;
@@ -63,7 +64,7 @@ func replicatedEngine(t table, path string) string {
 	if t.version != "" {
 		args = append(args, t.version)
 	}
-	return "ReplicatedReplacingMergeTree(" + strings.Join(args, ", ") + ")"
+	return "Replicated" + t.engineFamily() + "(" + strings.Join(args, ", ") + ")"
 }
 
 // quoteString is a ClickHouse string literal.

@@ -50,7 +50,7 @@ func TestClusterDDLStatements(t *testing.T) {
 		if tbl.name == migrationsTable.name {
 			path = "/clickhouse/tables/all/bouncer/" + tbl.name // one replica set spanning every shard
 		}
-		engine := fmt.Sprintf("ENGINE = ReplicatedReplacingMergeTree('%s', '{replica}'", path)
+		engine := fmt.Sprintf("ENGINE = Replicated%s('%s', '{replica}'", tbl.engineFamily(), path)
 		if tbl.version != "" {
 			engine += ", " + tbl.version
 		}
@@ -96,14 +96,16 @@ func parseColumns(t *testing.T, stmt string) []column {
 	return cols
 }
 
-// replicated matches the Replicated engine's ZooKeeper arguments.
-var replicated = regexp.MustCompile(`ReplicatedReplacingMergeTree\('[^']*', '\{replica\}'(, )?`)
+// replicated matches the Replicated engine's ZooKeeper arguments; its
+// group 1 is the engine it replicates.
+var replicated = regexp.MustCompile(`Replicated((?:Replacing)?MergeTree)\('[^']*', '\{replica\}'(?:, )?`)
 
 // createClusterDatabase runs ClusterDDL on a server without ZooKeeper, the
 // way the tests can: ON CLUSTER removed (it needs ZooKeeper's DDL queue);
 // each Replicated table first as generated, which must get as far as
 // "no ZooKeeper" (so it parsed and its macros expanded), then as the
-// plain ReplacingMergeTree it replicates. The Distributed tables are real.
+// plain ReplacingMergeTree (or MergeTree) it replicates. The Distributed
+// tables are real.
 func createClusterDatabase(t testing.TB, conn driver.Conn, database string) {
 	t.Helper()
 	ctx := context.Background()
@@ -120,7 +122,7 @@ func createClusterDatabase(t testing.TB, conn driver.Conn, database string) {
 			if err == nil || !strings.Contains(err.Error(), "ZooKeeper") {
 				t.Fatalf("statement %d, as generated: %v; want the server to want ZooKeeper:\n%s", i+1, err, stmt)
 			}
-			stmt = replicated.ReplaceAllString(stmt, "ReplacingMergeTree(")
+			stmt = replicated.ReplaceAllString(stmt, "${1}(")
 		}
 		if err := conn.Exec(ctx, stmt); err != nil {
 			t.Fatalf("statement %d: %v\n%s", i+1, err, stmt)

@@ -23,10 +23,18 @@
 //     ORDER BY (recipient, time, id). One row per event id and
 //     classification version; a recipient's history is one key range,
 //     and merges keep an id's highest version.
+//   - suppressions: ReplacingMergeTree(version), ORDER BY (address,
+//     stream), index_granularity 256. One row per version of a
+//     suppression, version its Updated in nanoseconds; a removal is a
+//     version with removed = 1 (suppressions.go).
+//   - suppression_audit: MergeTree, ORDER BY (address, time),
+//     index_granularity 256. The append-only audit trail.
 //
 // Times are DateTime('UTC'): whole seconds from 1970 to 2106, as the
 // store.Store contract allows. Write refuses times outside that range,
-// and indexes and reply codes that do not fit UInt32 and UInt16.
+// and indexes and reply codes that do not fit UInt32 and UInt16. The
+// suppression tables keep Int64 Unix nanoseconds instead (1970 to 2262),
+// as their versions order to the nanosecond.
 //
 // # How the contract maps onto ClickHouse
 //

@@ -92,6 +92,40 @@ func ExampleClusterDDL() {
 	// ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/bouncer/outcomes_local', '{replica}', version)
 	// ORDER BY (recipient, key);
 	//
+	// CREATE TABLE IF NOT EXISTS `bouncer`.`suppressions_local` ON CLUSTER `mail` (
+	// 	address String,
+	// 	stream String,
+	// 	version UInt64,
+	// 	removed UInt8,
+	// 	source String,
+	// 	class String,
+	// 	reason String,
+	// 	rule String,
+	// 	since Int64,
+	// 	until Int64,
+	// 	actor String,
+	// 	note String
+	// )
+	// ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/bouncer/suppressions_local', '{replica}', version)
+	// ORDER BY (address, stream)
+	// SETTINGS index_granularity = 256;
+	//
+	// CREATE TABLE IF NOT EXISTS `bouncer`.`suppression_audit_local` ON CLUSTER `mail` (
+	// 	address String,
+	// 	time Int64,
+	// 	stream String,
+	// 	action String,
+	// 	source String,
+	// 	actor String,
+	// 	note String,
+	// 	class String,
+	// 	reason String,
+	// 	rule String
+	// )
+	// ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/bouncer/suppression_audit_local', '{replica}')
+	// ORDER BY (address, time)
+	// SETTINGS index_granularity = 256;
+	//
 	// CREATE TABLE IF NOT EXISTS `bouncer`.`reports` ON CLUSTER `mail` (
 	// 	id String,
 	// 	received DateTime('UTC'),
@@ -156,5 +190,35 @@ func ExampleClusterDDL() {
 	// )
 	// ENGINE = Distributed('mail', 'bouncer', 'outcomes_local', cityHash64(recipient));
 	//
-	// INSERT INTO `bouncer`.`schema_migrations` (version, applied) SELECT 4, now();
+	// CREATE TABLE IF NOT EXISTS `bouncer`.`suppressions` ON CLUSTER `mail` (
+	// 	address String,
+	// 	stream String,
+	// 	version UInt64,
+	// 	removed UInt8,
+	// 	source String,
+	// 	class String,
+	// 	reason String,
+	// 	rule String,
+	// 	since Int64,
+	// 	until Int64,
+	// 	actor String,
+	// 	note String
+	// )
+	// ENGINE = Distributed('mail', 'bouncer', 'suppressions_local', cityHash64(address));
+	//
+	// CREATE TABLE IF NOT EXISTS `bouncer`.`suppression_audit` ON CLUSTER `mail` (
+	// 	address String,
+	// 	time Int64,
+	// 	stream String,
+	// 	action String,
+	// 	source String,
+	// 	actor String,
+	// 	note String,
+	// 	class String,
+	// 	reason String,
+	// 	rule String
+	// )
+	// ENGINE = Distributed('mail', 'bouncer', 'suppression_audit_local', cityHash64(address));
+	//
+	// INSERT INTO `bouncer`.`schema_migrations` (version, applied) SELECT 5, now();
 }

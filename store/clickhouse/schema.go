@@ -27,6 +27,12 @@ type table struct {
 	partitionBy string // "" for none
 	orderBy     string
 	shardingKey string // the Distributed table's, in the cluster variant
+	// appendOnly makes the engine MergeTree, which keeps every row,
+	// instead of ReplacingMergeTree (an audit log, whose rows may share
+	// a sorting key).
+	appendOnly bool
+	// settings is the SETTINGS clause's content, "" for none.
+	settings string
 }
 
 // classEnum is the Enum8 of event.Class. Values are never renumbered: a
@@ -175,7 +181,8 @@ var migrationsTable = table{
 // schema is the current schema: what the migrations, applied in order,
 // produce. ClusterDDL creates it in one go, Write takes its INSERT column
 // lists from it.
-var schema = []table{reportsTable, eventsTable, reportVersionsTable, outcomesTable}
+var schema = []table{reportsTable, eventsTable, reportVersionsTable, outcomesTable,
+	suppressionsTable, suppressionAuditTable}
 
 // migrations are the schema's versions, in order: migrations[i] brings the
 // database to version i+1. They are append-only: a released migration is
@@ -233,8 +240,7 @@ ORDER BY (recipient, time, id)`},
 	// ADD COLUMN is metadata only: parts written before read the
 	// default.
 	//
-	// TODO: suppressions (DESIGN.md "Suppression policy") come as a later
-	// migration; outcomes came with migration 4.
+	// Outcomes came with migration 4, suppressions with migration 5.
 	{
 		`ALTER TABLE events ADD COLUMN stream String DEFAULT ''`,
 		`ALTER TABLE events ADD COLUMN return_path String DEFAULT ''`,
@@ -274,6 +280,42 @@ SELECT report_id, max(version) FROM events WHERE report_id != '' GROUP BY report
 ENGINE = ReplacingMergeTree(version)
 ORDER BY (recipient, key)`,
 	},
+	// 5: suppressions (store.SuppressionStore), as in store/sqlite; see
+	// suppressionsTable and suppressionAuditTable.
+	{
+		`CREATE TABLE IF NOT EXISTS suppressions (
+	address String,          -- lower-cased
+	stream  String,          -- '' is the global scope
+	version UInt64,          -- Updated: UTC Unix nanoseconds
+	removed UInt8,           -- 1: this version lifts the suppression
+	source  String,
+	class   String,          -- '' for none
+	reason  String,
+	rule    String,
+	since   Int64,           -- UTC Unix nanoseconds
+	until   Int64,           -- UTC Unix nanoseconds, 0: never
+	actor   String,
+	note    String
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY (address, stream)
+SETTINGS index_granularity = 256`,
+		`CREATE TABLE IF NOT EXISTS suppression_audit (
+	address String,
+	time    Int64,           -- UTC Unix nanoseconds
+	stream  String,
+	action  String,
+	source  String,
+	actor   String,
+	note    String,
+	class   String,
+	reason  String,
+	rule    String
+)
+ENGINE = MergeTree
+ORDER BY (address, time)
+SETTINGS index_granularity = 256`,
+	},
 }
 
 // quoteIdent quotes a ClickHouse identifier, so reserved words and odd
@@ -299,20 +341,33 @@ func (t table) columnDefs() string {
 	return "(\n" + strings.Join(defs, ",\n") + "\n)"
 }
 
-// mergeTreeClauses is what follows the engine: PARTITION BY and ORDER BY.
+// mergeTreeClauses is what follows the engine: PARTITION BY, ORDER BY
+// and SETTINGS.
 func (t table) mergeTreeClauses() string {
 	var b strings.Builder
 	if t.partitionBy != "" {
 		b.WriteString("\nPARTITION BY " + t.partitionBy)
 	}
 	b.WriteString("\nORDER BY " + t.orderBy)
+	if t.settings != "" {
+		b.WriteString("\nSETTINGS " + t.settings)
+	}
 	return b.String()
+}
+
+// engineFamily is the single-node engine's name: ReplacingMergeTree, or
+// MergeTree for an append-only table.
+func (t table) engineFamily() string {
+	if t.appendOnly {
+		return "MergeTree"
+	}
+	return "ReplacingMergeTree"
 }
 
 // engine is the single-node engine.
 func (t table) engine() string {
 	if t.version != "" {
-		return "ReplacingMergeTree(" + t.version + ")"
+		return t.engineFamily() + "(" + t.version + ")"
 	}
-	return "ReplacingMergeTree"
+	return t.engineFamily()
 }
