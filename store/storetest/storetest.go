@@ -52,6 +52,20 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Outcomes", testOutcomes},
 		{"OutcomeVersions", testOutcomeVersions},
 		{"OutcomesInvalid", testOutcomesInvalid},
+		{"SuppressionRoundTrip", testSuppressionRoundTrip},
+		{"SuppressionReplace", testSuppressionReplace},
+		{"SuppressionScopes", testSuppressionScopes},
+		{"SuppressionExpiry", testSuppressionExpiry},
+		{"SuppressionRemove", testSuppressionRemove},
+		{"SuppressionLatestRemoval", testSuppressionLatestRemoval},
+		{"SuppressionPaging", testSuppressionPaging},
+		{"SuppressionPagingSparse", testSuppressionPagingSparse},
+		{"SuppressionSince", testSuppressionSince},
+		{"SuppressionStats", testSuppressionStats},
+		{"SuppressionInvalid", testSuppressionInvalid},
+		{"SuppressionEmpty", testSuppressionEmpty},
+		{"SuppressionCanceledContext", testSuppressionCanceledContext},
+		{"SuppressionClosed", testSuppressionClosed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
