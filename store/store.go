@@ -113,6 +113,8 @@ type Store interface {
 	// Close releases the store after in-flight calls return. Every later
 	// call returns ErrClosed, except Close, which returns nil.
 	Close() error
+
+	SuppressionStore
 }
 
 // ErrClosed is returned by a Store used after Close.

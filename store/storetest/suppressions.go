@@ -18,16 +18,6 @@ import (
 // events, suppressions keep nanoseconds in both engines, so times here
 // carry them and must come back exact.
 
-// sup returns s's suppression part.
-func sup(t *testing.T, s store.Store) store.SuppressionStore {
-	t.Helper()
-	ss, ok := s.(store.SuppressionStore)
-	if !ok {
-		t.Fatalf("%T does not implement store.SuppressionStore", s)
-	}
-	return ss
-}
-
 // newSuppression returns a policy suppression of address on stream with
 // every field set, started an hour before now (with nanoseconds), ending
 // in 30 days.
@@ -49,14 +39,14 @@ func newSuppression(address, stream string, now time.Time) store.Suppression {
 
 func putSuppressions(t *testing.T, s store.Store, rows ...store.Suppression) {
 	t.Helper()
-	if err := sup(t, s).PutSuppressions(context.Background(), rows); err != nil {
+	if err := s.PutSuppressions(context.Background(), rows); err != nil {
 		t.Fatalf("PutSuppressions(%d rows): %v", len(rows), err)
 	}
 }
 
 func addressSuppressions(t *testing.T, s store.Store, address string, now time.Time) []store.Suppression {
 	t.Helper()
-	got, err := sup(t, s).AddressSuppressions(context.Background(), address, now)
+	got, err := s.AddressSuppressions(context.Background(), address, now)
 	if err != nil {
 		t.Fatalf("AddressSuppressions(%q): %v", address, err)
 	}
@@ -68,7 +58,7 @@ func addressSuppressions(t *testing.T, s store.Store, address string, now time.T
 
 func listSuppressions(t *testing.T, s store.Store, q store.SuppressionQuery) []store.Suppression {
 	t.Helper()
-	got, err := sup(t, s).Suppressions(context.Background(), q)
+	got, err := s.Suppressions(context.Background(), q)
 	if err != nil {
 		t.Fatalf("Suppressions(%+v): %v", q, err)
 	}
@@ -123,7 +113,7 @@ func keys(rows []store.Suppression) []string {
 
 func history(t *testing.T, s store.Store, address string, limit int) []store.SuppressionChange {
 	t.Helper()
-	got, err := sup(t, s).SuppressionHistory(context.Background(), address, limit)
+	got, err := s.SuppressionHistory(context.Background(), address, limit)
 	if err != nil {
 		t.Fatalf("SuppressionHistory(%q, %d): %v", address, limit, err)
 	}
@@ -135,7 +125,7 @@ func history(t *testing.T, s store.Store, address string, limit int) []store.Sup
 
 func suppressionStats(t *testing.T, s store.Store, now time.Time) store.SuppressionStats {
 	t.Helper()
-	st, err := sup(t, s).SuppressionStats(context.Background(), now)
+	st, err := s.SuppressionStats(context.Background(), now)
 	if err != nil {
 		t.Fatalf("SuppressionStats: %v", err)
 	}
@@ -255,7 +245,7 @@ func testSuppressionRoundTrip(t *testing.T, s store.Store) {
 			t.Errorf("history of %s\n got %+v\nwant %+v", r.Stream, c, want)
 		}
 	}
-	if _, err := sup(t, s).SuppressionHistory(ctx, "alice@example.com", 0); err == nil {
+	if _, err := s.SuppressionHistory(ctx, "alice@example.com", 0); err == nil {
 		t.Error("SuppressionHistory with limit 0 succeeded")
 	}
 	if h := history(t, s, "alice@example.com", 1); len(h) != 1 {
@@ -411,7 +401,7 @@ func testSuppressionExpiry(t *testing.T, s store.Store) {
 
 func testSuppressionRemove(t *testing.T, s store.Store) {
 	ctx := context.Background()
-	ss := sup(t, s)
+	ss := s
 	key := store.SuppressionKey{Address: "a@example.com", Stream: "news"}
 	removal := func(note string) store.SuppressionChange {
 		return store.SuppressionChange{Time: time.Now(), Address: key.Address, Stream: key.Stream,
@@ -515,7 +505,7 @@ func testSuppressionRemove(t *testing.T, s store.Store) {
 
 func testSuppressionLatestRemoval(t *testing.T, s store.Store) {
 	ctx := context.Background()
-	ss := sup(t, s)
+	ss := s
 	latest := func(address string) time.Time {
 		t.Helper()
 		at, err := ss.LatestRemoval(ctx, address)
@@ -587,7 +577,7 @@ func testSuppressionPaging(t *testing.T, s store.Store) {
 		}
 		c := store.SuppressionChange{Time: time.Now(), Address: r.Address, Stream: r.Stream, Action: store.ActionRemove,
 			Source: store.SourceManual, Actor: "ops"}
-		if err := sup(t, s).RemoveSuppression(context.Background(), store.SuppressionKey{Address: r.Address, Stream: r.Stream}, c); err != nil {
+		if err := s.RemoveSuppression(context.Background(), store.SuppressionKey{Address: r.Address, Stream: r.Stream}, c); err != nil {
 			t.Fatalf("RemoveSuppression(%s/%s): %v", r.Address, r.Stream, err)
 		}
 		removed[r.Address+"/"+r.Stream] = true
@@ -684,7 +674,7 @@ func testSuppressionPagingSparse(t *testing.T, s store.Store) {
 	for _, r := range removed {
 		c := store.SuppressionChange{Time: time.Now(), Address: r.Address, Action: store.ActionRemove,
 			Source: store.SourceManual, Actor: "ops"}
-		if err := sup(t, s).RemoveSuppression(context.Background(), store.SuppressionKey{Address: r.Address}, c); err != nil {
+		if err := s.RemoveSuppression(context.Background(), store.SuppressionKey{Address: r.Address}, c); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -788,7 +778,7 @@ func testSuppressionStats(t *testing.T, s store.Store) {
 	expired.Since, expired.Until = now.Add(-48*time.Hour), now.Add(-time.Hour)
 	removed := mk("y@example.com", "billing", store.SourceManual, event.ClassSoft)
 	putSuppressions(t, s, append(rows, expired, removed)...)
-	if err := sup(t, s).RemoveSuppression(context.Background(), store.SuppressionKey{Address: "y@example.com", Stream: "billing"},
+	if err := s.RemoveSuppression(context.Background(), store.SuppressionKey{Address: "y@example.com", Stream: "billing"},
 		store.SuppressionChange{Time: time.Now(), Address: "y@example.com", Stream: "billing", Action: store.ActionRemove,
 			Source: store.SourceManual, Actor: "ops"}); err != nil {
 		t.Fatal(err)
@@ -807,7 +797,7 @@ func testSuppressionStats(t *testing.T, s store.Store) {
 	if got := suppressionStats(t, s, now.Add(-47*time.Hour)); got.Total != 1 || got.BySource[store.SourceManual] != 1 {
 		t.Errorf("SuppressionStats two days ago = %+v, want the one that expired since", got)
 	}
-	if _, err := sup(t, s).SuppressionStats(context.Background(), time.Time{}); err == nil {
+	if _, err := s.SuppressionStats(context.Background(), time.Time{}); err == nil {
 		t.Error("SuppressionStats with a zero now succeeded")
 	}
 }
@@ -816,7 +806,7 @@ func testSuppressionStats(t *testing.T, s store.Store) {
 // stored, no audit line written.
 func testSuppressionInvalid(t *testing.T, s store.Store) {
 	ctx := context.Background()
-	ss := sup(t, s)
+	ss := s
 	now := time.Now()
 	good := newSuppression("good@example.com", "news", now)
 	mod := func(f func(r *store.Suppression)) store.Suppression {
@@ -920,7 +910,7 @@ func testSuppressionInvalid(t *testing.T, s store.Store) {
 func testSuppressionEmpty(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	for _, rows := range [][]store.Suppression{nil, {}} {
-		if err := sup(t, s).PutSuppressions(ctx, rows); err != nil {
+		if err := s.PutSuppressions(ctx, rows); err != nil {
 			t.Errorf("PutSuppressions(%#v) = %v, want nil", rows, err)
 		}
 	}
@@ -933,7 +923,7 @@ func testSuppressionEmpty(t *testing.T, s store.Store) {
 }
 
 func testSuppressionCanceledContext(t *testing.T, s store.Store) {
-	ss := sup(t, s)
+	ss := s
 	now := time.Now()
 	putSuppressions(t, s, newSuppression("kept@example.com", "", now))
 
@@ -974,7 +964,7 @@ func testSuppressionCanceledContext(t *testing.T, s store.Store) {
 
 func testSuppressionClosed(t *testing.T, s store.Store) {
 	ctx := context.Background()
-	ss := sup(t, s)
+	ss := s
 	if err := s.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
