@@ -96,7 +96,7 @@ func headless(t *testing.T) context.Context {
 // tokens configured, so it logs in through the form first.
 func TestBrowser(t *testing.T) {
 	e := startWeb(t, []string{webReadToken}, []string{webAdminToken})
-	seeded := seed(t, e.store)
+	seeded := seedWeb(t, e.store)
 	ctx := headless(t)
 
 	do := func(what string, steps ...chromedp.Action[chromedp.Void]) {

@@ -60,7 +60,7 @@ func startWeb(t *testing.T, read, admin []string) *webEnv {
 // webNow is whole seconds, as every engine keeps times.
 var webNow = time.Now().UTC().Truncate(time.Second)
 
-// webSeed is what seed wrote, for the tests to expect.
+// webSeed is what seedWeb wrote, for the tests to expect.
 type webSeed struct {
 	reportsInWindow int64
 	classInWindow   map[event.Class]int64
@@ -68,13 +68,13 @@ type webSeed struct {
 	bulk            []string // addresses of the bulk suppressions, in key order
 }
 
-// seed writes events, outcomes and suppressions through the store's public
+// seedWeb writes events, outcomes and suppressions through the store's public
 // methods: alice has a hard bounce and its outcome, is suppressed
 // on "news" by the policy and globally by hand; bob, carol, dave and erin
 // have a soft bounce, a greylisting, a complaint and a delivery; an older
 // hard bounce lies outside the 24-hour window; 55 imported suppressions
 // on "promo" make the list longer than a page; one suppression has ended.
-func seed(t *testing.T, st *sqlite.Store) webSeed {
+func seedWeb(t *testing.T, st *sqlite.Store) webSeed {
 	t.Helper()
 	ctx := context.Background()
 	type ev struct {
@@ -167,9 +167,9 @@ func webClient(t *testing.T) *http.Client {
 	}}
 }
 
-// fetch sends a request with headers and returns the status, the body and
+// webFetch sends a request with headers and returns the status, the body and
 // the response.
-func fetch(t *testing.T, c *http.Client, method, u string, form url.Values, header map[string]string) (int, string, *http.Response) {
+func webFetch(t *testing.T, c *http.Client, method, u string, form url.Values, header map[string]string) (int, string, *http.Response) {
 	t.Helper()
 	var body io.Reader
 	if form != nil {
@@ -240,7 +240,7 @@ func TestWebEscapesHostileText(t *testing.T) {
 		"/ui/suppressions",
 		"/ui/address?address=" + url.QueryEscape("<script>alert(1)</script>"), // an error page that quotes the input
 	} {
-		status, body, resp := fetch(t, c, "GET", e.srv.URL+u, nil, nil)
+		status, body, resp := webFetch(t, c, "GET", e.srv.URL+u, nil, nil)
 		if status != http.StatusOK && status != http.StatusBadRequest {
 			t.Errorf("GET %s: %d\n%s", u, status, body)
 		}
@@ -256,7 +256,7 @@ func TestWebEscapesHostileText(t *testing.T) {
 			}
 		}
 	}
-	_, body, _ := fetch(t, c, "GET", e.srv.URL+"/ui/address?address=victim@example.com", nil, nil)
+	_, body, _ := webFetch(t, c, "GET", e.srv.URL+"/ui/address?address=victim@example.com", nil, nil)
 	for _, want := range []string{
 		`&lt;script&gt;alert(&#34;diag&#34;)&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;`, // the diagnostic and the note
 		`&lt;i&gt;actor&lt;/i&gt;`,
@@ -272,9 +272,9 @@ func TestWebEscapesHostileText(t *testing.T) {
 // the same origin, the form token and a reason.
 func TestWebRemove(t *testing.T) {
 	e := startWeb(t, nil, nil)
-	seed(t, e.store)
+	seedWeb(t, e.store)
 	c := webClient(t)
-	status, page, _ := fetch(t, c, "GET", e.srv.URL+"/ui/address?address=alice@example.com", nil, nil)
+	status, page, _ := webFetch(t, c, "GET", e.srv.URL+"/ui/address?address=alice@example.com", nil, nil)
 	if status != http.StatusOK {
 		t.Fatalf("GET the address page: %d\n%s", status, page)
 	}
@@ -299,7 +299,7 @@ func TestWebRemove(t *testing.T) {
 		{"no reason", removal(tok, "  "), same, http.StatusBadRequest},
 	}
 	for _, tt := range refused {
-		status, body, _ := fetch(t, c, "POST", e.srv.URL+"/ui/remove", tt.form, tt.header)
+		status, body, _ := webFetch(t, c, "POST", e.srv.URL+"/ui/remove", tt.form, tt.header)
 		if status != tt.want {
 			t.Errorf("%s: POST /ui/remove = %d, want %d\n%s", tt.name, status, tt.want, body)
 		}
@@ -311,7 +311,7 @@ func TestWebRemove(t *testing.T) {
 
 	// From the page itself, with a Referer only (as a browser that sends
 	// no Origin would): removed, and back to the address.
-	status, body, resp := fetch(t, c, "POST", e.srv.URL+"/ui/remove", removal(tok, "confirmed the address works"),
+	status, body, resp := webFetch(t, c, "POST", e.srv.URL+"/ui/remove", removal(tok, "confirmed the address works"),
 		map[string]string{"Referer": e.srv.URL + "/ui/address?address=alice@example.com"})
 	if status != http.StatusSeeOther || resp.Header.Get("Location") != "/ui/address?address=alice%40example.com&removed=news" {
 		t.Fatalf("POST /ui/remove = %d, Location %q\n%s", status, resp.Header.Get("Location"), body)
@@ -326,7 +326,7 @@ func TestWebRemove(t *testing.T) {
 		t.Fatalf("the latest change = %+v, %v", hist, err)
 	}
 	// Twice: nothing in force any more.
-	status, body, _ = fetch(t, c, "POST", e.srv.URL+"/ui/remove", removal(tok, "again"), same)
+	status, body, _ = webFetch(t, c, "POST", e.srv.URL+"/ui/remove", removal(tok, "again"), same)
 	if status != http.StatusNotFound {
 		t.Errorf("removing again = %d, want 404\n%s", status, body)
 	}
@@ -336,14 +336,14 @@ func TestWebRemove(t *testing.T) {
 // the bearer header, and only an admin's removes.
 func TestWebTokens(t *testing.T) {
 	e := startWeb(t, []string{webReadToken}, []string{webAdminToken})
-	seed(t, e.store)
+	seedWeb(t, e.store)
 
 	anon := webClient(t)
-	status, _, resp := fetch(t, anon, "GET", e.srv.URL+"/ui/address?address=alice@example.com", nil, nil)
+	status, _, resp := webFetch(t, anon, "GET", e.srv.URL+"/ui/address?address=alice@example.com", nil, nil)
 	if status != http.StatusSeeOther || resp.Header.Get("Location") != "/ui/login?next=%2Fui%2Faddress%3Faddress%3Dalice%40example.com" {
 		t.Fatalf("GET without a token = %d, Location %q; want the login form", status, resp.Header.Get("Location"))
 	}
-	status, page, _ := fetch(t, anon, "GET", e.srv.URL+"/ui/login", nil, nil)
+	status, page, _ := webFetch(t, anon, "GET", e.srv.URL+"/ui/login", nil, nil)
 	if status != http.StatusOK {
 		t.Fatalf("GET /ui/login = %d", status)
 	}
@@ -352,7 +352,7 @@ func TestWebTokens(t *testing.T) {
 
 	login := func(c *http.Client, token, next string, header map[string]string) (int, *http.Response) {
 		t.Helper()
-		status, _, resp := fetch(t, c, "POST", e.srv.URL+"/ui/login", url.Values{"csrf": {tok}, "token": {token}, "next": {next}}, header)
+		status, _, resp := webFetch(t, c, "POST", e.srv.URL+"/ui/login", url.Values{"csrf": {tok}, "token": {token}, "next": {next}}, header)
 		return status, resp
 	}
 	if status, _ := login(anon, "not-a-token", "/", same); status != http.StatusForbidden {
@@ -379,7 +379,7 @@ func TestWebTokens(t *testing.T) {
 	if cookie == nil || !cookie.HttpOnly || cookie.SameSite != http.SameSiteStrictMode || cookie.Path != "/" || strings.Contains(cookie.Value, webReadToken) {
 		t.Fatalf("login cookie = %+v; want HttpOnly, SameSite=Strict, Path=/, the token encoded", cookie)
 	}
-	status, page, _ = fetch(t, reader, "GET", e.srv.URL+"/ui/address?address=alice@example.com", nil, nil)
+	status, page, _ = webFetch(t, reader, "GET", e.srv.URL+"/ui/address?address=alice@example.com", nil, nil)
 	if status != http.StatusOK || !strings.Contains(page, "hard bounce") {
 		t.Fatalf("GET the address page with the read cookie = %d\n%s", status, page)
 	}
@@ -387,16 +387,16 @@ func TestWebTokens(t *testing.T) {
 		t.Errorf("a read token is shown the removal form")
 	}
 	// The cookie reads the API too, so the page's CSV export link works.
-	status, csv, _ := fetch(t, reader, "GET", e.srv.URL+"/v1/suppressions?format=csv&all_streams=true", nil, nil)
+	status, csv, _ := webFetch(t, reader, "GET", e.srv.URL+"/v1/suppressions?format=csv&all_streams=true", nil, nil)
 	if status != http.StatusOK || !strings.Contains(csv, "alice@example.com") {
 		t.Errorf("GET the CSV export with the read cookie = %d\n%s", status, csv)
 	}
 
 	removal := url.Values{"csrf": {tok}, "address": {"alice@example.com"}, "stream": {"news"}, "reason": {"r"}}
-	if status, body, _ := fetch(t, reader, "POST", e.srv.URL+"/ui/remove", removal, same); status != http.StatusForbidden {
+	if status, body, _ := webFetch(t, reader, "POST", e.srv.URL+"/ui/remove", removal, same); status != http.StatusForbidden {
 		t.Errorf("removal with a read token's cookie = %d, want 403\n%s", status, body)
 	}
-	if status, body, _ := fetch(t, anon, "POST", e.srv.URL+"/ui/remove", removal,
+	if status, body, _ := webFetch(t, anon, "POST", e.srv.URL+"/ui/remove", removal,
 		map[string]string{"Origin": e.srv.URL, "Authorization": "Bearer " + webReadToken}); status != http.StatusForbidden {
 		t.Errorf("removal with a read bearer token = %d, want 403\n%s", status, body)
 	}
@@ -406,18 +406,18 @@ func TestWebTokens(t *testing.T) {
 		t.Fatalf("admin login = %d", status)
 	}
 	// The admin's cookie does not go along with another site's form.
-	if status, body, _ := fetch(t, admin, "POST", e.srv.URL+"/ui/remove", removal, map[string]string{"Origin": "http://evil.example"}); status != http.StatusForbidden {
+	if status, body, _ := webFetch(t, admin, "POST", e.srv.URL+"/ui/remove", removal, map[string]string{"Origin": "http://evil.example"}); status != http.StatusForbidden {
 		t.Errorf("cross-site removal with the admin's cookie = %d, want 403\n%s", status, body)
 	}
 	// Nor does it work for the API's DELETE from another site.
-	if status, body, _ := fetch(t, admin, "DELETE", e.srv.URL+"/v1/suppressions/alice@example.com?stream=news", nil,
+	if status, body, _ := webFetch(t, admin, "DELETE", e.srv.URL+"/v1/suppressions/alice@example.com?stream=news", nil,
 		map[string]string{"Origin": "http://evil.example"}); status != http.StatusUnauthorized {
 		t.Errorf("cross-site DELETE with the admin's cookie = %d, want 401\n%s", status, body)
 	}
 	if rows, err := e.store.AddressSuppressions(context.Background(), "alice@example.com", time.Now()); err != nil || len(rows) != 2 {
 		t.Fatalf("after the refused removals: %v, %v; want both suppressions in force", rows, err)
 	}
-	status, body, _ := fetch(t, admin, "POST", e.srv.URL+"/ui/remove", removal, same)
+	status, body, _ := webFetch(t, admin, "POST", e.srv.URL+"/ui/remove", removal, same)
 	if status != http.StatusSeeOther {
 		t.Fatalf("removal with the admin's cookie = %d\n%s", status, body)
 	}
@@ -427,10 +427,10 @@ func TestWebTokens(t *testing.T) {
 	}
 
 	// Log out: the cookie is cleared, the pages ask for a token again.
-	if status, _, _ := fetch(t, admin, "POST", e.srv.URL+"/ui/logout", url.Values{"csrf": {tok}}, same); status != http.StatusSeeOther {
+	if status, _, _ := webFetch(t, admin, "POST", e.srv.URL+"/ui/logout", url.Values{"csrf": {tok}}, same); status != http.StatusSeeOther {
 		t.Errorf("logout = %d", status)
 	}
-	if status, _, _ := fetch(t, admin, "GET", e.srv.URL+"/", nil, nil); status != http.StatusSeeOther {
+	if status, _, _ := webFetch(t, admin, "GET", e.srv.URL+"/", nil, nil); status != http.StatusSeeOther {
 		t.Errorf("GET / after logout = %d, want the login form", status)
 	}
 }
