@@ -68,7 +68,6 @@ const maxFormBytes = 16 << 10
 // and the tokens with, the parsed templates and the form token.
 type web struct {
 	s     *server
-	sup   store.SuppressionStore // nil when the store keeps none
 	pages map[string]*template.Template
 	// csrf is the per-process form token every POST form carries. It is
 	// not a secret from the people allowed to see the pages; it is one a
@@ -104,8 +103,7 @@ func newWeb(s *server) *web {
 	}
 	var b [32]byte
 	rand.Read(b[:]) // never fails (crypto/rand's documented contract)
-	sup, _ := s.store.(store.SuppressionStore)
-	return &web{s: s, sup: sup, pages: pages, csrf: base64.RawURLEncoding.EncodeToString(b[:])}
+	return &web{s: s, pages: pages, csrf: base64.RawURLEncoding.EncodeToString(b[:])}
 }
 
 // open reports whether no token is configured: then loopback clients
@@ -329,8 +327,7 @@ type homePage struct {
 	ReportsReceived int64
 	ByClass         []count // every class, zeros too
 	Failures        int64   // hard + soft + greylist
-	Suppressions    bool    // the store keeps suppressions: the counts below
-	Suppressed      int64
+	Suppressed      int64   // in force now
 	SuppressedBy    []count // by source
 	SuppressedClass []count
 	SuppressedIn    []count // by stream, the global scope first
@@ -351,29 +348,27 @@ func (w *web) home(rw http.ResponseWriter, r *http.Request) {
 			p.Failures += st.EventsByClass[c]
 		}
 	}
-	if w.sup != nil {
-		sup, err := w.sup.SuppressionStats(r.Context(), now)
-		if err != nil {
-			w.storeFail(rw, r, err)
-			return
-		}
-		p.Suppressions, p.Suppressed = true, sup.Total
-		for _, src := range store.SuppressionSources {
-			p.SuppressedBy = append(p.SuppressedBy, count{src, sup.BySource[src]})
-		}
-		for _, c := range event.Classes {
-			if n := sup.ByClass[c]; n > 0 {
-				p.SuppressedClass = append(p.SuppressedClass, count{c.String(), n})
-			}
-		}
-		if n := sup.ByClass[""]; n > 0 {
-			p.SuppressedClass = append(p.SuppressedClass, count{"", n})
-		}
-		for s, n := range sup.ByStream {
-			p.SuppressedIn = append(p.SuppressedIn, count{s, n})
-		}
-		sort.Slice(p.SuppressedIn, func(i, j int) bool { return p.SuppressedIn[i].Name < p.SuppressedIn[j].Name })
+	sup, err := w.s.store.SuppressionStats(r.Context(), now)
+	if err != nil {
+		w.storeFail(rw, r, err)
+		return
 	}
+	p.Suppressed = sup.Total
+	for _, src := range store.SuppressionSources {
+		p.SuppressedBy = append(p.SuppressedBy, count{src, sup.BySource[src]})
+	}
+	for _, c := range event.Classes {
+		if n := sup.ByClass[c]; n > 0 {
+			p.SuppressedClass = append(p.SuppressedClass, count{c.String(), n})
+		}
+	}
+	if n := sup.ByClass[""]; n > 0 {
+		p.SuppressedClass = append(p.SuppressedClass, count{"", n})
+	}
+	for s, n := range sup.ByStream {
+		p.SuppressedIn = append(p.SuppressedIn, count{s, n})
+	}
+	sort.Slice(p.SuppressedIn, func(i, j int) bool { return p.SuppressedIn[i].Name < p.SuppressedIn[j].Name })
 	w.render(rw, r, http.StatusOK, "home", p)
 }
 
@@ -384,8 +379,8 @@ type addressPage struct {
 	Error       string
 	Removed     bool   // just removed: say so
 	RemovedFrom string // the stream it was removed from
-	// Suppressible: the store keeps suppressions and the address can be
-	// one's key, Key (the configured normalisation of Address).
+	// Suppressible: the address can be a suppression's key, Key (the
+	// configured normalisation of Address).
 	Suppressible bool
 	Key          string
 	Suppressions []store.Suppression
@@ -407,19 +402,17 @@ func (w *web) address(rw http.ResponseWriter, r *http.Request) {
 	p.Removed, p.RemovedFrom = q.Has("removed"), q.Get("removed")
 
 	ctx, now := r.Context(), time.Now().UTC()
-	if w.sup != nil {
-		// An address that cannot be a suppression key (a comma, say) may
-		// still have events: show those.
-		if key, err := w.s.suppressionAddress(address); err == nil {
-			p.Suppressible, p.Key = true, key
-			if p.Suppressions, err = w.sup.AddressSuppressions(ctx, key, now); err != nil {
-				w.storeFail(rw, r, err)
-				return
-			}
-			if p.History, err = w.sup.SuppressionHistory(ctx, key, pageHistoryLimit); err != nil {
-				w.storeFail(rw, r, err)
-				return
-			}
+	// An address that cannot be a suppression key (a comma, say) may
+	// still have events: show those.
+	if key, err := w.s.suppressionAddress(address); err == nil {
+		p.Suppressible, p.Key = true, key
+		if p.Suppressions, err = w.s.store.AddressSuppressions(ctx, key, now); err != nil {
+			w.storeFail(rw, r, err)
+			return
+		}
+		if p.History, err = w.s.store.SuppressionHistory(ctx, key, pageHistoryLimit); err != nil {
+			w.storeFail(rw, r, err)
+			return
 		}
 	}
 	if p.Events, err = w.s.store.RecipientEvents(ctx, address, pageEventsLimit); err != nil {
@@ -443,10 +436,6 @@ type suppressionsPage struct {
 }
 
 func (w *web) suppressions(rw http.ResponseWriter, r *http.Request) {
-	if w.sup == nil {
-		w.fail(rw, r, http.StatusNotImplemented, "This store keeps no suppressions.")
-		return
-	}
 	q := r.URL.Query()
 	p := suppressionsPage{base: w.base(r), Stream: strings.TrimSpace(q.Get("stream"))}
 	if err := checkStream(p.Stream); err != nil {
@@ -455,7 +444,7 @@ func (w *web) suppressions(rw http.ResponseWriter, r *http.Request) {
 	}
 	after := store.SuppressionKey{Address: q.Get("after"), Stream: q.Get("after_stream")}
 	p.First = after.IsZero()
-	rows, err := w.sup.Suppressions(r.Context(), store.SuppressionQuery{
+	rows, err := w.s.store.Suppressions(r.Context(), store.SuppressionQuery{
 		Stream: p.Stream, AllStreams: p.Stream == "", Now: time.Now().UTC(), After: after, Limit: listPageSize + 1,
 	})
 	if err != nil {
@@ -486,10 +475,6 @@ func (w *web) suppressions(rw http.ResponseWriter, r *http.Request) {
 // origin and form token) and sends the browser back to the address,
 // whose page then shows it gone and the removal in the trail.
 func (w *web) remove(rw http.ResponseWriter, r *http.Request) {
-	if w.sup == nil {
-		w.fail(rw, r, http.StatusNotImplemented, "This store keeps no suppressions.")
-		return
-	}
 	address, err := w.s.suppressionAddress(r.PostForm.Get("address"))
 	if err != nil {
 		w.fail(rw, r, http.StatusBadRequest, "Address: "+err.Error()+".")
@@ -514,7 +499,7 @@ func (w *web) remove(rw http.ResponseWriter, r *http.Request) {
 		w.fail(rw, r, http.StatusBadRequest, "The removal cannot be stored: "+err.Error()+".")
 		return
 	}
-	err = w.sup.RemoveSuppression(r.Context(), key, change)
+	err = w.s.store.RemoveSuppression(r.Context(), key, change)
 	if errors.Is(err, store.ErrNotFound) {
 		w.fail(rw, r, http.StatusNotFound, "No suppression of "+address+" on "+streamName(stream)+" is in force: it may have been removed or have ended meanwhile.")
 		return
