@@ -67,7 +67,6 @@ type server struct {
 
 	readTokens, adminTokens [][]byte
 
-	sup    store.SuppressionStore // nil when the store keeps no suppressions
 	norm   suppress.Normalization
 	routes []string // every pattern New registered, in order
 }
@@ -114,8 +113,6 @@ func newServer(cfg Config) (*server, *http.ServeMux, error) {
 		return nil, nil, err
 	}
 	s := &server{store: cfg.Store, log: cfg.Logger, ready: cfg.Ready, norm: cfg.Normalize}
-	// TODO: use cfg.Store directly once store.Store embeds SuppressionStore.
-	s.sup, _ = cfg.Store.(store.SuppressionStore)
 	for _, t := range cfg.ReadTokens {
 		if t = strings.TrimSpace(t); t != "" {
 			s.readTokens = append(s.readTokens, []byte(t))

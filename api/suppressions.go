@@ -90,15 +90,6 @@ func suppressionsToJSON(rows []store.Suppression) []suppressionJSON {
 	return out
 }
 
-// haveSuppressions answers 501 when the store keeps no suppressions.
-func (s *server) haveSuppressions(w http.ResponseWriter, r *http.Request) bool {
-	if s.sup == nil {
-		s.writeError(w, r, http.StatusNotImplemented, "this store keeps no suppressions")
-		return false
-	}
-	return true
-}
-
 // suppressionAddress reads an address from a request path or a CSV field:
 // parseAddress's checks, then the configured normalisation, which also
 // refuses what cannot be a suppression key (spaces, <, >, commas); the
@@ -351,9 +342,6 @@ func (p *pager) next(ctx context.Context) ([]store.Suppression, error) {
 // header for CSV (the page is read before it is written, at most
 // maxSuppressionsLimit rows).
 func (s *server) listSuppressions(w http.ResponseWriter, r *http.Request) {
-	if !s.haveSuppressions(w, r) {
-		return
-	}
 	q, ok := s.query(w, r)
 	if !ok {
 		return
@@ -364,7 +352,7 @@ func (s *server) listSuppressions(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	l.q.Now = time.Now().UTC()
-	p := &pager{sup: s.sup, q: l.q, limit: l.limit}
+	p := &pager{sup: s.store, q: l.q, limit: l.limit}
 	rows, err := p.next(r.Context())
 	if err != nil {
 		s.storeError(w, r, err)
@@ -500,9 +488,6 @@ type addressResponse struct {
 // store call, answered from the key order: a sending application makes it
 // before each send.
 func (s *server) addressSuppressions(w http.ResponseWriter, r *http.Request) {
-	if !s.haveSuppressions(w, r) {
-		return
-	}
 	addr, err := s.suppressionAddress(r.PathValue("address"))
 	if err != nil {
 		s.writeError(w, r, http.StatusBadRequest, err.Error())
@@ -517,7 +502,7 @@ func (s *server) addressSuppressions(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, http.StatusBadRequest, err.Error())
 		return
 	}
-	rows, err := s.sup.AddressSuppressions(r.Context(), addr, time.Now().UTC())
+	rows, err := s.store.AddressSuppressions(r.Context(), addr, time.Now().UTC())
 	if err != nil {
 		s.storeError(w, r, err)
 		return
@@ -543,9 +528,6 @@ type putBody struct {
 // ("" for every stream), or replaces the one that key holds, and answers
 // the stored row: 201 when none was in force, 200 when one was replaced.
 func (s *server) putSuppression(w http.ResponseWriter, r *http.Request) {
-	if !s.haveSuppressions(w, r) {
-		return
-	}
 	addr, err := s.suppressionAddress(r.PathValue("address"))
 	if err != nil {
 		s.writeError(w, r, http.StatusBadRequest, err.Error())
@@ -574,17 +556,17 @@ func (s *server) putSuppression(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, http.StatusBadRequest, err.Error())
 		return
 	}
-	before, err := s.sup.AddressSuppressions(r.Context(), addr, now)
+	before, err := s.store.AddressSuppressions(r.Context(), addr, now)
 	if err != nil {
 		s.storeError(w, r, err)
 		return
 	}
-	if err := s.sup.PutSuppressions(r.Context(), []store.Suppression{row}); err != nil {
+	if err := s.store.PutSuppressions(r.Context(), []store.Suppression{row}); err != nil {
 		s.storeError(w, r, err)
 		return
 	}
 	s.log.InfoContext(r.Context(), "api: suppression added", "address", addr, "stream", row.Stream, "actor", row.Actor)
-	after, err := s.sup.AddressSuppressions(r.Context(), addr, time.Now().UTC())
+	after, err := s.store.AddressSuppressions(r.Context(), addr, time.Now().UTC())
 	if err != nil {
 		s.storeError(w, r, err)
 		return
@@ -608,9 +590,6 @@ type deleteResponse struct {
 // the global one), recording ?note= and the caller in the audit trail, and
 // answers what it removed; 404 when none is in force.
 func (s *server) deleteSuppression(w http.ResponseWriter, r *http.Request) {
-	if !s.haveSuppressions(w, r) {
-		return
-	}
 	addr, err := s.suppressionAddress(r.PathValue("address"))
 	if err != nil {
 		s.writeError(w, r, http.StatusBadRequest, err.Error())
@@ -634,7 +613,7 @@ func (s *server) deleteSuppression(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := time.Now().UTC()
-	current, err := s.sup.AddressSuppressions(r.Context(), addr, now)
+	current, err := s.store.AddressSuppressions(r.Context(), addr, now)
 	if err != nil {
 		s.storeError(w, r, err)
 		return
@@ -653,7 +632,7 @@ func (s *server) deleteSuppression(w http.ResponseWriter, r *http.Request) {
 		Time: now, Address: addr, Stream: stream, Action: store.ActionRemove,
 		Source: store.SourceManual, Actor: actor(r), Note: note,
 	}
-	switch err := s.sup.RemoveSuppression(r.Context(), key, change); {
+	switch err := s.store.RemoveSuppression(r.Context(), key, change); {
 	case errors.Is(err, store.ErrNotFound):
 		s.writeError(w, r, http.StatusNotFound, notFound)
 		return
@@ -692,9 +671,6 @@ type historyResponse struct {
 // default 100) and its suppressions in force. The address is keyed as the
 // policy keys it.
 func (s *server) recipientHistory(w http.ResponseWriter, r *http.Request) {
-	if !s.haveSuppressions(w, r) {
-		return
-	}
 	addr, err := s.suppressionAddress(r.PathValue("address"))
 	if err != nil {
 		s.writeError(w, r, http.StatusBadRequest, err.Error())
@@ -713,12 +689,12 @@ func (s *server) recipientHistory(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
-	rows, err := s.sup.AddressSuppressions(r.Context(), addr, time.Now().UTC())
+	rows, err := s.store.AddressSuppressions(r.Context(), addr, time.Now().UTC())
 	if err != nil {
 		s.storeError(w, r, err)
 		return
 	}
-	changes, err := s.sup.SuppressionHistory(r.Context(), addr, limit)
+	changes, err := s.store.SuppressionHistory(r.Context(), addr, limit)
 	if err != nil {
 		s.storeError(w, r, err)
 		return
@@ -744,10 +720,7 @@ type suppressionStatsResponse struct {
 
 // suppressionStats counts the suppressions in force now.
 func (s *server) suppressionStats(w http.ResponseWriter, r *http.Request) {
-	if !s.haveSuppressions(w, r) {
-		return
-	}
-	st, err := s.sup.SuppressionStats(r.Context(), time.Now().UTC())
+	st, err := s.store.SuppressionStats(r.Context(), time.Now().UTC())
 	if err != nil {
 		s.storeError(w, r, err)
 		return

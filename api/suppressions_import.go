@@ -30,9 +30,6 @@ type importResponse struct {
 // batches; should the store fail midway, the answer says how many were
 // written, and importing the same file again is safe.
 func (s *server) importSuppressions(w http.ResponseWriter, r *http.Request) {
-	if !s.haveSuppressions(w, r) {
-		return
-	}
 	q, ok := s.query(w, r)
 	if !ok {
 		return
@@ -68,7 +65,7 @@ func (s *server) importSuppressions(w http.ResponseWriter, r *http.Request) {
 		if len(batch) == 0 {
 			return nil
 		}
-		if err := s.sup.PutSuppressions(r.Context(), batch); err != nil {
+		if err := s.store.PutSuppressions(r.Context(), batch); err != nil {
 			return err
 		}
 		written += len(batch)
