@@ -6,6 +6,7 @@
 //	bouncer classify [--rules FILE] [FILE|DIR|-]...
 //	bouncer verp sign|verify ...
 //	bouncer reclassify --since DURATION [--rules FILE] [--clickhouse-dsn DSN | --data-dir DIR] [--dry-run]
+//	bouncer suppressions export|import ...           over the HTTP API (--api URL)
 package main
 
 import (
@@ -32,6 +33,7 @@ commands:
   classify [--rules FILE] [FILE|DIR|-]...   classify bounce messages, one JSON line per message
   verp sign|verify ...                      make or check a VERP return path
   reclassify --since DURATION [--dry-run]   classify stored reports again with the current rules
+  suppressions export|import ...            export or import suppressions over the HTTP API
 `
 
 // run dispatches a command line and returns the process exit status.
@@ -46,6 +48,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return runVerp(args[1:], stdout, stderr)
 	case "reclassify":
 		return runReclassify(args[1:], stdout, stderr)
+	case "suppressions":
+		return runSuppressions(args[1:], stdin, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
