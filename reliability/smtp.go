@@ -1,0 +1,107 @@
+package reliability
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// smtpTimeout bounds each exchange of the client. It is generous: a reply
+// delayed by a fault is an answer to wait for, not a failure.
+const smtpTimeout = 90 * time.Second
+
+// smtpClient is a minimal SMTP client that keeps its connection across
+// transactions (a new MAIL FROM after each 250) and reconnects after any
+// failure. Not safe for concurrent use.
+type smtpClient struct {
+	addr, helo string
+	conn       net.Conn
+	r          *bufio.Reader
+}
+
+// sendResult is what one transaction came to.
+type sendResult struct {
+	code        int    // the last reply's code; 0 when none came
+	reply       string // the last reply line
+	temp        int    // 1 when the last reply was 4xx
+	transaction bool   // MAIL FROM was sent
+	dataSent    bool   // the message and its final dot were written
+	err         error  // an I/O error: the connection is unusable
+}
+
+func (c *smtpClient) close() {
+	if c.conn != nil {
+		c.conn.Close()
+		c.conn = nil
+	}
+}
+
+// send runs one transaction: MAIL FROM:<from>, RCPT TO:<rcpt>, DATA, raw.
+// raw must not hold a line starting with a dot.
+func (c *smtpClient) send(from, rcpt string, raw []byte) sendResult {
+	var res sendResult
+	reply := func(line string, err error) bool {
+		res.reply, res.err = line, err
+		res.code = 0
+		if len(line) >= 3 {
+			res.code, _ = strconv.Atoi(line[:3])
+		}
+		if res.code >= 400 && res.code < 500 {
+			res.temp = 1
+		}
+		return err == nil && res.code >= 200 && res.code < 400
+	}
+	if c.conn == nil {
+		cn, err := net.DialTimeout("tcp", c.addr, 10*time.Second)
+		if err != nil {
+			res.err = err
+			return res
+		}
+		c.conn, c.r = cn, bufio.NewReaderSize(cn, 4096)
+		c.conn.SetDeadline(time.Now().Add(smtpTimeout))
+		if !reply(readReply(c.r)) {
+			return res
+		}
+		if !reply(c.cmd("EHLO " + c.helo)) {
+			return res
+		}
+	}
+	c.conn.SetDeadline(time.Now().Add(smtpTimeout))
+	res.transaction = true
+	for _, cmd := range []string{"MAIL FROM:<" + from + ">", "RCPT TO:<" + rcpt + ">", "DATA"} {
+		if !reply(c.cmd(cmd)) {
+			return res
+		}
+	}
+	if _, err := c.conn.Write(append(raw, ".\r\n"...)); err != nil {
+		res.err = err
+		return res
+	}
+	res.dataSent = true
+	reply(readReply(c.r))
+	return res
+}
+
+func (c *smtpClient) cmd(line string) (string, error) {
+	if _, err := fmt.Fprintf(c.conn, "%s\r\n", line); err != nil {
+		return "", err
+	}
+	return readReply(c.r)
+}
+
+// readReply reads one SMTP reply, multi-line or not, and returns its last
+// line.
+func readReply(r *bufio.Reader) (string, error) {
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return strings.TrimSpace(line), err
+		}
+		if len(line) < 4 || line[3] != '-' {
+			return strings.TrimSpace(line), nil
+		}
+	}
+}
