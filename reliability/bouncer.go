@@ -30,39 +30,49 @@ const (
 )
 
 // Bouncer is the bouncer binary serving as the all-in-one: listener,
-// embedded NATS, in-process ingest and API, with SQLite under DataDir or
-// ClickHouse. It keeps its data dir and ports across Kill and Start, as a
-// supervisor restarting it would.
+// NATS (embedded unless BouncerOptions.NATSURL), in-process ingest and API,
+// with SQLite under DataDir or ClickHouse. It keeps its data dir and ports
+// across Kill and Start, as a supervisor restarting it would.
 type Bouncer struct {
 	env      *Env
 	name     string
+	opts     BouncerOptions
 	DataDir  string
 	LogPath  string
 	SMTPAddr string
 	HTTPAddr string
-	NATSURL  string
+	NATSURL  string // the embedded server's, or BouncerOptions.NATSURL
 	natsAddr string
-	dsn      string // ClickHouse; empty: SQLite under DataDir
-	verpKeys string // BOUNCER_VERP_KEYS; empty: unsigned accepted
 	p        *proc
 }
 
-// NewBouncer prepares a bouncer on free ports; Start runs it. clickhouseDSN
-// empty means SQLite; verpKeys empty means no VERP keys (unsigned bounce
-// addresses accepted).
-func (e *Env) NewBouncer(name, dataDir, clickhouseDSN, verpKeys string) (*Bouncer, error) {
+// BouncerOptions are a Bouncer's deviations from the all-in-one with
+// SQLite, embedded NATS and no VERP keys (unsigned bounce addresses
+// accepted).
+type BouncerOptions struct {
+	ClickHouseDSN string   // --clickhouse-dsn; empty: SQLite under the data dir
+	VERPKeys      string   // BOUNCER_VERP_KEYS
+	NATSURL       string   // --nats-url of an external NATS; empty: embedded
+	Args          []string // further flags
+}
+
+// NewBouncer prepares a bouncer on free ports; Start runs it.
+func (e *Env) NewBouncer(name, dataDir string, o BouncerOptions) (*Bouncer, error) {
 	ports, err := freePorts(3)
 	if err != nil {
 		return nil, err
 	}
-	return &Bouncer{
-		env: e, name: name, DataDir: dataDir, LogPath: filepath.Join(e.Dir, name+".log"),
+	b := &Bouncer{
+		env: e, name: name, opts: o, DataDir: dataDir, LogPath: filepath.Join(e.Dir, name+".log"),
 		SMTPAddr: fmt.Sprintf("127.0.0.1:%d", ports[0]),
 		HTTPAddr: fmt.Sprintf("127.0.0.1:%d", ports[1]),
 		natsAddr: fmt.Sprintf("127.0.0.1:%d", ports[2]),
 		NATSURL:  fmt.Sprintf("nats://127.0.0.1:%d", ports[2]),
-		dsn:      clickhouseDSN, verpKeys: verpKeys,
-	}, nil
+	}
+	if o.NATSURL != "" {
+		b.NATSURL = o.NATSURL
+	}
+	return b, nil
 }
 
 // Start runs the process and returns once it greets on SMTP.
@@ -72,15 +82,21 @@ func (b *Bouncer) Start() error {
 	}
 	args := []string{b.env.Bouncer,
 		"--data-dir", b.DataDir, "--domain", BounceDomain, "--hostname", "bouncer.reliability.test",
-		"--smtp-addr", b.SMTPAddr, "--http-addr", b.HTTPAddr, "--nats-listen", b.natsAddr,
+		"--smtp-addr", b.SMTPAddr, "--http-addr", b.HTTPAddr,
 		// Every load comes from 127.0.0.1, and a sender reconnecting
 		// after a fault briefly holds old and new connections.
 		"--max-connections-per-ip", "1000",
 		"--log-level", "info"}
-	if b.dsn != "" {
-		args = append(args, "--clickhouse-dsn", b.dsn)
+	if b.opts.NATSURL != "" {
+		args = append(args, "--nats-url", b.opts.NATSURL)
+	} else {
+		args = append(args, "--nats-listen", b.natsAddr)
 	}
-	env := []string{"BOUNCER_VERP_KEYS=" + b.verpKeys}
+	if b.opts.ClickHouseDSN != "" {
+		args = append(args, "--clickhouse-dsn", b.opts.ClickHouseDSN)
+	}
+	args = append(args, b.opts.Args...)
+	env := []string{"BOUNCER_VERP_KEYS=" + b.opts.VERPKeys}
 	p, err := startProc(b.name, b.LogPath, env, args...)
 	if err != nil {
 		return err

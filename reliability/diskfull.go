@@ -29,7 +29,7 @@ func runDiskFull(ctx context.Context, e *Env, c Config) (Result, error) {
 		return r, fmt.Errorf("mount -t tmpfs -o size=%s tmpfs %s: %w", diskFullSize, mnt, err)
 	}
 	defer syscall.Unmount(mnt, syscall.MNT_DETACH)
-	b, err := e.NewBouncer("diskfull-bouncer", filepath.Join(mnt, "data"), "", "")
+	b, err := e.NewBouncer("diskfull-bouncer", filepath.Join(mnt, "data"), BouncerOptions{})
 	if err != nil {
 		return r, err
 	}

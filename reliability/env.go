@@ -15,10 +15,16 @@ import (
 // Env is what every scenario runs in: a work directory and the binaries
 // under test.
 type Env struct {
-	Dir     string    // work directory: data dirs, logs, Postfix configs
-	Bouncer string    // bouncer binary
-	Ingest  string    // bouncer-ingest binary
-	Out     io.Writer // progress lines; io.Discard for none
+	Dir string // work directory: data dirs, logs, Postfix configs
+	Binaries
+	Out io.Writer // progress lines; nil for none
+}
+
+// Binaries are the programs under test.
+type Binaries struct {
+	Bouncer string // ./cmd/bouncer
+	Ingest  string // ./cmd/ingest
+	NATS    string // nats-server, the version this module requires
 }
 
 // logf writes one progress line.
@@ -38,19 +44,23 @@ func (e *Env) subdir(name string) (string, error) {
 	return d, os.Chmod(d, 0o755)
 }
 
-// Build compiles ./cmd/bouncer and ./cmd/ingest of the module at root into
-// dir and returns their paths.
-func Build(ctx context.Context, root, dir string) (bouncer, ingest string, err error) {
-	bouncer = filepath.Join(dir, "bouncer")
-	ingest = filepath.Join(dir, "bouncer-ingest")
-	for pkg, out := range map[string]string{"./cmd/bouncer": bouncer, "./cmd/ingest": ingest} {
+// Build compiles ./cmd/bouncer, ./cmd/ingest and the nats-server of the
+// module at root (its main package comes with the module's dependency on
+// nats-server/v2) into dir.
+func Build(ctx context.Context, root, dir string) (Binaries, error) {
+	b := Binaries{
+		Bouncer: filepath.Join(dir, "bouncer"),
+		Ingest:  filepath.Join(dir, "bouncer-ingest"),
+		NATS:    filepath.Join(dir, "nats-server"),
+	}
+	for pkg, out := range map[string]string{"./cmd/bouncer": b.Bouncer, "./cmd/ingest": b.Ingest, "github.com/nats-io/nats-server/v2": b.NATS} {
 		cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
 		cmd.Dir = root
-		if b, err := cmd.CombinedOutput(); err != nil {
-			return "", "", fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return b, fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
 		}
 	}
-	return bouncer, ingest, nil
+	return b, nil
 }
 
 // ModuleRoot finds the directory holding this module's go.mod, walking up

@@ -166,6 +166,9 @@ type LoadConfig struct {
 	Size     int     // bytes per report, about
 	Run      string  // run id, unique per load: part of every recipient
 	Rate     float64 // new messages per second over all sessions; 0: as fast as answered
+	// Reconnect closes the connection after every message, as an MTA
+	// without a connection cache does; otherwise connections persist.
+	Reconnect bool
 }
 
 // retryDelay is how long a session waits before resending a message that
@@ -289,7 +292,7 @@ func (l *Load) session(ctx context.Context, w int, tick <-chan time.Time) {
 			e.next = time.Now().Add(retryDelay)
 			retry = append(retry, e)
 		}
-		if res.err != nil || res.code != 250 {
+		if res.err != nil || res.code != 250 || l.cfg.Reconnect {
 			cl.close()
 			if !res.transaction {
 				sleep(ctx, retryDelay) // server down or refusing: do not spin

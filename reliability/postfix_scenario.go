@@ -41,7 +41,7 @@ func postfixRun(ctx context.Context, e *Env, c Config, r Result) (Result, error)
 	if err != nil {
 		return r, err
 	}
-	b, err := e.NewBouncer(r.Scenario+"-bouncer", dir, "", postfixVERPKey)
+	b, err := e.NewBouncer(r.Scenario+"-bouncer", dir, BouncerOptions{VERPKeys: postfixVERPKey})
 	if err != nil {
 		return r, err
 	}

@@ -24,10 +24,10 @@ import (
 )
 
 var built struct {
-	once            sync.Once
-	dir             string
-	bouncer, ingest string
-	err             error
+	once sync.Once
+	dir  string
+	bin  Binaries
+	err  error
 }
 
 func TestMain(m *testing.M) {
@@ -62,12 +62,12 @@ func testEnv(t *testing.T) *Env {
 			built.err = err
 			return
 		}
-		built.bouncer, built.ingest, built.err = Build(context.Background(), root, built.dir)
+		built.bin, built.err = Build(context.Background(), root, built.dir)
 	})
 	if built.err != nil {
 		t.Fatal(built.err)
 	}
-	return &Env{Dir: built.dir, Bouncer: built.bouncer, Ingest: built.ingest, Out: testLog{t}}
+	return &Env{Dir: built.dir, Binaries: built.bin, Out: testLog{t}}
 }
 
 type testLog struct{ t *testing.T }
@@ -105,9 +105,11 @@ func runScenario(t *testing.T, name string) {
 func TestPostfix(t *testing.T)          { runScenario(t, "postfix") }
 func TestPostfixKill9(t *testing.T)     { runScenario(t, "postfix-kill9") }
 func TestKill9(t *testing.T)            { runScenario(t, "kill9") }
+func TestNATSKill9(t *testing.T)        { runScenario(t, "nats-kill9") }
 func TestIngestKill9(t *testing.T)      { runScenario(t, "ingest-kill9") }
 func TestClickHouseFreeze(t *testing.T) { runScenario(t, "clickhouse-freeze") }
 func TestClickHouseKill9(t *testing.T)  { runScenario(t, "clickhouse-kill9") }
+func TestSlowloris(t *testing.T)        { runScenario(t, "slowloris") }
 func TestDiskFull(t *testing.T)         { runScenario(t, "disk-full") }
 
 // TestScenariosHaveTests keeps the list above complete.

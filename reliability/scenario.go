@@ -25,18 +25,20 @@ type Config struct {
 	// is free again, for bouncer to answer 250 again by itself before it
 	// restarts it, as a supervisor would, and says so in the notes.
 	RecoverWait time.Duration
+	// Attack is the number of connections of the slowloris scenario.
+	Attack int
 }
 
 // ShortConfig is a few seconds of modest load per scenario, for CI.
 func ShortConfig() Config {
 	return Config{Sessions: 4, Size: 2000, Rate: 250, Load: 2 * time.Second, Fault: 3 * time.Second, After: 2 * time.Second,
-		Messages: 300, DrainWait: 3 * time.Minute, RecoverWait: 10 * time.Second}
+		Messages: 300, DrainWait: 3 * time.Minute, RecoverWait: 10 * time.Second, Attack: 2000}
 }
 
 // DefaultConfig is the runner's load without -short.
 func DefaultConfig() Config {
 	return Config{Sessions: 20, Size: 4000, Rate: 500, Load: 15 * time.Second, Fault: 15 * time.Second, After: 15 * time.Second,
-		Messages: 1000, DrainWait: 10 * time.Minute, RecoverWait: time.Minute}
+		Messages: 1000, DrainWait: 10 * time.Minute, RecoverWait: time.Minute, Attack: 10000}
 }
 
 // Scenario is one fault scenario.
@@ -51,9 +53,11 @@ var Scenarios = []Scenario{
 	{"postfix", "none: Postfix relays to a Postfix MX that refuses the recipients (550 5.1.1) and sends its DSNs to bouncer", runPostfix},
 	{"postfix-kill9", "kill -9 of the all-in-one bouncer while Postfix delivers its DSNs; restart; Postfix retries", runPostfixKill9},
 	{"kill9", "kill -9 of the all-in-one bouncer (embedded NATS, in-process ingest, SQLite) under load; restart on the same data dir", runKill9},
+	{"nats-kill9", "kill -9 of an external nats-server under load (bouncer with --nats-url, SQLite); restart on the same store", runNATSKill9},
 	{"ingest-kill9", "kill -9 of the separate bouncer-ingest worker (ClickHouse) under load; restart", runIngestKill9},
 	{"clickhouse-freeze", "SIGSTOP of clickhouse-server under load, SIGCONT after the fault time", runClickHouseFreeze},
 	{"clickhouse-kill9", "kill -9 of clickhouse-server under load, restart on the same directory after the fault time", runClickHouseKill9},
+	{"slowloris", "slowloris connections (default 10,000, -attack) from many loopback addresses under load, with the default connection limits", runSlowloris},
 	{"disk-full", "the all-in-one's data dir on a 64 MiB tmpfs filled up under load, then space freed", runDiskFull},
 }
 
@@ -178,7 +182,7 @@ func runKill9(ctx context.Context, e *Env, c Config) (Result, error) {
 	if err != nil {
 		return r, err
 	}
-	b, err := e.NewBouncer("kill9-bouncer", dir, "", "")
+	b, err := e.NewBouncer("kill9-bouncer", dir, BouncerOptions{})
 	if err != nil {
 		return r, err
 	}
@@ -202,5 +206,39 @@ func runKill9(ctx context.Context, e *Env, c Config) (Result, error) {
 	if got, err := b.ReportsReceived(ctx); err == nil && got != int64(len(v.Reports)) {
 		r.Notes = append(r.Notes, fmt.Sprintf("API reports_received %d, reports table %d", got, len(v.Reports)))
 	}
+	return r, errors.Join(drainErr, b.Stop())
+}
+
+func runNATSKill9(ctx context.Context, e *Env, c Config) (Result, error) {
+	r := Result{Scenario: "nats-kill9", Injected: "kill -9 of an external nats-server (JetStream, sync always) under load, restart on the same store"}
+	ns, err := e.StartNATS("nats")
+	if err != nil {
+		return r, err
+	}
+	defer ns.Close()
+	dir, err := e.subdir("nats-kill9")
+	if err != nil {
+		return r, err
+	}
+	b, err := e.NewBouncer("nats-kill9-bouncer", dir, BouncerOptions{NATSURL: ns.URL})
+	if err != nil {
+		return r, err
+	}
+	if err := b.Start(); err != nil {
+		return r, err
+	}
+	defer b.Kill()
+	run := newRun()
+	load := c.startLoad(b.SMTPAddr, run)
+	if err := drive(ctx, e, c, &r, load, ns.Kill, ns.Start); err != nil {
+		return r, err
+	}
+	drainErr := waitDrained(ctx, ns.URL, c.DrainWait)
+	v, err := ReadSQLite(ctx, b.DataDir, prefix(run))
+	if err != nil {
+		return r, err
+	}
+	r.compare(load.Ledger.Acked(), load.Ledger.All(), v)
+	noteStream(ctx, &r, ns.URL, v)
 	return r, errors.Join(drainErr, b.Stop())
 }

@@ -30,7 +30,7 @@ func (e *Env) startSplit(name string) (*split, error) {
 		return nil, err
 	}
 	// The bouncer first: it creates the database and the streams.
-	if s.b, err = e.NewBouncer(name+"-bouncer", dir, s.ch.DSN(s.db), ""); err != nil {
+	if s.b, err = e.NewBouncer(name+"-bouncer", dir, BouncerOptions{ClickHouseDSN: s.ch.DSN(s.db)}); err != nil {
 		s.close()
 		return nil, err
 	}

@@ -48,8 +48,9 @@ func run() int {
 	flag.IntVar(&c.Messages, "messages", c.Messages, "messages relayed through Postfix in the postfix scenarios")
 	flag.DurationVar(&c.DrainWait, "drain-wait", c.DrainWait, "bound on waiting for resends, Postfix's queue and ingest")
 	flag.DurationVar(&c.RecoverWait, "recover-wait", c.RecoverWait, "disk-full: how long to wait for 250s after space is freed before restarting bouncer")
-	bouncerBin := flag.String("bouncer", "", "bouncer `binary` to test; empty: go build ./cmd/bouncer")
-	ingestBin := flag.String("ingest", "", "bouncer-ingest `binary` to test; empty: go build ./cmd/ingest")
+	flag.IntVar(&c.Attack, "attack", c.Attack, "connections of the slowloris scenario")
+	bouncerBin := flag.String("bouncer", "", "bouncer `binary` to test instead of ./cmd/bouncer built from this checkout")
+	ingestBin := flag.String("ingest", "", "bouncer-ingest `binary` to test instead of ./cmd/ingest built from this checkout")
 	keep := flag.Bool("keep", false, "keep the work directory (data dirs, logs, Postfix configs)")
 	markdown := flag.Bool("markdown", false, "also print docs/reliability.md table rows")
 	flag.Parse()
@@ -79,21 +80,19 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "reliability:", err)
 		return 1
 	}
-	e := &reliability.Env{Dir: dir, Bouncer: *bouncerBin, Ingest: *ingestBin, Out: os.Stdout}
-	if e.Bouncer == "" || e.Ingest == "" {
-		root, err := reliability.ModuleRoot()
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "reliability:", err)
-			return 1
-		}
-		fmt.Println("building ./cmd/bouncer and ./cmd/ingest ...")
-		b, i, err := reliability.Build(ctx, root, dir)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "reliability:", err)
-			return 1
-		}
-		e.Bouncer, e.Ingest = orDefault(e.Bouncer, b), orDefault(e.Ingest, i)
+	root, err := reliability.ModuleRoot()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "reliability:", err)
+		return 1
 	}
+	fmt.Println("building ./cmd/bouncer, ./cmd/ingest and nats-server ...")
+	bin, err := reliability.Build(ctx, root, dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "reliability:", err)
+		return 1
+	}
+	bin.Bouncer, bin.Ingest = orDefault(*bouncerBin, bin.Bouncer), orDefault(*ingestBin, bin.Ingest)
+	e := &reliability.Env{Dir: dir, Binaries: bin, Out: os.Stdout}
 	host, _ := os.Hostname()
 	load, _ := os.ReadFile("/proc/loadavg")
 	fmt.Printf("host %s, load %s, config %+v\nwork dir %s\n", host, strings.Join(strings.Fields(string(load))[:3], " "), c, dir)
