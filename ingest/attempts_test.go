@@ -33,7 +33,7 @@ var attemptRecords = []string{
 // result, only once the store has committed them.
 func TestAttemptsCounted(t *testing.T) {
 	e := newEnv(t)
-	st := newMemStore()
+	st := newFaultStore(t)
 	st.setFailing(errors.New("disk I/O error"))
 	p := e.run(st)
 	ctx := context.Background()
@@ -99,7 +99,7 @@ func checkAttempts(t *testing.T, reg *prometheus.Registry, want map[[2]string]fl
 func TestAttemptsPrecreated(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	if _, err := New(Config{
-		JS: fakeJS{}, Store: newMemStore(), Classifier: classify.New(rules.MustDefault()),
+		JS: fakeJS{}, Store: newFaultStore(t), Classifier: classify.New(rules.MustDefault()),
 		Logger: slog.New(slog.DiscardHandler), Registerer: reg,
 	}); err != nil {
 		t.Fatal(err)

@@ -278,7 +278,7 @@ func labelValue(m *dto.Metric, name string) string {
 
 func TestIngestReport(t *testing.T) {
 	e := newEnv(t)
-	st := newMemStore()
+	st := newFaultStore(t)
 	p := e.run(st)
 	raw := dsnReport("Ghost@Example.org", "one")
 	en := e.publish(raw)
@@ -355,7 +355,7 @@ func TestIngestReport(t *testing.T) {
 // ingest reads them again and the store keeps the rows it has).
 func TestIngestDuplicates(t *testing.T) {
 	e := newEnv(t)
-	st := newMemStore()
+	st := newFaultStore(t)
 	e.run(st)
 	raw := dsnReport("dup@example.org", "dup")
 	en := e.publish(raw)
@@ -371,11 +371,7 @@ func TestIngestDuplicates(t *testing.T) {
 	if _, err := e.js.PublishMsg(context.Background(), m); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the second write", func() bool {
-		st.mu.Lock()
-		defer st.mu.Unlock()
-		return st.written[en.ID] == 2
-	})
+	waitFor(t, "the second write", func() bool { return st.writes(en.ID) == 2 })
 	waitFor(t, "the ack", func() bool { return e.streamMsgs(broker.StreamReports) == 0 })
 	reports, events2, _ := st.snapshot()
 	if len(reports) != 1 {
@@ -395,7 +391,7 @@ func TestIngestDuplicates(t *testing.T) {
 // and after recovery every report lands once.
 func TestStoreDown(t *testing.T) {
 	e := newEnv(t)
-	st := newMemStore()
+	st := newFaultStore(t)
 	st.setFailing(errors.New("disk I/O error"))
 	p := e.run(st)
 	var ids []string
@@ -426,13 +422,11 @@ func TestStoreDown(t *testing.T) {
 	waitFor(t, "all reports in the store", func() bool { r, _, _ := st.snapshot(); return len(r) == 3 })
 	waitFor(t, "the acks", func() bool { return e.streamMsgs(broker.StreamReports) == 0 })
 	waitFor(t, "readiness", func() bool { return p.Ready() == nil })
-	st.mu.Lock()
 	for _, id := range ids {
-		if st.written[id] != 1 {
-			t.Errorf("report %s written %d times, want 1", id, st.written[id])
+		if n := st.writes(id); n != 1 {
+			t.Errorf("report %s written %d times, want 1", id, n)
 		}
 	}
-	st.mu.Unlock()
 	if got := metric(t, p.reg, "bouncer_reports_processed_total", nil); got != 3 {
 		t.Errorf("bouncer_reports_processed_total = %v, want 3", got)
 	}
@@ -442,7 +436,7 @@ func TestStoreDown(t *testing.T) {
 // dead-letter subject with its bytes and an error, and is counted.
 func TestDeadLetter(t *testing.T) {
 	e := newEnv(t)
-	st := newMemStore()
+	st := newFaultStore(t)
 	p := e.run(st)
 	garbage := []byte("\x00\x01 not a report")
 	m := &nats.Msg{Subject: broker.SubjectReports, Data: garbage, Header: nats.Header{"X-Test": []string{"kept"}}}
@@ -478,7 +472,7 @@ func TestDeadLetter(t *testing.T) {
 // recovered and counted, and the message is dead-lettered.
 func TestPanicDeadLetters(t *testing.T) {
 	e := newEnv(t)
-	st := newMemStore()
+	st := newFaultStore(t)
 	reg := prometheus.NewRegistry()
 	ctx, cancel := context.WithCancel(context.Background())
 	p, err := New(Config{
@@ -532,7 +526,7 @@ func nextDeadLetter(t *testing.T, e *env) jetstream.Msg {
 // ingests them then.
 func TestRestartKeepsUnacked(t *testing.T) {
 	e := newEnv(t)
-	st := newMemStore()
+	st := newFaultStore(t)
 	st.setFailing(errors.New("store down"))
 	p := e.run(st)
 	a := e.publish(dsnReport("a@example.org", "restart-a"))
@@ -560,7 +554,7 @@ func TestRestartKeepsUnacked(t *testing.T) {
 // its ParseError, and no events.
 func TestUnparsableReport(t *testing.T) {
 	e := newEnv(t)
-	st := newMemStore()
+	st := newFaultStore(t)
 	e.run(st)
 	raw := []byte("this is not a mail message at all, no header\x00\xff")
 	en := e.publish(raw)
@@ -580,7 +574,7 @@ func TestUnparsableReport(t *testing.T) {
 func TestMetricsRegistered(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	_, err := New(Config{
-		JS: fakeJS{}, Store: newMemStore(), Classifier: classify.New(rules.MustDefault()),
+		JS: fakeJS{}, Store: newFaultStore(t), Classifier: classify.New(rules.MustDefault()),
 		Logger: slog.New(slog.DiscardHandler), Registerer: reg,
 	})
 	if err != nil {
@@ -613,7 +607,7 @@ func TestMetricsRegistered(t *testing.T) {
 	}
 	// A second pipeline on the same registry is refused, not half-registered silently.
 	if _, err := New(Config{
-		JS: fakeJS{}, Store: newMemStore(), Classifier: classify.New(rules.MustDefault()),
+		JS: fakeJS{}, Store: newFaultStore(t), Classifier: classify.New(rules.MustDefault()),
 		Logger: slog.New(slog.DiscardHandler), Registerer: reg,
 	}); err == nil {
 		t.Error("second New on one Registerer: no error")
@@ -625,7 +619,7 @@ type fakeJS struct{ jetstream.JetStream }
 
 func TestConfigValidate(t *testing.T) {
 	ok := Config{
-		JS: fakeJS{}, Store: newMemStore(), Classifier: classify.New(rules.MustDefault()),
+		JS: fakeJS{}, Store: newFaultStore(t), Classifier: classify.New(rules.MustDefault()),
 		Logger: slog.New(slog.DiscardHandler), Registerer: prometheus.NewRegistry(),
 	}
 	if err := ok.Validate(); err != nil {

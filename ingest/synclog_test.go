@@ -16,7 +16,7 @@ import (
 // replay stores nothing twice.
 func TestIngestSyncLogs(t *testing.T) {
 	e := newEnv(t)
-	st := newMemStore()
+	st := newFaultStore(t)
 	p := e.run(st)
 	records := map[string]string{
 		"delivery.attempts.app":     `{"id":"c1","ts":"2026-11-25T10:00:00Z","message_id":"<m1@example.org>","recipient":"grey@example.net","reply_code":450,"status":"4.2.0","reply":"450 4.2.0 <grey@example.net>: Recipient address rejected: Greylisted","smtp_command":"RCPT","stream":"news","return_path":"<B+M1.Grey@Bounces.Example.com>"}`,
