@@ -40,6 +40,9 @@ func (s *server) recipientOutcomes(w http.ResponseWriter, r *http.Request) {
 	}
 	out := make([]outcomeJSON, 0, len(stored))
 	for _, o := range stored {
+		if o.State == string(outcome.StateMerged) {
+			continue // its events are part of another outcome of the list
+		}
 		out = append(out, outcomeJSON{
 			Stream: o.Stream, MessageID: o.MessageID, State: outcome.State(o.State), Class: o.Class, Reason: o.Reason,
 			Scope: o.Scope, Provider: o.Provider, Final: o.Final, First: o.First.UTC(), Last: o.Last.UTC(),

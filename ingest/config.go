@@ -9,6 +9,7 @@ import (
 	"github.com/bouncer-mail/bouncer/broker"
 	"github.com/bouncer-mail/bouncer/classify"
 	"github.com/bouncer-mail/bouncer/store"
+	"github.com/bouncer-mail/bouncer/suppress"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -64,6 +65,9 @@ type Config struct {
 	// WriteTimeout bounds one Store.Write, and the acks after it. It is
 	// below AckWait.
 	WriteTimeout time.Duration
+	// Policy decides the suppressions of the recipients whose outcomes a
+	// batch changed; the zero Policy means suppress.Default.
+	Policy suppress.Policy
 }
 
 // withDefaults returns c with zero tunables set to their defaults.
@@ -88,6 +92,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.WriteTimeout == 0 {
 		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.Policy == (suppress.Policy{}) {
+		c.Policy = suppress.Default
 	}
 	return c
 }
@@ -119,6 +126,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("ingest: Config.MaxBackoff %s is below Config.Backoff %s", c.MaxBackoff, c.Backoff)
 	case c.WriteTimeout < 0 || c.WriteTimeout >= AckWait:
 		return fmt.Errorf("ingest: Config.WriteTimeout %s must be positive and below AckWait %s", c.WriteTimeout, AckWait)
+	}
+	if err := c.Policy.Validate(); err != nil {
+		return fmt.Errorf("ingest: Config.Policy: %w", err)
 	}
 	return nil
 }

@@ -27,6 +27,8 @@ type Pipeline struct {
 	log *slog.Logger
 	m   *metrics
 	now func() time.Time
+	// refolder re-folds the recipients of each committed batch.
+	refolder *Refolder
 
 	mu         sync.Mutex
 	storeErr   error     // the last store write's error, nil after a success
@@ -53,7 +55,9 @@ func New(cfg Config) (*Pipeline, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Pipeline{cfg: cfg, log: cfg.Logger.With("component", "ingest"), m: m, now: time.Now}, nil
+	p := &Pipeline{cfg: cfg, log: cfg.Logger.With("component", "ingest"), m: m, now: time.Now}
+	p.refolder = &Refolder{Store: cfg.Store, Policy: cfg.Policy, Now: func() time.Time { return p.now() }}
+	return p, nil
 }
 
 // Run is New then Pipeline.Run.

@@ -34,14 +34,26 @@ type metrics struct {
 	// outcomes counts outcomes as they become final, or change their
 	// final class (accepted, then bounced), by provider, class, reason
 	// and scope: what the rate alerts divide.
-	outcomes    *prometheus.CounterVec
-	deadLetters *prometheus.CounterVec // by reason
-	lag         prometheus.Gauge
-	events      *prometheus.CounterVec // by source, class, reason, scope, provider
-	attempts    *prometheus.CounterVec // by provider, result
-	reports     prometheus.Counter
-	skipped     prometheus.Counter
-	panics      prometheus.Counter
+	outcomes *prometheus.CounterVec
+	// corrections counts, with the same labels, the outcomes counted
+	// above that a later fold took back: the final class an outcome left
+	// (delivered, when the NDR came after the 250), or an outcome merged
+	// into another. outcomes minus corrections is the net count by class.
+	corrections *prometheus.CounterVec
+	// suppressions counts suppressions the policy put, by rule;
+	// suppressionsLifted the ones it lifted (a delivery after soft
+	// failures); suppressErrors recipients whose suppressions could not be
+	// brought in line after a committed batch.
+	suppressions       *prometheus.CounterVec
+	suppressionsLifted prometheus.Counter
+	suppressErrors     prometheus.Counter
+	deadLetters        *prometheus.CounterVec // by reason
+	lag                prometheus.Gauge
+	events             *prometheus.CounterVec // by source, class, reason, scope, provider
+	attempts           *prometheus.CounterVec // by provider, result
+	reports            prometheus.Counter
+	skipped            prometheus.Counter
+	panics             prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -67,6 +79,24 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "bouncer_outcomes_total",
 			Help: "Outcomes of (message, recipient) that became final, or changed their final class (accepted, then bounced), as the re-fold after a committed batch stored them. Two ingest workers re-folding one recipient at the same moment may both count its change.",
 		}, []string{"provider", "class", "reason", "scope"}),
+		corrections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bouncer_outcome_corrections_total",
+			Help: "Outcomes counted in bouncer_outcomes_total that a later fold took back, with the labels they were counted with: " +
+				"the class an outcome left when it changed (delivered, then bounced) or an outcome merged into another. " +
+				"bouncer_outcomes_total minus this is the net count.",
+		}, []string{"provider", "class", "reason", "scope"}),
+		suppressions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bouncer_suppressions_added_total",
+			Help: "Suppressions the policy put (new, or renewed by a later failure), by rule: hard, complaint, soft.",
+		}, []string{"rule"}),
+		suppressionsLifted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bouncer_suppressions_lifted_total",
+			Help: "Suppressions the policy lifted: a delivery after the soft failures that caused them.",
+		}),
+		suppressErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bouncer_ingest_suppress_errors_total",
+			Help: "Recipients whose suppressions could not be brought in line with their outcomes after a committed batch; their next event retries.",
+		}),
 		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bouncer_ingest_dead_letters_total",
 			Help: "Messages ingest could not read, moved to the dead-letter stream, by reason: decode, panic, unknown.",
@@ -101,6 +131,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			ConstLabels: prometheus.Labels{"component": "ingest"},
 		}),
 	}
+	for _, r := range []string{"hard", "complaint", "soft"} {
+		m.suppressions.WithLabelValues(r)
+	}
 	for _, r := range []string{deadDecode, deadPanic, deadUnknown} {
 		m.deadLetters.WithLabelValues(r)
 	}
@@ -131,9 +164,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}
 		for _, o := range outcomeSeries {
 			m.outcomes.WithLabelValues(p, o[0], o[1], o[2])
+			m.corrections.WithLabelValues(p, o[0], o[1], o[2])
 		}
 	}
-	for _, c := range []prometheus.Collector{m.batches, m.batchSize, m.writeErrors, m.refoldErrors, m.outcomes, m.deadLetters, m.lag, m.events, m.attempts, m.reports, m.skipped, m.panics} {
+	for _, c := range []prometheus.Collector{m.batches, m.batchSize, m.writeErrors, m.refoldErrors, m.outcomes, m.corrections, m.suppressions, m.suppressionsLifted, m.suppressErrors, m.deadLetters, m.lag, m.events, m.attempts, m.reports, m.skipped, m.panics} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {
@@ -217,6 +251,11 @@ var outcomeSeries = [][3]string{
 // countOutcome counts one outcome that became final or changed class.
 func (m *metrics) countOutcome(o store.Outcome) {
 	m.outcomes.WithLabelValues(event.ProviderLabel(o.Provider), o.Class.String(), o.Reason.String(), o.Scope.String()).Inc()
+}
+
+// correctOutcome takes back a counted outcome, with its labels as counted.
+func (m *metrics) correctOutcome(o store.Outcome) {
+	m.corrections.WithLabelValues(event.ProviderLabel(o.Provider), o.Class.String(), o.Reason.String(), o.Scope.String()).Inc()
 }
 
 // countAttempt counts one written sync delivery attempt.

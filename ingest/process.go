@@ -16,6 +16,7 @@ import (
 	"github.com/bouncer-mail/bouncer/event"
 	"github.com/bouncer-mail/bouncer/outcome"
 	"github.com/bouncer-mail/bouncer/store"
+	"github.com/bouncer-mail/bouncer/suppress"
 	"github.com/bouncer-mail/bouncer/synclog"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -145,11 +146,9 @@ func (p *Pipeline) process(ctx context.Context, msgs []jetstream.Msg, nakDelay t
 }
 
 // refold re-folds the outcomes of every recipient the committed events
-// touched and stores them (docs/outcomes.md "Storing and counting"): the
-// recipient's newest events grouped by outcome.Group, one
-// Store.WriteOutcomes per recipient. Two workers folding one recipient at
-// once are safe: the fold that runs after the last commit sees every
-// event and has the highest version, which WriteOutcomes keeps.
+// touched and stores them (docs/outcomes.md "Storing and counting"), then
+// brings their suppressions in line (Refolder.Recipient), counting what
+// changed.
 //
 // A failure here is logged and counted, never returned: the batch is
 // committed, and nak'ing it would write it again for nothing. The
@@ -163,22 +162,68 @@ func (p *Pipeline) refold(ctx context.Context, events []store.Event) {
 			continue
 		}
 		seen[rcpt] = true
-		if err := p.refoldRecipient(ctx, rcpt); err != nil {
+		res, err := p.refolder.Recipient(ctx, rcpt)
+		for _, o := range res.Counted {
+			p.m.countOutcome(o)
+		}
+		for _, o := range res.Corrected {
+			p.m.correctOutcome(o)
+		}
+		for _, s := range res.Suppressed {
+			p.m.suppressions.WithLabelValues(s.Rule).Inc()
+		}
+		p.m.suppressionsLifted.Add(float64(len(res.Lifted)))
+		var serr *suppressError
+		switch {
+		case errors.As(err, &serr):
+			p.m.suppressErrors.Inc()
+			p.log.Error("cannot update suppressions; the recipient's next event retries", "error", err, "recipient", rcpt)
+		case err != nil:
 			p.m.refoldErrors.Inc()
 			p.log.Error("cannot store outcomes; the recipient's next event re-folds them", "error", err, "recipient", rcpt)
 		}
 	}
 }
 
-func (p *Pipeline) refoldRecipient(ctx context.Context, rcpt string) error {
-	evs, err := p.cfg.Store.RecipientEvents(ctx, rcpt, refoldEventsLimit)
+// Refolder folds a recipient's stored events into outcomes, stores them,
+// and brings the recipient's policy suppressions in line with them. Ingest
+// runs it after every committed batch; `bouncer reclassify` after writing
+// new event versions.
+//
+// Two callers folding one recipient at once are safe: the fold that runs
+// after the last commit sees every event and has the highest version,
+// which Store.WriteOutcomes keeps.
+type Refolder struct {
+	Store  store.Store
+	Policy suppress.Policy
+	Now    func() time.Time // nil: time.Now
+}
+
+// RefoldResult is what one Refolder.Recipient changed.
+type RefoldResult struct {
+	// Counted are the outcomes that became final or changed their final
+	// class; Corrected the counted ones taken back (outcomeCounts).
+	Counted, Corrected []store.Outcome
+	// Suppressed are the policy suppressions put, Lifted the ones lifted.
+	Suppressed, Lifted []store.Suppression
+}
+
+// suppressError is a failure after the outcomes were stored, while
+// updating the suppressions.
+type suppressError struct{ err error }
+
+func (e *suppressError) Error() string { return e.err.Error() }
+func (e *suppressError) Unwrap() error { return e.err }
+
+// Recipient re-folds one lower-cased recipient. The result holds what
+// changed before an error, too.
+func (r *Refolder) Recipient(ctx context.Context, rcpt string) (RefoldResult, error) {
+	var res RefoldResult
+	evs, err := r.Store.RecipientEvents(ctx, rcpt, refoldEventsLimit)
 	if err != nil {
-		return fmt.Errorf("reading events: %w", err)
+		return res, fmt.Errorf("reading events: %w", err)
 	}
 	groups := outcome.Group(outcomeItems(evs), refoldWindow)
-	if len(groups) == 0 {
-		return nil
-	}
 	syncIDs := map[string]bool{}
 	for _, e := range evs {
 		if e.Source == SourceSync {
@@ -189,29 +234,68 @@ func (p *Pipeline) refoldRecipient(ctx context.Context, rcpt string) error {
 	for i, g := range groups {
 		outs[i] = storedOutcome(rcpt, g, syncIDs)
 	}
-	before, err := p.cfg.Store.RecipientOutcomes(ctx, rcpt)
+	before, err := r.Store.RecipientOutcomes(ctx, rcpt)
 	if err != nil {
-		return fmt.Errorf("reading outcomes: %w", err)
+		return res, fmt.Errorf("reading outcomes: %w", err)
 	}
-	if err := p.cfg.Store.WriteOutcomes(ctx, outs); err != nil {
-		return fmt.Errorf("writing %d outcomes: %w", len(outs), err)
+	if len(outs) == 0 && len(before) == 0 {
+		return res, nil
 	}
-	for _, o := range newlyFinal(before, outs) {
-		p.m.countOutcome(o)
+	merged := supersededOutcomes(before, outs, evs, len(evs) == refoldEventsLimit)
+	if err := r.Store.WriteOutcomes(ctx, append(outs, merged...)); err != nil {
+		return res, fmt.Errorf("writing %d outcomes: %w", len(outs)+len(merged), err)
 	}
-	return nil
+	res.Counted, res.Corrected = outcomeCounts(before, outs, merged)
+	now := time.Now
+	if r.Now != nil {
+		now = r.Now
+	}
+	if err := r.resuppress(ctx, rcpt, currentOutcomes(before, append(outs, merged...)), now(), &res); err != nil {
+		return res, &suppressError{err}
+	}
+	return res, nil
 }
 
-// newlyFinal returns the outcomes of after that are final where the stored
-// one of their key was not, or was final with another class (accepted,
-// then bounced), and that replace it (a higher version): what
-// bouncer_outcomes_total counts.
-func newlyFinal(before, after []store.Outcome) []store.Outcome {
+// supersededOutcomes returns, as StateMerged rows that replace them, the
+// stored outcomes (before) whose key the new fold (after) no longer
+// produces although it read their events: a report stored alone before
+// the sync log of its message arrived, now folded into that message's
+// group. When the fold read only the newest events (truncated), outcomes
+// older than the oldest event read are left alone: their events were not
+// read, not regrouped. Rows already merged stay as they are.
+func supersededOutcomes(before, after []store.Outcome, evs []store.Event, truncated bool) []store.Outcome {
+	produced := make(map[string]bool, len(after))
+	for _, o := range after {
+		produced[o.Key] = true
+	}
+	var oldest time.Time
+	if truncated && len(evs) > 0 {
+		oldest = evs[len(evs)-1].Time // RecipientEvents is newest first
+	}
+	var out []store.Outcome
+	for _, o := range before {
+		if produced[o.Key] || o.State == string(outcome.StateMerged) || o.First.Before(oldest) {
+			continue
+		}
+		m := o
+		m.State, m.Final = string(outcome.StateMerged), false
+		m.Version = store.OutcomeVersion(o.Observations+1, o.Last)
+		out = append(out, m)
+	}
+	return out
+}
+
+// outcomeCounts returns what bouncer_outcomes_total counts and what
+// bouncer_outcome_corrections_total takes back for one stored fold: an
+// outcome of after that is final where the stored one of its key was not,
+// or was final with another class (accepted, then bounced: the old class
+// is taken back), and that replaces it (a higher version); and each final
+// outcome merged into another group (taken back, the group counts).
+func outcomeCounts(before, after, merged []store.Outcome) (counted, corrected []store.Outcome) {
 	stored := make(map[string]store.Outcome, len(before))
 	for _, o := range before {
 		stored[o.Key] = o
 	}
-	var out []store.Outcome
 	for _, o := range after {
 		if !o.Final {
 			continue
@@ -220,7 +304,36 @@ func newlyFinal(before, after []store.Outcome) []store.Outcome {
 		if ok && (old.Version >= o.Version || old.Final && old.Class == o.Class) {
 			continue
 		}
-		out = append(out, o)
+		if ok && old.Final {
+			corrected = append(corrected, old)
+		}
+		counted = append(counted, o)
+	}
+	for _, m := range merged {
+		if old := stored[m.Key]; old.Final {
+			corrected = append(corrected, old)
+		}
+	}
+	return counted, corrected
+}
+
+// currentOutcomes is the recipient's outcomes once written is stored:
+// per key, the one of higher version.
+func currentOutcomes(before, written []store.Outcome) []store.Outcome {
+	byKey := make(map[string]store.Outcome, len(before)+len(written))
+	var keys []string
+	for _, o := range append(append([]store.Outcome(nil), before...), written...) {
+		old, ok := byKey[o.Key]
+		if !ok {
+			keys = append(keys, o.Key)
+		}
+		if !ok || o.Version > old.Version {
+			byKey[o.Key] = o
+		}
+	}
+	out := make([]store.Outcome, len(keys))
+	for i, k := range keys {
+		out[i] = byKey[k]
 	}
 	return out
 }

@@ -28,6 +28,11 @@ const (
 	StateComplained       State = "complained"        // the recipient reported it (ARF)
 	StateAutoreplied      State = "autoreplied"       // only an auto-reply came back
 	StateUnknown          State = "unknown"           // reports nobody could read
+	// StateMerged is not a fold's: ingest stores it over an outcome whose
+	// events a later fold put into another group (a report stored alone
+	// before the sync log of its message arrived), so that it is counted
+	// and suppressed only as part of that group.
+	StateMerged State = "merged"
 )
 
 // Observation is one event about the (message, recipient): a sync reply or

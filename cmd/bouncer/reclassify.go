@@ -6,8 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -16,6 +18,7 @@ import (
 	"github.com/bouncer-mail/bouncer/event"
 	"github.com/bouncer-mail/bouncer/ingest"
 	"github.com/bouncer-mail/bouncer/store"
+	"github.com/bouncer-mail/bouncer/suppress"
 )
 
 // reclassifyPage is how many reports one Store.Reports call returns, and
@@ -32,6 +35,12 @@ type reclassifySummary struct {
 	// window (Stats), around the run; After is nil in a dry run. Sync
 	// events, unaffected, are in both.
 	Before, After map[event.Class]int64
+	// Refolded is how many recipients of the new sets had their outcomes
+	// re-folded and their suppressions brought in line; RefoldErrors how
+	// many of them failed.
+	Refolded, RefoldErrors int
+	// Suppressed and Lifted count the policy's suppressions that changed.
+	Suppressed, Lifted int
 }
 
 // runReclassify is `bouncer reclassify`: classify the stored raw reports
@@ -44,6 +53,7 @@ func runReclassify(args []string, stdout, stderr io.Writer) int {
 	dsn := fl.String("clickhouse-dsn", os.Getenv("BOUNCER_CLICKHOUSE_DSN"), "ClickHouse `dsn`; empty: SQLite under --data-dir (env BOUNCER_CLICKHOUSE_DSN)")
 	dataDir := fl.String("data-dir", envOr("BOUNCER_DATA_DIR", "./bouncer-data"), "`directory` of the SQLite store (env BOUNCER_DATA_DIR)")
 	dryRun := fl.Bool("dry-run", false, "classify and count, write nothing")
+	policyPath := fl.String("suppression-policy", os.Getenv("BOUNCER_SUPPRESSION_POLICY"), "suppression policy `file` (JSON); empty: the defaults (env BOUNCER_SUPPRESSION_POLICY)")
 	fl.Usage = func() {
 		fmt.Fprintln(stderr, "usage: bouncer reclassify --since DURATION [--rules FILE] [--clickhouse-dsn DSN | --data-dir DIR] [--dry-run]")
 		fl.PrintDefaults()
@@ -63,6 +73,13 @@ func runReclassify(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "bouncer reclassify: %v\n", err)
 		return 2
 	}
+	policy := suppress.Default
+	if *policyPath != "" {
+		if policy, err = suppress.Load(*policyPath); err != nil {
+			fmt.Fprintf(stderr, "bouncer reclassify: %v\n", err)
+			return 2
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	st, err := openStore(ctx, Options{DataDir: *dataDir, ClickHouseDSN: *dsn})
@@ -73,7 +90,7 @@ func runReclassify(args []string, stdout, stderr io.Writer) int {
 	defer st.Close()
 
 	now := time.Now()
-	sum, err := reclassify(ctx, st, classify.New(rs), now.Add(-*since), reclassifyVersion(now), *dryRun)
+	sum, err := reclassify(ctx, st, classify.New(rs), policy, now.Add(-*since), reclassifyVersion(now), *dryRun)
 	printSummary(stdout, sum, *dryRun)
 	if err != nil {
 		fmt.Fprintf(stderr, "bouncer reclassify: %v\n", err)
@@ -99,15 +116,21 @@ func envOr(name, def string) string {
 func reclassifyVersion(now time.Time) uint32 { return uint32(now.Unix()) }
 
 // reclassify pages through the reports received since, classifies each
-// with cl and writes its events as set version, one Write per page.
+// with cl and writes its events as set version, one Write per page; then
+// re-folds the outcomes of every recipient of the new sets and brings
+// their suppressions in line with policy, as ingest does after a batch.
 // Writes nothing when dryRun.
 //
+// TODO: a recipient the old set named and the new one does not (the
+// rules now read another address) is not re-folded: finding it needs a
+// read of the old set.
 // TODO: a report the current rules read no events from keeps its old
 // set: the store has no way yet to write an empty set.
 // TODO: reports whose events did not change are written again under the
 // new version; skipping them needs a read of a report's current set.
-func reclassify(ctx context.Context, st store.Store, cl *classify.Classifier, since time.Time, version uint32, dryRun bool) (reclassifySummary, error) {
+func reclassify(ctx context.Context, st store.Store, cl *classify.Classifier, policy suppress.Policy, since time.Time, version uint32, dryRun bool) (reclassifySummary, error) {
 	sum := reclassifySummary{NewClasses: map[event.Class]int64{}}
+	recipients := map[string]bool{}
 	before, err := st.Stats(ctx, since)
 	if err != nil {
 		return sum, err
@@ -142,6 +165,9 @@ func reclassify(ctx context.Context, st store.Store, cl *classify.Classifier, si
 					Event:      ev,
 				})
 				sum.NewClasses[ev.Class]++
+				if ev.Recipient != "" {
+					recipients[strings.ToLower(ev.Recipient)] = true
+				}
 			}
 		}
 		sum.Written += len(events)
@@ -157,11 +183,27 @@ func reclassify(ctx context.Context, st store.Store, cl *classify.Classifier, si
 	if dryRun {
 		return sum, nil
 	}
+	refolder := &ingest.Refolder{Store: st, Policy: policy}
+	for _, rcpt := range slices.Sorted(maps.Keys(recipients)) {
+		res, err := refolder.Recipient(ctx, rcpt)
+		sum.Refolded++
+		sum.Suppressed += len(res.Suppressed)
+		sum.Lifted += len(res.Lifted)
+		if err != nil {
+			if ctx.Err() != nil {
+				return sum, ctx.Err()
+			}
+			sum.RefoldErrors++
+		}
+	}
 	afterStats, err := st.Stats(ctx, since)
 	if err != nil {
 		return sum, err
 	}
 	sum.After = afterStats.EventsByClass
+	if sum.RefoldErrors > 0 {
+		return sum, fmt.Errorf("%d of %d recipients could not be re-folded (the events are written; run again to re-fold them)", sum.RefoldErrors, sum.Refolded)
+	}
 	return sum, nil
 }
 
@@ -189,6 +231,9 @@ func printSummary(w io.Writer, s reclassifySummary, dryRun bool) {
 	}
 	fmt.Fprintf(w, "reports read: %d (%d unreadable with the current rules)\n", s.Reports, s.ParseErrors)
 	fmt.Fprintf(w, "events %s: %d\n", verb, s.Written)
+	if !dryRun {
+		fmt.Fprintf(w, "recipients re-folded: %d (%d failed); policy suppressions added: %d, lifted: %d\n", s.Refolded, s.RefoldErrors, s.Suppressed, s.Lifted)
+	}
 	if s.After == nil {
 		fmt.Fprintf(w, "events in the window: %d before\n", total(s.Before))
 	} else {

@@ -120,13 +120,34 @@ func TestReclassify(t *testing.T) {
 		}
 	}
 	check("first run")
+	// The recipient's outcome follows the new set, and the hard failure the
+	// old rules read as a full mailbox now suppresses it.
+	if !strings.Contains(out, "recipients re-folded: 1 (0 failed); policy suppressions added: 1, lifted: 0") {
+		t.Errorf("summary %q, want 1 recipient re-folded and 1 suppression added", out)
+	}
+	withStore(t, dir, func(s store.Store) {
+		outs, err := s.RecipientOutcomes(ctx, rcpt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(outs) != 1 || outs[0].Class != event.ClassHard || !outs[0].Final {
+			t.Errorf("outcomes after the run: %+v, want one final hard", outs)
+		}
+		sup, err := s.AddressSuppressions(ctx, rcpt, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(sup) != 1 || sup[0].Rule != "hard" || sup[0].Source != store.SourcePolicy {
+			t.Errorf("suppressions after the run: %+v, want the policy's hard one", sup)
+		}
+	})
 
 	// A run a second later writes a higher version of the same set.
 	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second)))
 	out = reclassify("--since", "2h")
 	check("second run")
-	if !strings.Contains(out, "1 before -> 1 after") {
-		t.Errorf("second run summary %q, want 1 -> 1", out)
+	if !strings.Contains(out, "1 before -> 1 after") || !strings.Contains(out, "policy suppressions added: 0") {
+		t.Errorf("second run summary %q, want 1 -> 1 and no suppression added again", out)
 	}
 }
 
