@@ -24,6 +24,7 @@ type Options struct {
 	Domains        []string
 	ClickHouseDSN  string
 	RulesFile      string
+	PolicyFile     string
 	VERPKeysFile   string
 	VERPKeys       string // from BOUNCER_VERP_KEYS only: never a flag, so it stays out of ps
 	APITokensFile  string
@@ -96,6 +97,7 @@ func parseOptions(args []string, getenv func(string) string) (Options, *flag.Fla
 	fl.Var(&domains, "domain", "bounce `domain` accepted at RCPT; repeatable (env BOUNCER_DOMAIN, comma-separated)")
 	str(&o.ClickHouseDSN, "clickhouse-dsn", "", "ClickHouse `dsn` (clickhouse://host:9000/db); empty: SQLite under --data-dir")
 	str(&o.RulesFile, "rules", "", "extra rules `file` overriding the embedded defaults")
+	str(&o.PolicyFile, "suppression-policy", "", "suppression policy `file` (JSON, docs/suppressions.md); empty: the defaults")
 	str(&o.VERPKeysFile, "verp-keys-file", "", "`file` of VERP keys, one per line; the first signs, all verify")
 	str(&o.APITokensFile, "api-tokens-file", "", "`file` of API bearer tokens, lines \"read TOKEN\" or \"admin TOKEN\"; or env BOUNCER_API_READ_TOKENS / BOUNCER_API_ADMIN_TOKENS")
 	fl.BoolVar(&o.AcceptUnsigned, "accept-unsigned", env("accept-unsigned", "") == "true", "also accept bounce addresses without a VERP token (env BOUNCER_ACCEPT_UNSIGNED=true)")

@@ -73,12 +73,10 @@ func runReclassify(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "bouncer reclassify: %v\n", err)
 		return 2
 	}
-	policy := suppress.Default
-	if *policyPath != "" {
-		if policy, err = suppress.Load(*policyPath); err != nil {
-			fmt.Fprintf(stderr, "bouncer reclassify: %v\n", err)
-			return 2
-		}
+	policy, err := loadPolicy(*policyPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "bouncer reclassify: %v\n", err)
+		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

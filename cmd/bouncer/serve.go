@@ -28,6 +28,7 @@ import (
 	"github.com/bouncer-mail/bouncer/store"
 	"github.com/bouncer-mail/bouncer/store/clickhouse"
 	"github.com/bouncer-mail/bouncer/store/sqlite"
+	"github.com/bouncer-mail/bouncer/suppress"
 	"github.com/bouncer-mail/bouncer/verp"
 )
 
@@ -67,6 +68,10 @@ func Start(ctx context.Context, opts Options, log *slog.Logger, reg *prometheus.
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
 	rs, err := loadRules(opts.RulesFile)
+	if err != nil {
+		return nil, err
+	}
+	policy, err := loadPolicy(opts.PolicyFile)
 	if err != nil {
 		return nil, err
 	}
@@ -113,7 +118,7 @@ func Start(ctx context.Context, opts Options, log *slog.Logger, reg *prometheus.
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	pipe, err := ingest.New(ingest.Config{JS: js, Store: s.store, Classifier: classify.New(rs), Logger: log.With("component", "ingest"), Registerer: reg})
+	pipe, err := ingest.New(ingest.Config{JS: js, Store: s.store, Classifier: classify.New(rs), Logger: log.With("component", "ingest"), Registerer: reg, Policy: policy})
 	if err != nil {
 		return nil, err
 	}
@@ -129,7 +134,7 @@ func Start(ctx context.Context, opts Options, log *slog.Logger, reg *prometheus.
 	if err != nil {
 		return nil, err
 	}
-	handler, err := api.New(api.Config{Store: s.store, Logger: log.With("component", "api"), Gatherer: reg, Ready: pipe.Ready, ReadTokens: read, AdminTokens: admin})
+	handler, err := api.New(api.Config{Store: s.store, Logger: log.With("component", "api"), Gatherer: reg, Ready: pipe.Ready, ReadTokens: read, AdminTokens: admin, Normalize: policy.Normalize})
 	if err != nil {
 		return nil, err
 	}
@@ -287,4 +292,13 @@ func newRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return reg
+}
+
+// loadPolicy reads the suppression policy file, or returns the defaults
+// for "".
+func loadPolicy(path string) (suppress.Policy, error) {
+	if path == "" {
+		return suppress.Default, nil
+	}
+	return suppress.Load(path)
 }

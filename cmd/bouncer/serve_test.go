@@ -2,18 +2,22 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/bouncer-mail/bouncer/store/clickhouse/clickhousetest"
 	"github.com/bouncer-mail/bouncer/verp"
@@ -285,5 +289,66 @@ func TestLoadTokens(t *testing.T) {
 		} else if strings.Contains(err.Error(), "0123456789") {
 			t.Errorf("error %q shows a token", err)
 		}
+	}
+}
+
+// TestServeSuppressionPolicy: the policy file reaches ingest and the API
+// alike, so a suppression the policy keys by a normalised address is found
+// by the check a sending application makes, under any spelling of it.
+func TestServeSuppressionPolicy(t *testing.T) {
+	policy := filepath.Join(t.TempDir(), "policy.json")
+	if err := os.WriteFile(policy, []byte(`{"normalize":{"plus_tags":true}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	svc := startService(t, "--suppression-policy", policy)
+	nc, err := nats.Connect(svc.NATSURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	rec := `{"id":"p-1","ts":"2026-11-25T10:00:00Z","recipient":"Jane+News@example.net","reply_code":550,"status":"5.1.1","reply":"550 5.1.1 <jane+news@example.net>: Recipient address rejected: User unknown in virtual mailbox table","smtp_command":"RCPT"}`
+	if err := nc.Publish("delivery.attempts.mta1", []byte(rec)); err != nil {
+		t.Fatal(err)
+	}
+	nc.Flush()
+	type check struct {
+		Address      string `json:"address"`
+		Suppressed   bool   `json:"suppressed"`
+		Suppressions []struct {
+			Source, Rule, Reason string
+		} `json:"suppressions"`
+	}
+	var got check
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		getJSON(t, "http://"+svc.HTTPAddr+"/v1/suppressions/jane@example.net", &got)
+		if got.Suppressed || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !got.Suppressed || len(got.Suppressions) != 1 || got.Suppressions[0].Source != "policy" || got.Suppressions[0].Rule != "hard" || got.Suppressions[0].Reason != "userunknown" {
+		t.Fatalf("jane@example.net: %+v, want suppressed by the policy's hard rule", got)
+	}
+	got = check{}
+	getJSON(t, "http://"+svc.HTTPAddr+"/v1/suppressions/JANE+other@example.net", &got)
+	if !got.Suppressed || got.Address != "jane@example.net" {
+		t.Errorf("another +tag of the address: %+v, want it suppressed as jane@example.net", got)
+	}
+}
+
+func TestServeBadPolicy(t *testing.T) {
+	dir := t.TempDir()
+	policy := filepath.Join(dir, "policy.json")
+	if err := os.WriteFile(policy, []byte(`{"soft_count":0}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts, _, err := parseOptions([]string{"--data-dir", dir, "--suppression-policy", policy, "--smtp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:-1"}, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Start(context.Background(), opts, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err == nil || !strings.Contains(err.Error(), "soft_count") {
+		t.Errorf("Start with soft_count 0: %v, want an error naming soft_count", err)
 	}
 }

@@ -21,6 +21,7 @@ type Options struct {
 	ClickHouseDSN string
 	DataDir       string
 	RulesFile     string
+	PolicyFile    string
 	HTTPAddr      string
 	LogLevel      string
 }
@@ -54,6 +55,7 @@ func parseOptions(args []string, getenv func(string) string, output io.Writer) (
 	str(&o.ClickHouseDSN, "clickhouse-dsn", "", "ClickHouse `dsn` (clickhouse://host:9000/db); empty: SQLite under --data-dir, for one worker only")
 	str(&o.DataDir, "data-dir", "./bouncer-data", "`directory` for SQLite when there is no --clickhouse-dsn")
 	str(&o.RulesFile, "rules", "", "extra rules `file` overriding the embedded defaults")
+	str(&o.PolicyFile, "suppression-policy", "", "suppression policy `file` (JSON, docs/suppressions.md); the same as the listeners' (empty: the defaults)")
 	// 8026, beside the all-in-one's 8025, so a listener and a worker can
 	// share a host. A literal: deploy/manifests_test.go reads it.
 	str(&o.HTTPAddr, "http-addr", "127.0.0.1:8026", "HTTP listen `address` for /healthz, /readyz and /metrics")

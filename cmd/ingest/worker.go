@@ -24,6 +24,7 @@ import (
 	"github.com/bouncer-mail/bouncer/store"
 	"github.com/bouncer-mail/bouncer/store/clickhouse"
 	"github.com/bouncer-mail/bouncer/store/sqlite"
+	"github.com/bouncer-mail/bouncer/suppress"
 )
 
 // Durable is the JetStream consumer every ingest process shares: the
@@ -82,6 +83,12 @@ func Start(ctx context.Context, opts Options, log *slog.Logger, reg *prometheus.
 	if err != nil {
 		return nil, err
 	}
+	policy := suppress.Default
+	if opts.PolicyFile != "" {
+		if policy, err = suppress.Load(opts.PolicyFile); err != nil {
+			return nil, err
+		}
+	}
 	if opts.ClickHouseDSN == "" {
 		log.Warn("no --clickhouse-dsn: storing in SQLite under --data-dir; only one ingest process may run like this, several workers need ClickHouse",
 			"data_dir", opts.DataDir)
@@ -114,7 +121,7 @@ func Start(ctx context.Context, opts Options, log *slog.Logger, reg *prometheus.
 	if err := broker.EnsureStreams(ctx, js, opts.NATSReplicas); err != nil {
 		return nil, fmt.Errorf("NATS streams: %w", err)
 	}
-	pipe, err := ingest.New(ingest.Config{JS: js, Store: w.store, Classifier: classify.New(rs), Logger: log, Registerer: reg, Durable: Durable})
+	pipe, err := ingest.New(ingest.Config{JS: js, Store: w.store, Classifier: classify.New(rs), Logger: log, Registerer: reg, Durable: Durable, Policy: policy})
 	if err != nil {
 		return nil, err
 	}
