@@ -505,9 +505,67 @@ func TestStats(t *testing.T) {
 
 	for _, q := range []string{
 		"?window=59s", "?window=0", "?window=-1h", "?window=2161h", "?window=91d", "?window=day",
-		"?window=1e9h", "?window=24", "?window=%zz", "?by=provider",
+		"?window=1e9h", "?window=24", "?window=%zz", "?by=domain", "?by=PROVIDER",
 	} {
 		status, body, ctype := e.get(t, "/v1/stats"+q)
 		wantError(t, "/v1/stats"+q, status, body, ctype, http.StatusBadRequest)
+	}
+}
+
+// TestStatsBy: by=provider and by=reason group the window's events by
+// bounded provider label or reason, each group with every class.
+func TestStatsBy(t *testing.T) {
+	e := start(t, nil)
+	at := now.Add(-time.Hour)
+	ev := func(report string, i int, class event.Class, reason event.Reason, provider string) store.Event {
+		x := newEvent(report, i, "a@example.com", class, at)
+		x.Reason, x.Provider = reason, provider
+		return x
+	}
+	e.write(t, []store.Report{newReport("r1", at)}, []store.Event{
+		ev("r1", 0, event.ClassHard, event.ReasonUserUnknown, "gmail"),
+		ev("r1", 1, event.ClassSoft, event.ReasonMailboxFull, "gmail"),
+		ev("r1", 2, event.ClassHard, event.ReasonUserUnknown, "mx.tiny-isp.example"), // not a known provider: "other"
+		ev("r1", 3, event.ClassGreylist, event.ReasonGreylisting, ""),
+	})
+	classes := func(nonZero map[string]int64) map[string]int64 {
+		m := map[string]int64{}
+		for _, c := range event.Classes {
+			m[string(c)] = nonZero[string(c)]
+		}
+		return m
+	}
+	for _, tt := range []struct {
+		by   string
+		want map[string]map[string]int64
+	}{
+		{"provider", map[string]map[string]int64{
+			"gmail": classes(map[string]int64{"hard": 1, "soft": 1}),
+			"other": classes(map[string]int64{"hard": 1, "greylist": 1}),
+		}},
+		{"reason", map[string]map[string]int64{
+			"userunknown": classes(map[string]int64{"hard": 2}),
+			"mailboxfull": classes(map[string]int64{"soft": 1}),
+			"greylisting": classes(map[string]int64{"greylist": 1}),
+		}},
+	} {
+		status, body, _ := e.get(t, "/v1/stats?window=2h&by="+tt.by)
+		if status != http.StatusOK {
+			t.Fatalf("by=%s: %d %s", tt.by, status, body)
+		}
+		var got struct {
+			By            string                      `json:"by"`
+			EventsByClass map[string]int64            `json:"events_by_class"`
+			EventsByGroup map[string]map[string]int64 `json:"events_by_group"`
+		}
+		if err := json.Unmarshal(body, &got); err != nil {
+			t.Fatal(err)
+		}
+		if got.By != tt.by || !reflect.DeepEqual(got.EventsByGroup, tt.want) {
+			t.Errorf("by=%s: by %q, groups %v; want %v", tt.by, got.By, got.EventsByGroup, tt.want)
+		}
+		if want := classes(map[string]int64{"hard": 2, "soft": 1, "greylist": 1}); !reflect.DeepEqual(got.EventsByClass, want) {
+			t.Errorf("by=%s: events_by_class %v, want %v", tt.by, got.EventsByClass, want)
+		}
 	}
 }

@@ -148,6 +148,15 @@ func TestBrowser(t *testing.T) {
 			t.Errorf("%s events = %s, want %s", c, got, want)
 		}
 	}
+	// By provider and class: the seeded events of the window.
+	for sel, want := range map[string]string{
+		"#provider-gmail-hard": "1", "#provider-gmail-delivered": "1", "#provider-gmail-soft": "0",
+		"#provider-outlook-soft": "1", "#provider-yahoo-greylist": "1", "#provider-yahoo-complaint": "1",
+	} {
+		if got := text(sel); got != want {
+			t.Errorf("%s = %s, want %s", sel, got, want)
+		}
+	}
 	if got, want := text("#suppressed-total"), strconv.Itoa(seeded.inForce); got != want {
 		t.Errorf("suppressions in force = %s, want %s", got, want)
 	}

@@ -331,7 +331,22 @@ type homePage struct {
 	SuppressedBy    []count // by source
 	SuppressedClass []count
 	SuppressedIn    []count // by stream, the global scope first
+	// ProviderClasses head the columns of ByProvider, a row per provider
+	// label with events in the window, most events first.
+	ProviderClasses []string
+	ByProvider      []providerRow
 }
+
+// providerRow is one provider's events by ProviderClasses, and its total
+// over every class.
+type providerRow struct {
+	Name  string
+	N     []int64
+	Total int64
+}
+
+// summaryClasses are the columns of the home page's provider table.
+var summaryClasses = []event.Class{event.ClassHard, event.ClassSoft, event.ClassGreylist, event.ClassComplaint, event.ClassDelivered}
 
 func (w *web) home(rw http.ResponseWriter, r *http.Request) {
 	now := time.Now().UTC()
@@ -348,6 +363,25 @@ func (w *web) home(rw http.ResponseWriter, r *http.Request) {
 			p.Failures += st.EventsByClass[c]
 		}
 	}
+	for _, c := range summaryClasses {
+		p.ProviderClasses = append(p.ProviderClasses, c.String())
+	}
+	for name, byClass := range groupStats(st, statsByProvider) {
+		row := providerRow{Name: name}
+		for _, c := range summaryClasses {
+			row.N = append(row.N, byClass[c.String()])
+		}
+		for _, n := range byClass {
+			row.Total += n
+		}
+		p.ByProvider = append(p.ByProvider, row)
+	}
+	sort.Slice(p.ByProvider, func(i, j int) bool {
+		if p.ByProvider[i].Total != p.ByProvider[j].Total {
+			return p.ByProvider[i].Total > p.ByProvider[j].Total
+		}
+		return p.ByProvider[i].Name < p.ByProvider[j].Name
+	})
 	sup, err := w.s.store.SuppressionStats(r.Context(), now)
 	if err != nil {
 		w.storeFail(rw, r, err)

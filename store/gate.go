@@ -44,9 +44,15 @@ func (g *Gate) Close(release func() error) error {
 // NewStats returns the Stats of a window beginning at since, with every
 // class present at zero, for an engine to add its counts to.
 func NewStats(since time.Time) Stats {
-	st := Stats{Since: since, EventsByClass: make(map[event.Class]int64, len(event.Classes))}
+	st := Stats{Since: since, EventsByClass: make(map[event.Class]int64, len(event.Classes)), Events: map[StatsKey]int64{}}
 	for _, c := range event.Classes {
 		st.EventsByClass[c] = 0
 	}
 	return st
+}
+
+// Add counts n events of one group in st.
+func (st *Stats) Add(k StatsKey, n int64) {
+	st.EventsByClass[k.Class] += n
+	st.Events[k] += n
 }

@@ -50,6 +50,17 @@ type Stats struct {
 	Since           time.Time
 	ReportsReceived int64                 // raw reports durably accepted
 	EventsByClass   map[event.Class]int64 // every class present, zero ones too
+	// Events counts the same events by class, reason and provider (as
+	// stored: a domain-derived name, "" when unknown); their sum per class
+	// is EventsByClass.
+	Events map[StatsKey]int64
+}
+
+// StatsKey is one group of Stats.Events.
+type StatsKey struct {
+	Class    event.Class
+	Reason   event.Reason
+	Provider string
 }
 
 // Store is implemented by every engine. All methods are safe for

@@ -107,8 +107,9 @@ func (s *Store) RecipientEvents(ctx context.Context, address string, limit int) 
 // class of its highest version.
 const (
 	selectReportsReceived = `SELECT uniqExact(id) FROM reports WHERE received >= toDateTime(?)`
-	selectEventsByClass   = `SELECT class, count() FROM (
-	SELECT argMax(class, version) AS class, argMax(report_id, version) AS rid, max(version) AS v
+	selectEventsByClass   = `SELECT class, reason, provider, count() FROM (
+	SELECT argMax(class, version) AS class, argMax(reason, version) AS reason, argMax(provider, version) AS provider,
+		argMax(report_id, version) AS rid, max(version) AS v
 	FROM events
 	WHERE time >= toDateTime(?)
 	GROUP BY id
@@ -118,7 +119,7 @@ WHERE rid = '' OR (rid, v) GLOBAL IN (
 	WHERE report_id GLOBAL IN (SELECT report_id FROM events WHERE time >= toDateTime(?) AND report_id != '')
 	GROUP BY report_id
 )
-GROUP BY class`
+GROUP BY class, reason, provider`
 )
 
 // Stats counts reports received and events by class since a time; see
@@ -154,13 +155,13 @@ func (s *Store) stats(ctx context.Context, since time.Time) (store.Stats, error)
 	defer rows.Close()
 	for rows.Next() {
 		var (
-			class string
-			n     uint64
+			class, reason, provider string
+			n                       uint64
 		)
-		if err := rows.Scan(&class, &n); err != nil {
+		if err := rows.Scan(&class, &reason, &provider, &n); err != nil {
 			return st, err
 		}
-		st.EventsByClass[event.Class(class)] += int64(n)
+		st.Add(store.StatsKey{Class: event.Class(class), Reason: event.Reason(reason), Provider: provider}, int64(n))
 	}
 	return st, rows.Err()
 }

@@ -101,22 +101,22 @@ func (s *Store) stats(ctx context.Context, since time.Time) (store.Stats, error)
 		Scan(&st.ReportsReceived); err != nil {
 		return st, err
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT e.class, count(*) FROM events e
+	rows, err := tx.QueryContext(ctx, `SELECT e.class, e.reason, e.provider, count(*) FROM events e
 		WHERE e.time >= ? AND `+newest+`
-		GROUP BY e.class`, from)
+		GROUP BY e.class, e.reason, e.provider`, from)
 	if err != nil {
 		return st, err
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var (
-			class string
-			n     int64
+			class, reason, provider string
+			n                       int64
 		)
-		if err := rows.Scan(&class, &n); err != nil {
+		if err := rows.Scan(&class, &reason, &provider, &n); err != nil {
 			return st, err
 		}
-		st.EventsByClass[event.Class(class)] += n
+		st.Add(store.StatsKey{Class: event.Class(class), Reason: event.Reason(reason), Provider: provider}, n)
 	}
 	return st, rows.Err()
 }

@@ -393,6 +393,46 @@ func testStats(t *testing.T, s store.Store) {
 	if !st.Since.Equal(base) {
 		t.Errorf("Stats(%v).Since = %v", base, st.Since)
 	}
+	testStatsGroups(t, s)
+}
+
+// testStatsGroups: Stats.Events counts by class, reason and provider, the
+// newest version of each event only, and sums to EventsByClass.
+func testStatsGroups(t *testing.T, s store.Store) {
+	at := base.Add(time.Hour)
+	ev := func(report string, i int, class event.Class, reason event.Reason, provider string) store.Event {
+		e := newEvent(report, i, "g@example.com", class, at)
+		e.Reason, e.Provider = reason, provider
+		return e
+	}
+	events := []store.Event{
+		ev("g1", 0, event.ClassHard, event.ReasonUserUnknown, "gmail"),
+		ev("g1", 1, event.ClassHard, event.ReasonUserUnknown, "gmail"),
+		ev("g2", 0, event.ClassSoft, event.ReasonMailboxFull, "yahoo"),
+		ev("g3", 0, event.ClassSoft, event.ReasonMailboxFull, ""),
+	}
+	// g3 reclassified: its newest version is a hard hostunknown at yahoo.
+	newer := ev("g3", 0, event.ClassHard, event.ReasonHostUnknown, "yahoo")
+	newer.Version = 2
+	write(t, s, []store.Report{newReport("g1", at), newReport("g2", at), newReport("g3", at)}, append(events, newer))
+	st := stats(t, s, at)
+	want := map[store.StatsKey]int64{
+		{Class: event.ClassHard, Reason: event.ReasonUserUnknown, Provider: "gmail"}: 2,
+		{Class: event.ClassSoft, Reason: event.ReasonMailboxFull, Provider: "yahoo"}: 1,
+		{Class: event.ClassHard, Reason: event.ReasonHostUnknown, Provider: "yahoo"}: 1,
+	}
+	if !reflect.DeepEqual(st.Events, want) {
+		t.Errorf("Stats.Events = %v, want %v", st.Events, want)
+	}
+	sum := map[event.Class]int64{}
+	for k, n := range st.Events {
+		sum[k.Class] += n
+	}
+	for c, n := range st.EventsByClass {
+		if sum[c] != n {
+			t.Errorf("EventsByClass[%s] = %d, Events sum to %d", c, n, sum[c])
+		}
+	}
 }
 
 // Reclassifying writes a higher Version under the same id: reads and
