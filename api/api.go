@@ -166,6 +166,13 @@ func (s *server) guard(a access, h http.HandlerFunc) http.Handler {
 				s.writeError(w, r, http.StatusForbidden, "no API token is configured: only loopback clients are served")
 				return
 			}
+			// A loopback client that asked for another host name is a
+			// browser on this machine fooled by DNS rebinding into
+			// sending a hostile page's requests here.
+			if !loopbackHost(r.Host) {
+				s.writeError(w, r, http.StatusForbidden, "no API token is configured: only requests to localhost, 127.0.0.1 or [::1] are served")
+				return
+			}
 			h(w, r.WithContext(context.WithValue(r.Context(), actorKey{}, actorLoopback)))
 			return
 		}

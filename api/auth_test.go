@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -52,9 +53,19 @@ func TestAuth(t *testing.T) {
 		{"no tokens: IPv6 loopback served", none, "[::1]:4000", "/v1/stats", "", 200},
 		{"no tokens: remote refused", none, "192.0.2.1:4000", "/v1/stats", "", 403},
 		{"no tokens: remote probes served", none, "192.0.2.1:4000", "/readyz", "", 200},
+		{"no tokens: localhost by name served", none, "127.0.0.1:4000", "//localhost:8025/v1/stats", "", 200},
+		// DNS rebinding: a hostile page's name resolving to 127.0.0.1.
+		{"no tokens: loopback client asking for another host refused", none, "127.0.0.1:4000", "//evil.example:8025/v1/stats", "", 403},
+		{"tokens: any host name with a token", tokens, "127.0.0.1:4000", "//bouncer.example.com/v1/stats", "Bearer read-token-1", 200},
 	}
 	for _, tt := range tests {
-		r := httptest.NewRequest("GET", tt.path, nil)
+		target := tt.path
+		if strings.HasPrefix(target, "//") {
+			target = "http:" + target // the request's Host is the URL's
+		} else {
+			target = "http://127.0.0.1:8025" + target
+		}
+		r := httptest.NewRequest("GET", target, nil)
 		r.RemoteAddr = tt.remote
 		if tt.auth != "" {
 			r.Header.Set("Authorization", tt.auth)
