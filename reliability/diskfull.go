@@ -13,11 +13,8 @@ import (
 	"time"
 )
 
-// diskFullSize is the tmpfs the all-in-one's data dir lives on.
-const diskFullSize = "64m"
-
 func runDiskFull(ctx context.Context, e *Env, c Config) (Result, error) {
-	r := Result{Scenario: "disk-full", Injected: "data dir on a " + diskFullSize + " tmpfs filled to the last byte under load, then the filler removed"}
+	r := Result{Scenario: "disk-full", Injected: "data dir on a " + c.DiskSize + " tmpfs filled to the last byte under load, then the filler removed"}
 	if os.Geteuid() != 0 {
 		return r, fmt.Errorf("%w: mounting the tmpfs of the disk-full scenario", ErrNeedsRoot)
 	}
@@ -25,8 +22,8 @@ func runDiskFull(ctx context.Context, e *Env, c Config) (Result, error) {
 	if err != nil {
 		return r, err
 	}
-	if err := syscall.Mount("tmpfs", mnt, "tmpfs", 0, "size="+diskFullSize); err != nil {
-		return r, fmt.Errorf("mount -t tmpfs -o size=%s tmpfs %s: %w", diskFullSize, mnt, err)
+	if err := syscall.Mount("tmpfs", mnt, "tmpfs", 0, "size="+c.DiskSize); err != nil {
+		return r, fmt.Errorf("mount -t tmpfs -o size=%s tmpfs %s: %w", c.DiskSize, mnt, err)
 	}
 	defer syscall.Unmount(mnt, syscall.MNT_DETACH)
 	b, err := e.NewBouncer("diskfull-bouncer", filepath.Join(mnt, "data"), BouncerOptions{})
@@ -56,7 +53,7 @@ func runDiskFull(ctx context.Context, e *Env, c Config) (Result, error) {
 			acked := load.Ledger.Counts().Acked
 			freed := time.Now()
 			deadline := freed.Add(c.RecoverWait)
-			for load.Ledger.Counts().Acked == acked && time.Now().Before(deadline) {
+			for load.Ledger.Counts().Acked == acked && time.Now().Before(deadline) && ctx.Err() == nil {
 				sleep(ctx, 100*time.Millisecond)
 			}
 			if load.Ledger.Counts().Acked > acked {

@@ -219,20 +219,23 @@ func StartLoad(cfg LoadConfig) *Load {
 // StopNew ends the making of new reports; resends go on until Finish.
 func (l *Load) StopNew() { l.stopped.Do(func() { close(l.stopNew) }) }
 
-// Finish stops new reports and waits up to timeout for every resend to be
-// answered 250 or 5xx; then it stops the senders. It reports an error when
-// some messages were still pending.
-func (l *Load) Finish(timeout time.Duration) error {
+// Finish stops new reports and waits up to timeout, or until ctx is done,
+// for every resend to be answered 250 or 5xx; then it stops the senders.
+// It reports an error when some messages were still pending.
+func (l *Load) Finish(ctx context.Context, timeout time.Duration) error {
 	l.StopNew()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
 	select {
 	case <-l.done:
-	case <-time.After(timeout):
 		l.cancel()
-		<-l.done
-		return fmt.Errorf("%d messages still not answered 250 or 5xx %s after the load ended", l.Ledger.Counts().Pending, timeout)
+		return nil
+	case <-t.C:
+	case <-ctx.Done():
 	}
 	l.cancel()
-	return nil
+	<-l.done
+	return fmt.Errorf("%d messages still not answered 250 or 5xx %s after the load ended", l.Ledger.Counts().Pending, timeout)
 }
 
 func (l *Load) session(ctx context.Context, w int, tick <-chan time.Time) {

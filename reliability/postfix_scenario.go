@@ -95,10 +95,10 @@ func postfixRun(ctx context.Context, e *Env, c Config, r Result) (Result, error)
 				r.Notes = append(r.Notes, fmt.Sprintf("bouncer killed after Postfix logged %d of %d DSNs sent", l.DSNSent, len(subs)))
 				break
 			}
-			if time.Now().After(deadline) {
+			if time.Now().After(deadline) || ctx.Err() != nil {
 				return r, fmt.Errorf("Postfix delivered %d DSNs in %s, waiting for %d", l.DSNSent, c.DrainWait, len(subs)/3)
 			}
-			time.Sleep(20 * time.Millisecond)
+			sleep(ctx, 20*time.Millisecond)
 		}
 		if err := b.Kill(); err != nil {
 			return r, err
@@ -124,7 +124,7 @@ func postfixRun(ctx context.Context, e *Env, c Config, r Result) (Result, error)
 		if q == 0 && pl.DSNs >= len(subs) && pl.DSNSent+pl.DSNBounced >= pl.DSNs {
 			break
 		}
-		if time.Now().After(deadline) {
+		if time.Now().After(deadline) || ctx.Err() != nil {
 			return r, fmt.Errorf("after %s Postfix still queues %d messages; log counts %+v", c.DrainWait, q, pl)
 		}
 		sleep(ctx, 200*time.Millisecond)

@@ -27,18 +27,22 @@ type Config struct {
 	RecoverWait time.Duration
 	// Attack is the number of connections of the slowloris scenario.
 	Attack int
+	// DiskSize is the size of the disk-full scenario's tmpfs (mount's
+	// size= option): room for what the load stores once the filler is
+	// removed.
+	DiskSize string
 }
 
 // ShortConfig is a few seconds of modest load per scenario, for CI.
 func ShortConfig() Config {
 	return Config{Sessions: 4, Size: 2000, Rate: 250, Load: 2 * time.Second, Fault: 3 * time.Second, After: 2 * time.Second,
-		Messages: 300, DrainWait: 3 * time.Minute, RecoverWait: 10 * time.Second, Attack: 2000}
+		Messages: 300, DrainWait: 3 * time.Minute, RecoverWait: 10 * time.Second, Attack: 2000, DiskSize: "64m"}
 }
 
 // DefaultConfig is the runner's load without -short.
 func DefaultConfig() Config {
 	return Config{Sessions: 20, Size: 4000, Rate: 500, Load: 15 * time.Second, Fault: 15 * time.Second, After: 15 * time.Second,
-		Messages: 1000, DrainWait: 10 * time.Minute, RecoverWait: time.Minute, Attack: 10000}
+		Messages: 1000, DrainWait: 10 * time.Minute, RecoverWait: time.Minute, Attack: 10000, DiskSize: "256m"}
 }
 
 // Scenario is one fault scenario.
@@ -58,7 +62,7 @@ var Scenarios = []Scenario{
 	{"clickhouse-freeze", "SIGSTOP of clickhouse-server under load, SIGCONT after the fault time", runClickHouseFreeze},
 	{"clickhouse-kill9", "kill -9 of clickhouse-server under load, restart on the same directory after the fault time", runClickHouseKill9},
 	{"slowloris", "slowloris connections (default 10,000, -attack) from many loopback addresses under load, with the default connection limits", runSlowloris},
-	{"disk-full", "the all-in-one's data dir on a 64 MiB tmpfs filled up under load, then space freed", runDiskFull},
+	{"disk-full", "the all-in-one's data dir on a tmpfs (64 MiB -short, 256 MiB) filled up under load, then space freed", runDiskFull},
 }
 
 // Lookup returns the scenario called name.
@@ -149,7 +153,7 @@ func (c Config) startLoad(addr, run string) *Load {
 // senders' resends until every message is answered 250 or 5xx. It fills
 // r.Counts and notes what each phase got.
 func drive(ctx context.Context, e *Env, c Config, r *Result, load *Load, fault, recover func() error) error {
-	defer load.Finish(0) // an early return stops the senders
+	defer load.Finish(ctx, 0) // an early return stops the senders
 	sleep(ctx, c.Load)
 	p := mark(load)
 	e.logf("%s: injecting after %d answered 250", r.Scenario, p.c.Acked)
@@ -168,7 +172,7 @@ func drive(ctx context.Context, e *Env, c Config, r *Result, load *Load, fault, 
 	sleep(ctx, c.After)
 	r.Notes = append(r.Notes, p.since(load, fmt.Sprintf("after the recovery (%s)", c.After)))
 	e.logf("%s: load stopped; waiting for the senders' resends", r.Scenario)
-	err := load.Finish(c.DrainWait)
+	err := load.Finish(ctx, c.DrainWait)
 	r.Counts = load.Ledger.Counts()
 	if rej := load.Ledger.Rejections(3); len(rej) > 0 {
 		r.Notes = append(r.Notes, fmt.Sprintf("5xx replies: %s", strings.Join(rej, " | ")))

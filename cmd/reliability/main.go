@@ -49,6 +49,7 @@ func run() int {
 	flag.DurationVar(&c.DrainWait, "drain-wait", c.DrainWait, "bound on waiting for resends, Postfix's queue and ingest")
 	flag.DurationVar(&c.RecoverWait, "recover-wait", c.RecoverWait, "disk-full: how long to wait for 250s after space is freed before restarting bouncer")
 	flag.IntVar(&c.Attack, "attack", c.Attack, "connections of the slowloris scenario")
+	flag.StringVar(&c.DiskSize, "disk-size", c.DiskSize, "size of the disk-full scenario's tmpfs (mount -o size=)")
 	bouncerBin := flag.String("bouncer", "", "bouncer `binary` to test instead of ./cmd/bouncer built from this checkout")
 	ingestBin := flag.String("ingest", "", "bouncer-ingest `binary` to test instead of ./cmd/ingest built from this checkout")
 	keep := flag.Bool("keep", false, "keep the work directory (data dirs, logs, Postfix configs)")
