@@ -176,7 +176,7 @@ func (x *exam) dsn() []event.Event {
 				continue
 			}
 			diag := r.DiagnosticCode
-			command := SMTPCommand(rules.LowerASCII(diag))
+			command := x.c.command(rules.LowerASCII(diag))
 			if diag == "" || command == "" {
 				// Many MTAs leave Diagnostic-Code out, or the command that
 				// drew it ("in reply to RCPT TO command"), and say it in
@@ -189,11 +189,13 @@ func (x *exam) dsn() []event.Event {
 					diag = text
 				}
 				if command == "" {
-					command = SMTPCommand(rules.LowerASCII(text))
+					command = x.c.command(rules.LowerASCII(text))
 				}
 			}
 			if command == "" && x.single() {
 				command = transcriptCommand(x.lowerText)
+			} else if command == "" && refusedAllAtRcpt(x.lowerText) {
+				command = "RCPT"
 			}
 			diag = JoinContinuations(diag)
 			code := ReplyCode(diag)
@@ -329,11 +331,11 @@ func (x *exam) format(fallback bool) []event.Event {
 		if delayed {
 			action = "delayed"
 		}
-		command := SMTPCommand(rules.LowerASCII(diag))
+		command := x.c.command(rules.LowerASCII(diag))
 		if command == "" && len(cands) == 1 {
 			command = transcriptCommand(x.lowerText)
 		}
-		v := x.c.Reply(Reply{Code: code, Status: status, Text: diag, Action: action, Command: command, Provider: provider})
+		v := x.c.Reply(Reply{Code: code, Status: status, Text: diag, Action: action, Command: command, Provider: provider, Local: f.Local})
 		if weakRule(v.Rule) && len(cands) == 1 {
 			// The reply names no cause, or only a bare refusal;
 			// human-written bounces often give it before the address
@@ -345,7 +347,7 @@ func (x *exam) format(fallback bool) []event.Event {
 			if bcode == 0 && bstatus == "" {
 				bcode, bstatus = ReplyCode(block), EnhancedStatus(block)
 			}
-			if w := x.c.Reply(Reply{Code: bcode, Status: bstatus, Text: block, Action: action, Command: command, Provider: provider}); !weakRule(w.Rule) {
+			if w := x.c.Reply(Reply{Code: bcode, Status: bstatus, Text: block, Action: action, Command: command, Provider: provider, Local: f.Local}); !weakRule(w.Rule) {
 				v, code = w, bcode
 			}
 		}

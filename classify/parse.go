@@ -177,6 +177,16 @@ func SMTPCommand(lowerText string) string {
 	return ""
 }
 
+// command returns the SMTP command a reply's own words say drew it: an
+// MTA's transcript phrasing (SMTPCommand), else a phrase the rules tie to
+// one command ("Recipient address rejected" is a refusal at RCPT).
+func (c *Classifier) command(lowerText string) string {
+	if cmd := SMTPCommand(lowerText); cmd != "" {
+		return cmd
+	}
+	return c.rules.Command(lowerText)
+}
+
 // pipelined corrects DATA to RCPT for a pipelined transcript in which the
 // recipient was refused at RCPT and the server then refused DATA for want
 // of recipients (Sendmail: ">>> DATA", "<<< 550 5.1.1 ... User unknown",
@@ -186,6 +196,16 @@ func pipelined(command, lowerText string) string {
 		return "RCPT"
 	}
 	return command
+}
+
+// refusedAllAtRcpt reports whether a Sendmail transcript holds one session
+// whose DATA the server refused for want of recipients (">>> DATA", then
+// "503 5.0.0 Need RCPT (recipient)"): the client pipelined its commands,
+// no RCPT was accepted, so every recipient of the session was refused at
+// RCPT, whichever of them a DSN lists.
+func refusedAllAtRcpt(lowerText string) bool {
+	return strings.Count(lowerText, "while talking to ") == 1 &&
+		strings.Contains(lowerText, ">>> data") && pipelined("DATA", lowerText) == "RCPT"
 }
 
 // transcriptCommand returns the command named by an MTA's fixed transcript

@@ -81,6 +81,39 @@ func TestSMTPCommand(t *testing.T) {
 	}
 }
 
+// TestCommandFromRules: with no transcript phrasing, the rules' command
+// phrases place a reply ("Recipient address rejected" is a refusal at RCPT).
+func TestCommandFromRules(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{"550 <a@example.com>: recipient address rejected: user unknown in local recipient table", "RCPT"},
+		{"550 5.2.1 <a@example.com>... user unknown [rcpt_to]", "RCPT"},
+		{"smtp:rcpt host 192.0.2.8: 553 5.3.0 <a@example.com>... no such user here", "RCPT"},
+		{"550 5.7.1 recipient address rejected (in reply to end of data command)", "DATA"},
+		{"550 <a@example.com>: user unknown", ""},
+	} {
+		if got := testClassifier.command(tt.in); got != tt.want {
+			t.Errorf("command(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestRefusedAllAtRcpt(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want bool
+	}{
+		{"... while talking to mx.example.de.:\n>>> data\n<<< 550 5.2.1 <a@example.de>... user unknown\n<<< 550 5.1.1 <b@example.de>... user unknown\n<<< 503 5.0.0 need rcpt (recipient)", true},
+		{"... while talking to mx.example.de.:\n>>> data\n<<< 554 5.7.1 rejected as spam", false},
+		{"... while talking to mx.example.de.:\n>>> rcpt to:<a@example.de>\n<<< 550 no\n<<< 503 5.0.0 need rcpt (recipient)", false},
+		{"... while talking to mx1.example.de.:\n>>> data\n<<< 503 5.0.0 need rcpt\n... while talking to mx2.example.org.:\n>>> data\n<<< 554 no", false},
+		{"", false},
+	} {
+		if got := refusedAllAtRcpt(tt.in); got != tt.want {
+			t.Errorf("refusedAllAtRcpt(%q) = %v, want %v", tt.in, got, tt.want)
+		}
+	}
+}
+
 func TestRemoteMTA(t *testing.T) {
 	tests := []struct {
 		in   string

@@ -17,6 +17,10 @@ type Reply struct {
 	Action   string // DSN action when the reply came from a DSN
 	Command  string // SMTP command that drew the reply: RCPT, DATA, ...; "" when unknown
 	Provider string
+	// Local says the text is the reporting system's own verdict (its
+	// local delivery agent or directory, rules.Format.Local), which no
+	// SMTP command drew.
+	Local bool
 }
 
 // Verdict is what a Reply means.
@@ -52,10 +56,22 @@ func (c *Classifier) Reply(r Reply) Verdict {
 	var v Verdict
 	if m, ok := c.rules.Reason(rules.Reply{Text: rules.LowerASCII(JoinContinuations(r.Text)), Status: status, Code: code, Provider: r.Provider}); ok {
 		v = Verdict{Reason: event.Reason(m.Reason), Scope: event.Scope(m.Scope), Rule: m.Rule}
-		if m.AfterData != "" && r.Command == "DATA" && !strings.HasSuffix(status, ".1.1") {
+		if m.AfterData != "" && !strings.HasSuffix(status, ".1.1") {
 			// An explicit X.1.1 ("bad destination mailbox address") says
 			// what it means whenever it came.
-			v = Verdict{Reason: event.Reason(m.AfterData), Rule: m.Rule + "+after-data"}
+			switch {
+			case r.Command == "DATA":
+				v = Verdict{Reason: event.Reason(m.AfterData), Rule: m.Rule + "+after-data"}
+			case r.Command == "" && !r.Local:
+				// Nothing says the recipient was refused at RCPT: the
+				// reply may as well be a filter's after DATA, and only
+				// X.1.1 or a known RCPT makes "user unknown" certain
+				// (Sisimai::Reason::UserUnknown and Filtered read it so).
+				// The text still names this recipient as refused, so
+				// mailing it again fails either way: recipient scope,
+				// and soft, since it may be our message that was refused.
+				v = Verdict{Reason: event.Reason(m.AfterData), Scope: event.ScopeRecipient, Rule: m.Rule + "+command-unknown"}
+			}
 		}
 		if v.Reason == event.ReasonUserUnknown && beforeRcpt(r.Command) {
 			// Refused before any recipient was named (RFC 5321 section

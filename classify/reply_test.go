@@ -56,6 +56,23 @@ func TestReply(t *testing.T) {
 		{"failed DSN with a 2xx-looking number is not delivered", Reply{Status: "5.3.0", Action: "failed", Text: "554 5.3.0 unknown mailer error 255"}, event.ClassSoft, event.ReasonMailerError, event.ScopeTransport},
 		{"nothing known", Reply{Code: 550}, event.ClassSoft, event.ReasonUndefined, event.ScopeTransport},
 		{"failed, nothing else known", Reply{Action: "failed", Text: "something went wrong"}, event.ClassSoft, event.ReasonUndefined, event.ScopeTransport},
+		// A user-unknown text is certain only with X.1.1 or a known RCPT;
+		// at an unknown command it may be a filter after DATA (Sisimai's
+		// reading), which stays the recipient's problem.
+		{"user unknown, command unknown", Reply{Code: 550, Status: "5.0.0", Text: "550 <a@example.com>: User unknown", Action: "failed"}, event.ClassSoft, event.ReasonFiltered, event.ScopeRecipient},
+		{"user unknown, no status, command unknown", Reply{Text: "550 kijitora@example.com... No such user", Action: "failed"}, event.ClassSoft, event.ReasonFiltered, event.ScopeRecipient},
+		{"user unknown 5.2.1, command unknown", Reply{Code: 550, Status: "5.2.1", Text: "550 5.2.1 <a@example.com>... User Unknown", Action: "failed"}, event.ClassSoft, event.ReasonFiltered, event.ScopeRecipient},
+		{"user unknown 5.2.1 at RCPT", Reply{Code: 550, Status: "5.2.1", Text: "550 5.2.1 <a@example.com>... User Unknown", Action: "failed", Command: "RCPT"}, event.ClassHard, event.ReasonUserUnknown, event.ScopeRecipient},
+		{"user unknown at RCPT", Reply{Code: 550, Text: "550 <a@example.com>: User unknown", Command: "RCPT"}, event.ClassHard, event.ReasonUserUnknown, event.ScopeRecipient},
+		{"user unknown X.1.1, command unknown", Reply{Code: 550, Status: "5.1.1", Text: "550 5.1.1 <a@example.com>: User unknown"}, event.ClassHard, event.ReasonUserUnknown, event.ScopeRecipient},
+		{"user unknown from a local format", Reply{Text: "Unknown user", Action: "failed", Local: true}, event.ClassHard, event.ReasonUserUnknown, event.ScopeRecipient},
+		{"user unknown after DATA from a local format is still a filter", Reply{Code: 550, Text: "550 Unknown user", Command: "DATA", Local: true}, event.ClassSoft, event.ReasonFiltered, event.ScopeSender},
+		{"exchange 2003 unknown recipient code", Reply{Text: "The recipient name is not recognized MSEXCH:IMS:EXAMPLE:LEGAL:EXCH2 0 (000C05A6) Unknown Recipient", Action: "failed"}, event.ClassHard, event.ReasonUserUnknown, event.ScopeRecipient},
+		{"exchange recipnotfound", Reply{Code: 550, Status: "5.1.10", Text: "550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup"}, event.ClassHard, event.ReasonUserUnknown, event.ScopeRecipient},
+		{"sendmail mail.local", Reply{Status: "5.5.0", Text: "mail.local: unknown user: pkowal 554 5.5.0 <pkowal@example.edu>... Service unavailable", Action: "failed"}, event.ClassHard, event.ReasonUserUnknown, event.ScopeRecipient},
+		{"postfix local(8)", Reply{Text: `unknown user: "pkowal"`, Action: "failed"}, event.ClassHard, event.ReasonUserUnknown, event.ScopeRecipient},
+		{"au 550 : user unknown is its reception filter", Reply{Code: 550, Status: "5.0.0", Text: "550 : User unknown", Action: "failed", Provider: "kddi"}, event.ClassSoft, event.ReasonFiltered, event.ScopeSender},
+		{"au 550 <addr>: user unknown is a missing address", Reply{Code: 550, Status: "5.0.0", Text: "550 <a@ezweb.ne.jp>: User unknown", Action: "failed", Provider: "kddi"}, event.ClassHard, event.ReasonUserUnknown, event.ScopeRecipient},
 		{"no evidence of failure", Reply{Text: "thank you for your message"}, event.ClassUnknown, event.ReasonUndefined, event.ScopeNone},
 	}
 	for _, tt := range tests {

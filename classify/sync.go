@@ -35,7 +35,7 @@ func (c *Classifier) Sync(s SyncReply) event.Event {
 	}
 	command := s.Command
 	if command == "" {
-		command = SMTPCommand(rules.LowerASCII(text))
+		command = c.command(rules.LowerASCII(text))
 	}
 	v := c.Reply(Reply{Code: code, Status: status, Text: text, Action: s.Action, Command: command, Provider: provider})
 	return event.Event{

@@ -19,6 +19,8 @@ func TestSync(t *testing.T) {
 		{"gmail unknown", SyncReply{Recipient: "x@gmail.com", MX: "gmail-smtp-in.l.google.com", Action: "failed", Code: 550, Status: "5.1.1", Text: "The email account that you tried to reach does not exist.", Command: "RCPT"}, event.ClassHard, event.ReasonUserUnknown, event.ScopeRecipient},
 		{"delivered", SyncReply{Recipient: "a@example.net", Action: "delivered", Code: 250, Text: "250 2.0.0 Ok: queued as 77DD"}, event.ClassDelivered, event.ReasonDelivered, event.ScopeNone},
 		{"code from text", SyncReply{Recipient: "a@example.net", Action: "failed", Text: "552 5.2.2 mailbox full"}, event.ClassSoft, event.ReasonMailboxFull, event.ScopeRecipient},
+		{"user unknown, log names no command", SyncReply{Recipient: "a@example.net", Action: "failed", Code: 550, Text: "550 <a@example.net>: User unknown"}, event.ClassSoft, event.ReasonFiltered, event.ScopeRecipient},
+		{"user unknown, wording places it at RCPT", SyncReply{Recipient: "a@example.net", Action: "failed", Code: 550, Text: "550 <a@example.net>: Recipient address rejected: User unknown in local recipient table"}, event.ClassHard, event.ReasonUserUnknown, event.ScopeRecipient},
 	}
 	for _, tt := range tests {
 		e := testClassifier.Sync(tt.in)

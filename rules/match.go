@@ -101,6 +101,20 @@ func (rr *ReasonRule) textMatches(text string) bool {
 	return false
 }
 
+// Command returns the SMTP command the first command rule matching
+// lowerText (lower-cased by the caller) names, or "".
+func (s *Set) Command(lowerText string) string {
+	if lowerText == "" {
+		return ""
+	}
+	for i := range s.commands {
+		if containsAny(lowerText, s.commands[i].Phrases) {
+			return s.commands[i].Command
+		}
+	}
+	return ""
+}
+
 // Provider names the provider of a recipient domain or of any of the MTA
 // host names given, or "" when none is known. The domain is tried first.
 func (s *Set) Provider(domain string, hosts ...string) string {

@@ -41,7 +41,25 @@ type File struct {
 	// the MTA still holds the message and will retry, so its recipients'
 	// action is "delayed", not "failed".
 	Delayed []Cond `json:"delayed,omitempty"`
+	// Commands name the SMTP command a reply answers when its wording
+	// makes that certain and the bounce does not say ("Recipient address
+	// rejected" is Postfix's refusal at RCPT TO).
+	Commands []CommandRule `json:"commands,omitempty"`
 }
+
+// CommandRule maps reply wording to the SMTP command that drew the reply:
+// a rule matches when any of its phrases occurs in the lower-cased text.
+type CommandRule struct {
+	Name    string   `json:"name"`
+	Command string   `json:"command"` // CONN, EHLO, HELO, MAIL, RCPT or DATA
+	Phrases []string `json:"phrases"`
+	Note    string   `json:"note,omitempty"`
+}
+
+// smtpCommands are the commands a CommandRule may name: the connection
+// (its greeting) and the commands of RFC 5321 section 4.1.1 a reply to a
+// transaction answers.
+var smtpCommands = map[string]bool{"CONN": true, "EHLO": true, "HELO": true, "MAIL": true, "RCPT": true, "DATA": true}
 
 // Provider names a mailbox provider by the domains it hosts and the host
 // names of its MTAs.
@@ -63,9 +81,12 @@ type ReasonRule struct {
 	Status   []string `json:"status,omitempty"`   // enhanced status prefixes required, "5.7." or "4.2.0"
 	Codes    []int    `json:"codes,omitempty"`    // reply codes required, 450; 4 or 5 alone means the class
 	Provider []string `json:"provider,omitempty"` // providers required
-	// AfterData is the reason to use instead when the reply came only
-	// after DATA: the server accepted the recipient at RCPT, so a generic
-	// "user unknown" then is a content filter speaking. Empty: no change.
+	// AfterData is the reason to use instead when the reply may have come
+	// after DATA: the command that drew it is DATA, or nothing says which
+	// it was and the format is not a local one. A server that took the
+	// recipient at RCPT and refuses the message after DATA is a content
+	// filter speaking, whatever its words ("550 Unknown user"). An
+	// enhanced status X.1.1 keeps the rule's own reason. Empty: no change.
 	AfterData string `json:"after_data,omitempty"`
 	Note      string `json:"note,omitempty"`
 
@@ -104,6 +125,11 @@ type Format struct {
 	// Reason forces a reason for every recipient of this format when the
 	// reply itself says nothing more specific.
 	Reason string `json:"reason,omitempty"`
+	// Local formats report the verdict of the reporting system itself (its
+	// local delivery agent or its directory: Domino, Notes, IMail), not a
+	// remote server's SMTP reply: no SMTP command drew their texts, so a
+	// rule's after_data reading does not apply to them.
+	Local bool `json:"local,omitempty"`
 
 	recipient  []*regexp.Regexp
 	diagnostic []*regexp.Regexp
@@ -128,6 +154,7 @@ type Set struct {
 	autoreply []Cond
 	daemon    []Cond
 	delayed   []Cond
+	commands  []CommandRule
 	domains   map[string]string // exact recipient domain -> provider
 }
 
@@ -190,6 +217,7 @@ func loadDefault() (File, error) {
 		all.Autoreply = append(all.Autoreply, f.Autoreply...)
 		all.Daemon = append(all.Daemon, f.Daemon...)
 		all.Delayed = append(all.Delayed, f.Delayed...)
+		all.Commands = append(all.Commands, f.Commands...)
 	}
 	return all, nil
 }
@@ -235,6 +263,16 @@ func merge(def, over File) File {
 	for _, r := range def.Formats {
 		if !seen[r.Name] {
 			out.Formats = append(out.Formats, r)
+		}
+	}
+	seen = map[string]bool{}
+	for _, r := range over.Commands {
+		seen[r.Name] = true
+	}
+	out.Commands = append(out.Commands, over.Commands...)
+	for _, r := range def.Commands {
+		if !seen[r.Name] {
+			out.Commands = append(out.Commands, r)
 		}
 	}
 	out.Autoreply = append(append(out.Autoreply, over.Autoreply...), def.Autoreply...)
@@ -356,6 +394,24 @@ func compile(f File) (*Set, error) {
 			fm.diagnostic = append(fm.diagnostic, re)
 		}
 		s.formats = append(s.formats, fm)
+	}
+	for _, c := range f.Commands {
+		where := fmt.Sprintf("command rule %q", c.Name)
+		if c.Name == "" {
+			errs = append(errs, errors.New("command rule without a name"))
+		}
+		if names["command/"+c.Name] {
+			errs = append(errs, fmt.Errorf("%s: duplicate name", where))
+		}
+		names["command/"+c.Name] = true
+		if !smtpCommands[c.Command] {
+			errs = append(errs, fmt.Errorf("%s: unknown command %q", where, c.Command))
+		}
+		if len(c.Phrases) == 0 {
+			errs = append(errs, fmt.Errorf("%s: needs phrases", where))
+		}
+		c.Phrases = lowerCopy(c.Phrases)
+		s.commands = append(s.commands, c)
 	}
 	errs = append(errs, compileConds("autoreply", f.Autoreply)...)
 	s.autoreply = f.Autoreply

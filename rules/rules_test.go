@@ -116,11 +116,49 @@ func TestCompileErrors(t *testing.T) {
 		{"format no match", File{Formats: []Format{{Name: "f"}}}, "needs at least one match condition"},
 		{"format empty cond", File{Formats: []Format{{Name: "f", Match: []Cond{{}}}}}, "empty match condition"},
 		{"format no rcpt group", File{Formats: []Format{{Name: "f", Match: []Cond{{Body: []string{"x"}}}, Recipient: []string{`<(.*)>`}}}}, "no (?P<rcpt>...) group"},
+		{"command unknown", File{Commands: []CommandRule{{Name: "c", Command: "RSET", Phrases: []string{"a"}}}}, `unknown command "RSET"`},
+		{"command lower case", File{Commands: []CommandRule{{Name: "c", Command: "rcpt", Phrases: []string{"a"}}}}, `unknown command "rcpt"`},
+		{"command no phrases", File{Commands: []CommandRule{{Name: "c", Command: "RCPT"}}}, "needs phrases"},
+		{"command no name", File{Commands: []CommandRule{{Command: "RCPT", Phrases: []string{"a"}}}}, "command rule without a name"},
+		{"command duplicate", File{Commands: []CommandRule{{Name: "c", Command: "RCPT", Phrases: []string{"a"}}, {Name: "c", Command: "DATA", Phrases: []string{"b"}}}}, "duplicate name"},
 	}
 	for _, tt := range tests {
 		_, err := compile(tt.f)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: compile error = %v, want one containing %q", tt.name, err, tt.want)
+		}
+	}
+}
+
+// TestCommand: a command rule names the command its phrases place a reply
+// at; the first matching rule wins, and no match is "".
+func TestCommand(t *testing.T) {
+	s, err := compile(File{Commands: []CommandRule{
+		{Name: "rcpt", Command: "RCPT", Phrases: []string{"Recipient address rejected"}},
+		{Name: "data", Command: "DATA", Phrases: []string{"after the message", "rejected"}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ text, want string }{
+		{"550 <a@b>: recipient address rejected: user unknown", "RCPT"},
+		{"550 rejected after the message was read", "DATA"},
+		{"550 user unknown", ""},
+		{"", ""},
+	} {
+		if got := s.Command(tt.text); got != tt.want {
+			t.Errorf("Command(%q) = %q, want %q", tt.text, got, tt.want)
+		}
+	}
+	def := MustDefault()
+	for _, tt := range []struct{ text, want string }{
+		{"550 <a@example.com>: recipient address rejected: user unknown in local recipient table", "RCPT"},
+		{"remote host said: 550 5.2.1 <a@example.com>... user unknown [rcpt_to]", "RCPT"},
+		{"smtp:rcpt host 192.0.2.8: 553 5.3.0 <a@example.com>... no such user here", "RCPT"},
+		{"550 <a@example.com>: user unknown", ""},
+	} {
+		if got := def.Command(tt.text); got != tt.want {
+			t.Errorf("default Command(%q) = %q, want %q", tt.text, got, tt.want)
 		}
 	}
 }
@@ -142,6 +180,23 @@ func TestLoadOverride(t *testing.T) {
 	}
 	if m, _ := s.Reason(Reply{Text: "554 our own phrase"}); m.Rule != "site-local" {
 		t.Errorf("added rule: got %+v", m)
+	}
+	over = `{"commands":[{"name":"recipient-address-rejected","command":"DATA","phrases":["recipient address rejected"]},
+	{"name":"site-rcpt","command":"RCPT","phrases":["our rcpt words"]}]}`
+	if err := os.WriteFile(path, []byte(over), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = Load(path); err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if got := s.Command("550 recipient address rejected"); got != "DATA" {
+		t.Errorf("overridden command rule: got %q, want the override's DATA", got)
+	}
+	if got := s.Command("550 our rcpt words"); got != "RCPT" {
+		t.Errorf("added command rule: got %q, want RCPT", got)
+	}
+	if got := s.Command("[rcpt_to]"); got != "RCPT" {
+		t.Errorf("default command rule kept beside the override: got %q, want RCPT", got)
 	}
 	if err := os.WriteFile(path, []byte(`{"reasons":[{"name":"x","reason":"blocked","phrases":["a"],"typo":1}]}`), 0o600); err != nil {
 		t.Fatal(err)
@@ -178,6 +233,26 @@ func TestExtract(t *testing.T) {
 	}
 	if got := fm.Extract("no start phrase here <a@example.com>", "no start phrase here <a@example.com>"); got != nil {
 		t.Errorf("Extract without the start phrase = %+v, want nil", got)
+	}
+}
+
+// TestLocalFormats: the formats whose texts are their own system's verdict
+// (local delivery, a directory) say so, and the flag survives loading.
+func TestLocalFormats(t *testing.T) {
+	local := map[string]bool{}
+	for _, f := range MustDefault().formats {
+		local[f.Name] = f.Local
+	}
+	for name, want := range map[string]bool{"domino": true, "notes": true, "imailserver": true, "verizon": true,
+		"exchange2003": false, "qmail": false, "exim": false, "generic": false} {
+		got, ok := local[name]
+		if !ok {
+			t.Errorf("no default format %q", name)
+			continue
+		}
+		if got != want {
+			t.Errorf("format %q: Local = %v, want %v", name, got, want)
+		}
 	}
 }
 
