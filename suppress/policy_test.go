@@ -138,3 +138,69 @@ func TestNormalize(t *testing.T) {
 		}
 	}
 }
+
+// TestEvaluateMatrix runs every class × scope × count × spacing through
+// the default policy and checks the decision against DESIGN.md's table,
+// stated here plainly: hard recipient-scope and complaints suppress at
+// once; soft recipient-scope after 3 within 7 days; everything else never.
+// Each case also checks expiry (30 days after the last soft failure) and
+// clearing (a delivery after the failures lifts a soft suppression only).
+func TestEvaluateMatrix(t *testing.T) {
+	scopes := []event.Scope{event.ScopeRecipient, event.ScopeSender, event.ScopeTransport, event.ScopeNone}
+	spacings := []struct {
+		name string
+		days float64 // between consecutive failures
+	}{{"same day", 0.1}, {"3 days apart", 3}, {"4 days apart", 4}}
+	for _, class := range event.Classes {
+		for _, scope := range scopes {
+			for count := 1; count <= 4; count++ {
+				for _, sp := range spacings {
+					var outs []Outcome
+					for i := range count {
+						outs = append(outs, Outcome{Time: at(float64(i) * sp.days), Stream: "news", Class: class, Reason: event.ReasonUndefined, Scope: scope})
+					}
+					last := float64(count-1) * sp.days
+					var want string
+					switch {
+					case class == event.ClassHard && scope == event.ScopeRecipient:
+						want = "hard/"
+					case class == event.ClassComplaint:
+						want = "complaint/news"
+					case class == event.ClassSoft && scope == event.ScopeRecipient && count >= 3:
+						// Any 3 consecutive failures within 7 days.
+						if 2*sp.days <= 7 {
+							want = "soft/"
+						}
+					}
+					name := class.String() + "/" + string(scope) + "/" + sp.name + "/" + string(rune('0'+count))
+					check := func(when string, now float64, outs []Outcome, want string) {
+						t.Helper()
+						var got []string
+						for _, d := range Default.Evaluate(outs, at(now)) {
+							got = append(got, d.Rule+"/"+d.Stream)
+						}
+						if strings.Join(got, " ") != want {
+							t.Errorf("%s, %s: %v, want %q", name, when, got, want)
+						}
+					}
+					check("just after the last", last+0.01, outs, want)
+					// Expiry: soft ends 30 days after the last failure,
+					// hard and complaints do not end by themselves.
+					later := want
+					if want == "soft/" {
+						later = ""
+					}
+					check("31 days after the last", last+31, outs, later)
+					// Clearing: a delivery after the failures lifts a soft
+					// suppression, not a hard one or a complaint.
+					cleared := want
+					if want == "soft/" {
+						cleared = ""
+					}
+					delivered := append(append([]Outcome(nil), outs...), Outcome{Time: at(last + 0.5), Stream: "news", Class: event.ClassDelivered, Reason: event.ReasonDelivered})
+					check("after a delivery", last+1, delivered, cleared)
+				}
+			}
+		}
+	}
+}
