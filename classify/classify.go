@@ -291,10 +291,11 @@ func (x *exam) format(fallback bool) []event.Event {
 		return nil
 	}
 	found := f.Extract(x.m.Text, x.lowerText)
+	noReply := false
 	if len(found) == 0 && (!f.Fallback || len(x.m.Reports) > 0 || x.m.Get("X-Failed-Recipients") != "") {
 		// A recognised format, an empty delivery-status part or an
 		// X-Failed-Recipients header: this is a bounce, whoever it names.
-		found = x.fromOriginal(f)
+		found, noReply = x.fromOriginal(f), true
 	}
 	reporting := reportingHost(x.m)
 	// A non-DSN bounce gives up unless it says it will retry: a 4xx in a
@@ -361,6 +362,11 @@ func (x *exam) format(fallback bool) []event.Event {
 			v.Scope = v.Reason.DefaultScope()
 			v.Class = classOf(v.Reason, action == "delayed")
 			v.Rule = "format-" + f.Name
+		}
+		if v.Rule == "none" && noReply {
+			// The text read was the bounce's own boilerplate, not a
+			// reply for this recipient: there was nothing to read.
+			v.Reason = event.ReasonUndefined
 		}
 		evs = append(evs, x.event(rcpt, v, code, action, command, diag, remote, reporting, provider, f.Name))
 	}

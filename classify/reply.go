@@ -103,6 +103,12 @@ func (c *Classifier) Reply(r Reply) Verdict {
 			// failed action, no phrase. Do not guess.
 			return Verdict{Class: event.ClassUnknown, Reason: event.ReasonUndefined, Rule: "none"}
 		}
+		if strings.TrimSpace(r.Text) != "" {
+			// The vocabulary's own distinction (Sisimai): onhold is a
+			// failure whose reply says something no rule reads a cause
+			// from; undefined one with no reply to read at all.
+			v.Reason = event.ReasonOnHold
+		}
 	}
 	if v.Scope == "" {
 		v.Scope = v.Reason.DefaultScope()

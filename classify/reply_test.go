@@ -55,7 +55,8 @@ func TestReply(t *testing.T) {
 		{"yahoo dd after DATA stays", Reply{Code: 554, Text: "554 delivery error: dd This user doesn't have a yahoo.com account", Command: "DATA"}, event.ClassHard, event.ReasonUserUnknown, event.ScopeRecipient},
 		{"failed DSN with a 2xx-looking number is not delivered", Reply{Status: "5.3.0", Action: "failed", Text: "554 5.3.0 unknown mailer error 255"}, event.ClassSoft, event.ReasonMailerError, event.ScopeTransport},
 		{"nothing known", Reply{Code: 550}, event.ClassSoft, event.ReasonUndefined, event.ScopeTransport},
-		{"failed, nothing else known", Reply{Action: "failed", Text: "something went wrong"}, event.ClassSoft, event.ReasonUndefined, event.ScopeTransport},
+		{"failed, a reply that names no cause is onhold", Reply{Action: "failed", Text: "something went wrong"}, event.ClassSoft, event.ReasonOnHold, event.ScopeTransport},
+		{"failed, no reply at all is undefined", Reply{Action: "failed", Status: "5.0.0"}, event.ClassSoft, event.ReasonUndefined, event.ScopeTransport},
 		// A user-unknown text is certain only with X.1.1 or a known RCPT;
 		// at an unknown command it may be a filter after DATA (Sisimai's
 		// reading), which stays the recipient's problem.
@@ -73,6 +74,8 @@ func TestReply(t *testing.T) {
 		{"postfix local(8)", Reply{Text: `unknown user: "pkowal"`, Action: "failed"}, event.ClassHard, event.ReasonUserUnknown, event.ScopeRecipient},
 		{"au 550 : user unknown is its reception filter", Reply{Code: 550, Status: "5.0.0", Text: "550 : User unknown", Action: "failed", Provider: "kddi"}, event.ClassSoft, event.ReasonFiltered, event.ScopeSender},
 		{"au 550 <addr>: user unknown is a missing address", Reply{Code: 550, Status: "5.0.0", Text: "550 <a@ezweb.ne.jp>: User unknown", Action: "failed", Provider: "kddi"}, event.ClassHard, event.ReasonUserUnknown, event.ScopeRecipient},
+		{"mimecast geographical restriction", Reply{Code: 554, Text: "554 Host network not allowed - https://community.mimecast.com/docs/DOC-1369#554", Command: "RCPT"}, event.ClassSoft, event.ReasonPolicyViolation, event.ScopeSender},
+		{"delivery aborted after hours", Reply{Action: "failed", Text: "Delivery to the following recipients was aborted after 5.0 hour(s): Routing: Could not find a gateway for a@example.com"}, event.ClassSoft, event.ReasonExpired, event.ScopeTransport},
 		{"no evidence of failure", Reply{Text: "thank you for your message"}, event.ClassUnknown, event.ReasonUndefined, event.ScopeNone},
 	}
 	for _, tt := range tests {
