@@ -1,6 +1,10 @@
 package dsn
 
-import "testing"
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
 
 func TestParseStatus(t *testing.T) {
 	tests := []struct {
@@ -155,6 +159,15 @@ func TestParseContentType(t *testing.T) {
 		{`text/plain (comment)`, "text/plain", "", ""},
 		{``, "", "", ""},
 		{`;;;=`, "", "", ""},
+		// RFC 2231: continuations, extended values, both at once.
+		{`multipart/report; boundary*0="abc"; boundary*1="def"`, "multipart/report", "abcdef", ""},
+		{`multipart/report; boundary*1=def; boundary*0=abc`, "multipart/report", "abcdef", ""},
+		{`text/plain; charset*=us-ascii'en'utf%2D8`, "text/plain", "", "utf-8"},
+		{`multipart/mixed; boundary*0*=''a%20b; boundary*1=c%20d`, "multipart/mixed", "a bc%20d", ""},
+		{`multipart/mixed; boundary=plain; boundary*0=cont`, "multipart/mixed", "plain", ""},
+		{`multipart/mixed; boundary*0=a; boundary*2=c`, "multipart/mixed", "a", ""},
+		{`multipart/mixed; boundary*x=a; boundary*-1=b`, "multipart/mixed", "", ""},
+		{`text/plain; charset*=utf-8''%ZZ`, "text/plain", "", "%ZZ"},
 	}
 	for _, tt := range tests {
 		m := parseContentType(tt.in)
@@ -234,5 +247,29 @@ func TestDecodeUTF7(t *testing.T) {
 		if got := decodeUTF7(tt.in); got != tt.want {
 			t.Errorf("decodeUTF7(%q) = %q, want %q", tt.in, got, tt.want)
 		}
+	}
+}
+
+// TestRFC2231Boundary: a report whose boundary comes as RFC 2231
+// continuations is read as a report (its delivery-status part and the
+// returned original), not only as text.
+func TestRFC2231Boundary(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "testdata", "ndr", "generic-rfc2231-boundary.eml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := ParseBytes(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Reports) != 1 || len(m.Reports[0].Recipients) != 1 || m.Original == nil {
+		t.Fatalf("reports %+v original %v anomalies %v: want one report with one recipient and the original", m.Reports, m.Original != nil, m.Anomalies)
+	}
+	if got := m.Reports[0].Recipients[0].Status.String(); got != "5.1.1" {
+		t.Errorf("status %s, want 5.1.1", got)
+	}
+	// Read from the declared boundary, not the walker's guess.
+	if len(m.Anomalies) != 0 {
+		t.Errorf("anomalies %q, want none", m.Anomalies)
 	}
 }

@@ -1,6 +1,8 @@
 package dsn
 
 import (
+	"net/url"
+	"strconv"
 	"strings"
 )
 
@@ -221,9 +223,7 @@ func (m mediaType) param(name string) string {
 
 // parseContentType parses a Content-Type value leniently: unquoted values
 // with odd characters, stray semicolons and missing values are accepted.
-// RFC 2231 parameter continuations are not decoded.
-// TODO: RFC 2231 continuations (name*0=...) and charsets (name*=...) if a
-// report ever needs them.
+// RFC 2231 parameters are decoded (rfc2231).
 func parseContentType(v string) mediaType {
 	var m mediaType
 	i := strings.IndexByte(v, ';')
@@ -262,7 +262,90 @@ func parseContentType(v string) mediaType {
 			m.params = append(m.params, Field{Name: name, Value: val})
 		}
 	}
+	m.params = rfc2231(m.params)
 	return m
+}
+
+// rfc2231 joins RFC 2231 parameter continuations (section 3: name*0,
+// name*1, ... in order) and decodes extended values (section 4: name*=
+// charset'language'%XX..., and name*0*=), so "boundary*0=ab;
+// boundary*1=cd" is the boundary "abcd". The bytes are kept as they are:
+// the parameters a report needs (boundary, charset, report-type) are
+// ASCII. A plain name=value given as well wins, as mail readers do; a
+// continuation with a gap stops at the gap.
+func rfc2231(params []Field) []Field {
+	type part struct {
+		value   string
+		encoded bool
+	}
+	var (
+		out   []Field
+		parts map[string]map[int]part
+		order []string
+	)
+	for _, p := range params {
+		name, rest, star := strings.Cut(p.Name, "*")
+		if !star {
+			out = append(out, p)
+			continue
+		}
+		encoded := strings.HasSuffix(rest, "*") || rest == ""
+		idx := 0
+		if num := strings.TrimSuffix(rest, "*"); num != "" {
+			n, err := strconv.Atoi(num)
+			if err != nil || n < 0 || n > 64 {
+				continue
+			}
+			idx = n
+		}
+		if parts == nil {
+			parts = map[string]map[int]part{}
+		}
+		if parts[name] == nil {
+			parts[name] = map[int]part{}
+			order = append(order, name)
+		}
+		parts[name][idx] = part{p.Value, encoded}
+	}
+	for _, name := range order {
+		if getParam(out, name) {
+			continue
+		}
+		var b strings.Builder
+		for i := 0; ; i++ {
+			pt, ok := parts[name][i]
+			if !ok {
+				break
+			}
+			v := pt.value
+			if pt.encoded {
+				if i == 0 {
+					// charset'language'value; the charset and language
+					// are dropped (see above).
+					if q := strings.SplitN(v, "'", 3); len(q) == 3 {
+						v = q[2]
+					}
+				}
+				if u, err := url.PathUnescape(v); err == nil {
+					v = u
+				}
+			}
+			b.WriteString(v)
+		}
+		if b.Len() > 0 && len(out) < 16 {
+			out = append(out, Field{Name: name, Value: b.String()})
+		}
+	}
+	return out
+}
+
+func getParam(params []Field, name string) bool {
+	for _, p := range params {
+		if p.Name == name {
+			return true
+		}
+	}
+	return false
 }
 
 // unquote reads the quoted-string at the start of s, RFC 5322 section 3.2.4,
