@@ -84,7 +84,8 @@ type SuppressionQuery struct {
 	// After is the cursor: the key of the last row of the previous page;
 	// zero starts at the beginning. Rows come in (Address, Stream) order.
 	After SuppressionKey
-	// Limit bounds the page, 1 or more.
+	// Limit bounds the page, 1 or more. EachSuppression also takes 0:
+	// every row.
 	Limit int
 }
 
@@ -100,6 +101,16 @@ func (q SuppressionQuery) Validate() error {
 		return fmt.Errorf("suppression query: stream %q with AllStreams", q.Stream)
 	}
 	return nil
+}
+
+// ValidateEach is Validate for EachSuppression, where a Limit of 0
+// means every row: it refuses a negative Limit, a zero Now, a Stream
+// together with AllStreams.
+func (q SuppressionQuery) ValidateEach() error {
+	if q.Limit == 0 {
+		q.Limit = 1
+	}
+	return q.Validate()
 }
 
 // SuppressionKey is a suppression's key, and a listing cursor.
@@ -158,10 +169,38 @@ type SuppressionStore interface {
 	// application makes before each send: engines answer it from their
 	// key order, not a scan.
 	AddressSuppressions(ctx context.Context, address string, now time.Time) ([]Suppression, error)
+	// CheckSuppressions answers the check a sending application makes
+	// before each send: what AddressSuppressions answers, except that an
+	// engine may answer from a membership filter (SuppressionFilter) that
+	// sees a suppression written through another Store (another process)
+	// up to MaxCheckStaleness after that write returned. Writes through
+	// this Store show at once. Reads that must see every write (the
+	// policy deciding, a change's before and after) use
+	// AddressSuppressions.
+	CheckSuppressions(ctx context.Context, address string, now time.Time) ([]Suppression, error)
 	// Suppressions lists one page of suppressions in force, in key order
 	// (see SuppressionQuery). Past the last row the slice is empty,
 	// non-nil. A query that fails SuppressionQuery.Validate is an error.
 	Suppressions(ctx context.Context, q SuppressionQuery) ([]Suppression, error)
+	// EachSuppression calls fn with every suppression in force that q
+	// selects, as Suppressions would page through them (Stream or
+	// AllStreams, Since, Now, the rows after the cursor After), in key
+	// order, but from one read of the store: one snapshot, rows handed to
+	// fn as they arrive, so memory does not grow with the list and the
+	// whole list costs one query (an export). q.Limit bounds the rows, 0
+	// is every row. fn returning an error stops the read, and
+	// EachSuppression returns that error as it is. A query that fails
+	// SuppressionQuery.ValidateEach is an error, fn never called.
+	EachSuppression(ctx context.Context, q SuppressionQuery, fn func(Suppression) error) error
+	// SuppressionAddressesSince calls fn with the address of every key
+	// whose Updated is at or after since, that is every key put or
+	// removed since then: in force, ended or removed, on any stream. Each
+	// such address comes at least once (it may come more than once), no
+	// other comes, in no particular order; a zero since passes every
+	// address stored. fn returning an error stops the read and is
+	// returned as it is. It is the feed of a SuppressionFilter: a full
+	// read at start, then the writes since the last read.
+	SuppressionAddressesSince(ctx context.Context, since time.Time, fn func(address string) error) error
 	// SuppressionHistory returns an address's audit trail, newest first,
 	// at most limit (1 or more). None yields an empty, non-nil slice.
 	SuppressionHistory(ctx context.Context, address string, limit int) ([]SuppressionChange, error)

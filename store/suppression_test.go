@@ -36,6 +36,28 @@ func TestSuppressionQueryValidate(t *testing.T) {
 	}
 }
 
+// ValidateEach is Validate with a Limit of 0 allowed: every row.
+func TestSuppressionQueryValidateEach(t *testing.T) {
+	now := time.Now()
+	for _, q := range []SuppressionQuery{
+		{AllStreams: true, Now: now},
+		{Stream: "news", Now: now, Limit: 10},
+	} {
+		if err := q.ValidateEach(); err != nil {
+			t.Errorf("ValidateEach(%+v) = %v, want nil", q, err)
+		}
+	}
+	for _, q := range []SuppressionQuery{
+		{AllStreams: true, Now: now, Limit: -1},
+		{AllStreams: true},
+		{Stream: "news", AllStreams: true, Now: now},
+	} {
+		if err := q.ValidateEach(); err == nil {
+			t.Errorf("ValidateEach(%+v) = nil, want an error", q)
+		}
+	}
+}
+
 func TestValidateChange(t *testing.T) {
 	key := SuppressionKey{Address: "a@example.com", Stream: "news"}
 	ok := SuppressionChange{Time: time.Now(), Address: key.Address, Stream: key.Stream, Action: ActionRemove,

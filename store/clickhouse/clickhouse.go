@@ -77,6 +77,8 @@ type Store struct {
 	// mu guards closed. Every method holds it for reading while it runs,
 	// so Close waits for in-flight calls instead of failing them midway.
 	gate store.Gate
+
+	checks checkFilter // CheckSuppressions' membership filter (suppressions.go)
 }
 
 var _ store.Store = (*Store)(nil)

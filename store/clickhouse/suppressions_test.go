@@ -2,6 +2,7 @@ package clickhouse
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -12,7 +13,14 @@ import (
 
 	"github.com/bouncer-mail/bouncer/store"
 	"github.com/bouncer-mail/bouncer/store/clickhouse/clickhousetest"
+	"github.com/bouncer-mail/bouncer/store/storetest"
 )
+
+// The conformance tests of the whole-list and send-time reads
+// (storetest.RunSuppressionReads; storetest.Run has the rest).
+func TestSuppressionReads(t *testing.T) {
+	storetest.RunSuppressionReads(t, func(t *testing.T) store.Store { return openDSN(t, clickhousetest.Start(t), Options{}) })
+}
 
 // fillSuppressions inserts n suppressions server-side, two per address
 // (global and "news"), since an hour ago, version v: what a large list
@@ -174,7 +182,7 @@ const benchSuppressions = 1000000
 // two), and a second, unmerged part holding a newer version of every
 // 100th key, as a table between merges has:
 //
-//	go test -run '^$' -bench 'AddressSuppressions|SuppressionsPage|SuppressionStats' ./store/clickhouse/
+//	go test -run '^$' -bench 'Suppression' ./store/clickhouse/
 //
 // Benchmarks run only under -bench, so plain go test never loads them.
 func BenchmarkAddressSuppressions(b *testing.B) {
@@ -202,6 +210,63 @@ func BenchmarkAddressSuppressions(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkCheckSuppressions measures the check before a send over the
+// same rows once the filter has loaded: a miss is answered from memory,
+// a hit is an AddressSuppressions. It reports the filter's memory.
+func BenchmarkCheckSuppressions(b *testing.B) {
+	s := benchSuppressionStore(b)
+	defer s.Close()
+	ctx := context.Background()
+	now := time.Now()
+	if _, err := s.CheckSuppressions(ctx, "a@example.com", now); err != nil {
+		b.Fatal(err)
+	}
+	f := s.checks.filter.Load()
+	for !f.Stats().Loaded {
+		time.Sleep(10 * time.Millisecond)
+	}
+	b.Run("hit", func(b *testing.B) {
+		i := 0
+		for b.Loop() {
+			i = (i + 7919) % (benchSuppressions / 2)
+			got, err := s.CheckSuppressions(ctx, fillAddress(i), now)
+			if err != nil || len(got) != 2 {
+				b.Fatalf("CheckSuppressions(%s) = %d rows, %v; want 2", fillAddress(i), len(got), err)
+			}
+		}
+	})
+	b.Run("miss", func(b *testing.B) {
+		i := 0
+		for b.Loop() {
+			i = (i + 7919) % (benchSuppressions / 2)
+			// Addresses that sort among the stored ones.
+			got, err := s.CheckSuppressions(ctx, fillAddress(benchSuppressions/2+i), now)
+			if err != nil || len(got) != 0 {
+				b.Fatalf("CheckSuppressions = %d rows, %v; want none", len(got), err)
+			}
+		}
+		st := f.Stats()
+		b.ReportMetric(float64(st.Bytes)/float64(st.Addresses), "filter-B/address")
+	})
+}
+
+// BenchmarkEachSuppression measures the export of every suppression
+// over the same rows: one query, each row handed over as it arrives.
+func BenchmarkEachSuppression(b *testing.B) {
+	s := benchSuppressionStore(b)
+	defer s.Close()
+	ctx := context.Background()
+	for b.Loop() {
+		n := 0
+		if err := s.EachSuppression(ctx, store.SuppressionQuery{AllStreams: true, Now: time.Now()}, func(store.Suppression) error {
+			n++
+			return nil
+		}); err != nil || n != benchSuppressions {
+			b.Fatalf("EachSuppression = %d rows, %v; want %d", n, err, benchSuppressions)
+		}
+	}
 }
 
 // BenchmarkSuppressionsPage measures listing pages of 1,000 over the
@@ -261,4 +326,162 @@ FROM suppressions WHERE cityHash64(address) %% 100 = 0`, suppressionsTable.colum
 		b.Fatal(err)
 	}
 	return s
+}
+
+// The check filter of CheckSuppressions, between two Stores on one
+// database as between two processes: a check answers from the filter
+// only while it is fresh, so a suppression written by the other Store
+// shows once a refresh that began after the write has run, or once the
+// filter is older than store.MaxCheckStaleness; a write through the
+// checking Store shows at once. The clock is the test's, and the
+// refreshes are called by hand, so nothing here depends on timing.
+func TestCheckSuppressionsFilter(t *testing.T) {
+	dsn := clickhousetest.Start(t)
+	checker, writer := openDSN(t, dsn, Options{}), openDSN(t, dsn, Options{})
+	defer writer.Close()
+	defer checker.Close()
+	ctx := context.Background()
+	// The filter's clock stands at the test's start until moved: within
+	// the overlap (a minute) of the real times the versions hold.
+	start := time.Now()
+	var offset atomic.Int64
+	checker.checks.opts.Now = func() time.Time { return start.Add(time.Duration(offset.Load())) }
+	checker.checks.noRun = true
+
+	fillSuppressions(t, writer, 2000, uint64(time.Now().Add(-time.Minute).UnixNano())) // user0..user999, two streams each
+	check := func(address string) []store.Suppression {
+		t.Helper()
+		got, err := checker.CheckSuppressions(ctx, address, time.Now())
+		if err != nil {
+			t.Fatalf("CheckSuppressions(%s): %v", address, err)
+		}
+		return got
+	}
+	// Before the filter has read anything, every check is a query.
+	if got := check(fillAddress(7)); len(got) != 2 {
+		t.Fatalf("before the first read: CheckSuppressions = %v, want both streams", got)
+	}
+	f := checker.checks.filter.Load()
+	if f == nil {
+		t.Fatal("no filter after the first CheckSuppressions")
+	}
+	if err := f.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := f.Stats(); st.Addresses != 1000 || st.Bytes < 8000 {
+		t.Errorf("filter after Load: %+v, want the 1000 addresses", st)
+	}
+	for i := range 1000 {
+		if f.Absent(fillAddress(i)) || !f.Absent("nobody"+fillAddress(i)) {
+			t.Fatalf("filter: Absent(%s) or not Absent(nobody%s)", fillAddress(i), fillAddress(i))
+		}
+	}
+	for i := range 1000 {
+		if got := check(fillAddress(i)); len(got) != 2 {
+			t.Fatalf("CheckSuppressions(%s) = %v, want both streams", fillAddress(i), got)
+		}
+		if got := check("nobody" + fillAddress(i)); len(got) != 0 {
+			t.Fatalf("CheckSuppressions(nobody%s) = %v, want none", fillAddress(i), got)
+		}
+	}
+
+	// The other process writes: the fresh filter does not know it yet.
+	other := store.Suppression{Address: "other@example.com", Source: store.SourceManual, Since: time.Now().Add(-time.Minute), Actor: "ops", Note: "n"}
+	if err := writer.PutSuppressions(ctx, []store.Suppression{other}); err != nil {
+		t.Fatal(err)
+	}
+	if got := check(other.Address); len(got) != 0 {
+		t.Fatalf("another process's write seen before a refresh (%v): the filter is not being used", got)
+	}
+	// A refresh that began after the write returned brings it.
+	if err := f.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := check(other.Address); len(got) != 1 {
+		t.Errorf("after a refresh: CheckSuppressions(other) = %v, want it", got)
+	}
+
+	// Without refreshes, the filter goes stale: once its last read began
+	// more than MaxCheckStaleness ago, every check is a query, and a write
+	// it never read shows.
+	late := other
+	late.Address = "late@example.com"
+	if err := writer.PutSuppressions(ctx, []store.Suppression{late}); err != nil {
+		t.Fatal(err)
+	}
+	if got := check(late.Address); len(got) != 0 {
+		t.Fatalf("a write seen by a fresh filter that has not read it (%v)", got)
+	}
+	offset.Store(int64(store.MaxCheckStaleness + time.Millisecond))
+	if got := check(late.Address); len(got) != 1 {
+		t.Errorf("stale filter: CheckSuppressions(late) = %v, want it", got)
+	}
+	if err := f.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := check(late.Address); len(got) != 1 {
+		t.Errorf("after the refresh: CheckSuppressions(late) = %v, want it", got)
+	}
+
+	// The checking process's own write: at once, no refresh.
+	mine := other
+	mine.Address = "mine@example.com"
+	if err := checker.PutSuppressions(ctx, []store.Suppression{mine}); err != nil {
+		t.Fatal(err)
+	}
+	if got := check(mine.Address); len(got) != 1 {
+		t.Errorf("this process's write: CheckSuppressions(mine) = %v, want it at once", got)
+	}
+	// A removal needs nothing from the filter: the check queries.
+	rm := store.SuppressionChange{Time: time.Now(), Address: other.Address, Action: store.ActionRemove, Source: store.SourceManual, Actor: "ops"}
+	if err := writer.RemoveSuppression(ctx, store.SuppressionKey{Address: other.Address}, rm); err != nil {
+		t.Fatal(err)
+	}
+	if got := check(other.Address); len(got) != 0 {
+		t.Errorf("after the other process removed it: CheckSuppressions(other) = %v, want none", got)
+	}
+}
+
+// With its refresh goroutine, the filter brings another process's write
+// without help; the wait is generous, the bound is the test above's.
+func TestCheckSuppressionsFilterRuns(t *testing.T) {
+	dsn := clickhousetest.Start(t)
+	checker, writer := openDSN(t, dsn, Options{}), openDSN(t, dsn, Options{})
+	defer writer.Close()
+	ctx := context.Background()
+	if got, err := checker.CheckSuppressions(ctx, "a@example.com", time.Now()); err != nil || len(got) != 0 {
+		t.Fatalf("CheckSuppressions on an empty store = %v, %v", got, err)
+	}
+	f := checker.checks.filter.Load()
+	for deadline := time.Now().Add(30 * time.Second); !f.Stats().Loaded; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the filter has not loaded: %+v", f.Stats())
+		}
+	}
+	r := store.Suppression{Address: "a@example.com", Source: store.SourceManual, Since: time.Now().Add(-time.Minute), Actor: "ops", Note: "n"}
+	if err := writer.PutSuppressions(ctx, []store.Suppression{r}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		got, err := checker.CheckSuppressions(ctx, r.Address, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("another process's write not seen after 30 s: %+v", f.Stats())
+		}
+	}
+	// Closing the Store ends the refresh goroutine: its next read is
+	// refused, and Run returns.
+	if err := checker.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); !errors.Is(f.Refresh(ctx), store.ErrClosed); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the filter still reads after Close")
+		}
+	}
 }

@@ -9,7 +9,14 @@ import (
 	"time"
 
 	"github.com/bouncer-mail/bouncer/store"
+	"github.com/bouncer-mail/bouncer/store/storetest"
 )
+
+// The conformance tests of the whole-list and send-time reads
+// (storetest.RunSuppressionReads; storetest.Run has the rest).
+func TestSuppressionReads(t *testing.T) {
+	storetest.RunSuppressionReads(t, func(t *testing.T) store.Store { return openTemp(t) })
+}
 
 // queryPlan is EXPLAIN QUERY PLAN's detail lines for query.
 func queryPlan(t testing.TB, s *Store, query string, args ...any) string {
@@ -192,6 +199,36 @@ func BenchmarkAddressSuppressions(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkEachSuppression measures the export of benchSuppressions
+// rows, loaded as BenchmarkAddressSuppressions loads them: one SELECT,
+// each row handed over as it is read.
+//
+//	go test -run '^$' -bench EachSuppression ./store/sqlite/
+func BenchmarkEachSuppression(b *testing.B) {
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(b.TempDir(), "bench.db"), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	since := time.Now().Add(-time.Hour).UnixNano()
+	if _, err := s.w.ExecContext(ctx, `WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i + 1 < ?)
+INSERT INTO suppressions (address, stream, source, class, reason, rule, since, until, actor, note, updated)
+SELECT 'user' || (i / 2) || '@example' || (i / 2 % 100) || '.com', CASE i % 2 WHEN 1 THEN 'news' ELSE '' END,
+	'policy', 'hard', 'userunknown', 'hard', ?, 0, 'policy', '', ? FROM k`, benchSuppressions, since, since); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		n := 0
+		if err := s.EachSuppression(ctx, store.SuppressionQuery{AllStreams: true, Now: time.Now()}, func(store.Suppression) error {
+			n++
+			return nil
+		}); err != nil || n != benchSuppressions {
+			b.Fatalf("EachSuppression = %d rows, %v; want %d", n, err, benchSuppressions)
+		}
+	}
 }
 
 func benchAddress(i int) string { return fmt.Sprintf("user%d@example%d.com", i, i%100) }

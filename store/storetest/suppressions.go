@@ -994,3 +994,386 @@ func testSuppressionClosed(t *testing.T, s store.Store) {
 		}
 	}
 }
+
+// RunSuppressionReads runs the suite's tests of the whole-list and
+// send-time reads: EachSuppression (the export), SuppressionAddressesSince
+// (a check filter's feed) and CheckSuppressions (the check before a send).
+// open is as for Run. They are apart from Run so that an engine's
+// suppression tests can run them on their own; Run does not include them.
+func RunSuppressionReads(t *testing.T, open func(t *testing.T) store.Store) {
+	tests := []struct {
+		name string
+		run  func(t *testing.T, s store.Store)
+	}{
+		{"EachSuppression", testEachSuppression},
+		{"EachSuppressionStop", testEachSuppressionStop},
+		{"EachSuppressionInvalid", testEachSuppressionInvalid},
+		{"SuppressionAddressesSince", testSuppressionAddressesSince},
+		{"CheckSuppressions", testCheckSuppressions},
+		{"SuppressionReadsClosed", testSuppressionReadsClosed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := open(t)
+			t.Cleanup(func() {
+				if err := s.Close(); err != nil {
+					t.Errorf("Close: %v", err)
+				}
+			})
+			tt.run(t, s)
+		})
+	}
+}
+
+// eachSuppression collects what EachSuppression hands over.
+func eachSuppression(t *testing.T, s store.Store, q store.SuppressionQuery) []store.Suppression {
+	t.Helper()
+	got := []store.Suppression{}
+	if err := s.EachSuppression(context.Background(), q, func(r store.Suppression) error {
+		got = append(got, r)
+		return nil
+	}); err != nil {
+		t.Fatalf("EachSuppression(%+v): %v", q, err)
+	}
+	return got
+}
+
+// suppressionMix stores n keys over three streams, some ended, some not
+// started yet, some removed, some in several versions, some started long
+// ago, out of key order; it returns the time the listings are asked at.
+func suppressionMix(t *testing.T, s store.Store, n int) time.Time {
+	t.Helper()
+	now := time.Now()
+	streams := []string{"", "news", "billing"}
+	var rows []store.Suppression
+	for i := range n {
+		r := newSuppression(fmt.Sprintf("u%d@example.com", i/3), streams[i%3], now)
+		switch i % 11 {
+		case 0:
+			r.Since, r.Until = now.Add(-48*time.Hour), now.Add(-24*time.Hour) // ended
+		case 1:
+			r.Since, r.Until = now.Add(time.Hour), time.Time{} // not started
+		case 2:
+			r.Since = now.Add(-72 * time.Hour) // started long ago
+		}
+		rows = append(rows, r)
+	}
+	slices.Reverse(rows)
+	for len(rows) > 0 {
+		k := min(len(rows), 4000)
+		putSuppressions(t, s, rows[:k]...)
+		rows = rows[k:]
+	}
+	// Newer versions of some keys, and removals of others.
+	var again []store.Suppression
+	for i := 3; i < n; i += 13 {
+		r := newSuppression(fmt.Sprintf("u%d@example.com", i/3), streams[i%3], now)
+		r.Note = "second version"
+		again = append(again, r)
+	}
+	putSuppressions(t, s, again...)
+	for i := 4; i < n; i += 17 {
+		key := store.SuppressionKey{Address: fmt.Sprintf("u%d@example.com", i/3), Stream: streams[i%3]}
+		c := store.SuppressionChange{Time: time.Now(), Address: key.Address, Stream: key.Stream,
+			Action: store.ActionRemove, Source: store.SourceManual, Actor: "ops"}
+		if err := s.RemoveSuppression(context.Background(), key, c); err != nil && !errors.Is(err, store.ErrNotFound) {
+			t.Fatal(err)
+		}
+	}
+	return time.Now()
+}
+
+// EachSuppression hands over what paging through Suppressions returns,
+// row for row (Updated too), for every kind of query.
+func testEachSuppression(t *testing.T, s store.Store) {
+	at := suppressionMix(t, s, 3000)
+	for _, q := range []store.SuppressionQuery{
+		{AllStreams: true, Now: at},
+		{Stream: "news", Now: at},
+		{Now: at}, // the global scope only
+		{Stream: "other", Now: at},
+		{AllStreams: true, Now: at.Add(-30 * time.Hour)},
+		{AllStreams: true, Now: at.Add(2 * time.Hour)},
+		{AllStreams: true, Now: at, Since: at.Add(-2 * time.Hour)},
+		{AllStreams: true, Now: at, After: store.SuppressionKey{Address: "u500@example.com", Stream: "news"}},
+		{Stream: "billing", Now: at, After: store.SuppressionKey{Address: "u77@example.com"}},
+		{AllStreams: true, Now: at, Limit: 10},
+		{Stream: "news", Now: at, Limit: 1234, After: store.SuppressionKey{Address: "u2@example.com", Stream: ""}},
+	} {
+		paged := q
+		paged.Limit = 1000
+		want := listAll(t, s, paged)
+		if q.Limit > 0 && len(want) > q.Limit {
+			want = want[:q.Limit]
+		}
+		got := eachSuppression(t, s, q)
+		what := fmt.Sprintf("EachSuppression(stream %q, all %v, now %s, since %v, after %v, limit %d)",
+			q.Stream, q.AllStreams, q.Now.Sub(at), !q.Since.IsZero(), q.After, q.Limit)
+		if len(want) == 0 && q.Stream != "other" && q.Since.IsZero() {
+			t.Fatalf("%s: the pages hold nothing: the test's data is wrong", what)
+		}
+		if !reflect.DeepEqual(keys(got), keys(want)) {
+			i := firstDiff(keys(got), keys(want))
+			t.Errorf("%s: %d rows, want %d; first difference at %d", what, len(got), len(want), i)
+			continue
+		}
+		checkSuppressions(t, what, got, want...)
+		for i := range got {
+			if !got[i].Updated.Equal(want[i].Updated) {
+				t.Errorf("%s: %s/%s Updated %v, the pages say %v", what, got[i].Address, got[i].Stream, got[i].Updated, want[i].Updated)
+				break
+			}
+		}
+	}
+	// An empty selection calls fn never.
+	calls := 0
+	if err := s.EachSuppression(context.Background(), store.SuppressionQuery{AllStreams: true, Now: at,
+		After: store.SuppressionKey{Address: "zzz@example.com"}}, func(store.Suppression) error {
+		calls++
+		return nil
+	}); err != nil || calls != 0 {
+		t.Errorf("EachSuppression past the last key: %d calls, %v; want none, nil", calls, err)
+	}
+}
+
+// fn's error stops the read, comes back as it is, and leaves the store
+// working; a canceled context is an error.
+func testEachSuppressionStop(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	const n = 12000 // more than one block of rows in any engine
+	now := time.Now()
+	var rows []store.Suppression
+	for i := range n {
+		rows = append(rows, newSuppression(fmt.Sprintf("a%05d@example.com", i), "", now))
+	}
+	for i := 0; i < n; i += 4000 {
+		putSuppressions(t, s, rows[i:i+4000]...)
+	}
+	q := store.SuppressionQuery{AllStreams: true, Now: time.Now()}
+	stop := errors.New("enough")
+	for _, at := range []int{1, 9000} {
+		calls := 0
+		err := s.EachSuppression(ctx, q, func(store.Suppression) error {
+			if calls++; calls == at {
+				return stop
+			}
+			return nil
+		})
+		if err != stop || calls != at {
+			t.Errorf("EachSuppression stopped by fn at row %d: %d calls, error %v; want %d calls and fn's error as it is", at, calls, err, at)
+		}
+	}
+	// The store still answers, and a whole read still sees every row.
+	if got := eachSuppression(t, s, q); len(got) != n || got[0].Address != "a00000@example.com" || got[n-1].Address != "a11999@example.com" {
+		t.Errorf("after the stopped reads, EachSuppression = %d rows, want %d in key order", len(got), n)
+	}
+	if got := addressSuppressions(t, s, "a00042@example.com", time.Now()); len(got) != 1 {
+		t.Errorf("after the stopped reads, AddressSuppressions = %v", keys(got))
+	}
+	canceled, cancel := context.WithCancel(ctx)
+	cancel()
+	calls := 0
+	if err := s.EachSuppression(canceled, q, func(store.Suppression) error { calls++; return nil }); err == nil {
+		t.Errorf("EachSuppression with a canceled context succeeded after %d calls", calls)
+	}
+}
+
+func testEachSuppressionInvalid(t *testing.T, s store.Store) {
+	putSuppressions(t, s, newSuppression("a@example.com", "", time.Now()))
+	for _, tt := range []struct {
+		name string
+		q    store.SuppressionQuery
+	}{
+		{"negative limit", store.SuppressionQuery{AllStreams: true, Now: time.Now(), Limit: -1}},
+		{"zero now", store.SuppressionQuery{AllStreams: true}},
+		{"stream and all streams", store.SuppressionQuery{Stream: "news", AllStreams: true, Now: time.Now()}},
+	} {
+		calls := 0
+		if err := s.EachSuppression(context.Background(), tt.q, func(store.Suppression) error { calls++; return nil }); err == nil || calls != 0 {
+			t.Errorf("EachSuppression with %s: %d calls, %v; want an error and no call", tt.name, calls, err)
+		}
+	}
+}
+
+// addressesSince collects SuppressionAddressesSince's addresses as a set.
+func addressesSince(t *testing.T, s store.Store, since time.Time) []string {
+	t.Helper()
+	set := map[string]bool{}
+	if err := s.SuppressionAddressesSince(context.Background(), since, func(a string) error {
+		set[a] = true
+		return nil
+	}); err != nil {
+		t.Fatalf("SuppressionAddressesSince(%v): %v", since, err)
+	}
+	out := make([]string, 0, len(set))
+	for a := range set {
+		out = append(out, a)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// SuppressionAddressesSince passes the addresses of the keys put or
+// removed at or after a time, to the nanosecond of their Updated,
+// whatever their state.
+func testSuppressionAddressesSince(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	if got := addressesSince(t, s, time.Time{}); len(got) != 0 {
+		t.Errorf("SuppressionAddressesSince of an empty store = %v", got)
+	}
+	now := time.Now()
+	ended := newSuppression("ended@example.com", "", now)
+	ended.Since, ended.Until = now.Add(-48*time.Hour), now.Add(-24*time.Hour)
+	putSuppressions(t, s, newSuppression("a@example.com", "", now), newSuppression("a@example.com", "news", now),
+		newSuppression("b@example.com", "news", now), newSuppression("c@example.com", "", now), ended)
+	all := []string{"a@example.com", "b@example.com", "c@example.com", "ended@example.com"}
+	if got := addressesSince(t, s, time.Time{}); !reflect.DeepEqual(got, all) {
+		t.Errorf("SuppressionAddressesSince(zero) = %v, want %v (ended ones too)", got, all)
+	}
+	b := addressSuppressions(t, s, "b@example.com", time.Now())
+	if len(b) != 1 {
+		t.Fatalf("AddressSuppressions(b) = %v", keys(b))
+	}
+	// Writes after b's: c removed, d put.
+	mid := b[0].Updated
+	rm := store.SuppressionChange{Time: time.Now(), Address: "c@example.com", Action: store.ActionRemove,
+		Source: store.SourceManual, Actor: "ops"}
+	if err := s.RemoveSuppression(ctx, store.SuppressionKey{Address: "c@example.com"}, rm); err != nil {
+		t.Fatal(err)
+	}
+	putSuppressions(t, s, newSuppression("d@example.com", "billing", time.Now()))
+	if got, want := addressesSince(t, s, mid.Add(time.Nanosecond)), []string{"c@example.com", "d@example.com"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("SuppressionAddressesSince(b's Updated + 1 ns) = %v, want %v (a removal and a put)", got, want)
+	}
+	// At or after: b's own write is in, to the nanosecond. a and ended
+	// were written in the same call as b, at most a few nanoseconds
+	// apart, so they may be too.
+	got := addressesSince(t, s, mid)
+	for _, a := range []string{"b@example.com", "c@example.com", "d@example.com"} {
+		if !slices.Contains(got, a) {
+			t.Errorf("SuppressionAddressesSince(b's Updated) = %v, want %s in it", got, a)
+		}
+	}
+	if got := addressesSince(t, s, time.Now().Add(time.Hour)); len(got) != 0 {
+		t.Errorf("SuppressionAddressesSince(an hour ahead) = %v, want none", got)
+	}
+	all = append(all, "d@example.com")
+	slices.Sort(all)
+	if got := addressesSince(t, s, time.Time{}); !reflect.DeepEqual(got, all) {
+		t.Errorf("SuppressionAddressesSince(zero) = %v, want %v (removed ones too)", got, all)
+	}
+	// fn's error stops it and comes back as it is.
+	stop := errors.New("enough")
+	calls := 0
+	if err := s.SuppressionAddressesSince(ctx, time.Time{}, func(string) error { calls++; return stop }); err != stop || calls != 1 {
+		t.Errorf("SuppressionAddressesSince stopped by fn: %d calls, %v; want 1 and fn's error", calls, err)
+	}
+	canceled, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := s.SuppressionAddressesSince(canceled, time.Time{}, func(string) error { return nil }); err == nil {
+		t.Error("SuppressionAddressesSince with a canceled context succeeded")
+	}
+}
+
+// CheckSuppressions answers what AddressSuppressions answers for every
+// write through the same Store, at once.
+func testCheckSuppressions(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	check := func(address string) []store.Suppression {
+		t.Helper()
+		got, err := s.CheckSuppressions(ctx, address, time.Now())
+		if err != nil {
+			t.Fatalf("CheckSuppressions(%q): %v", address, err)
+		}
+		if got == nil {
+			t.Fatalf("CheckSuppressions(%q) = nil, want a non-nil slice", address)
+		}
+		return got
+	}
+	same := func(when, address string) {
+		t.Helper()
+		checkSuppressions(t, fmt.Sprintf("%s: CheckSuppressions(%s)", when, address), check(address),
+			addressSuppressions(t, s, address, time.Now())...)
+	}
+	if got := check("a@example.com"); len(got) != 0 {
+		t.Errorf("CheckSuppressions on an empty store = %v", keys(got))
+	}
+	now := time.Now()
+	var many []store.Suppression
+	for i := range 500 {
+		many = append(many, newSuppression(fmt.Sprintf("m%03d@example.com", i), "", now))
+	}
+	putSuppressions(t, s, many...)
+	// Asked many times, so an engine that loads something in the
+	// background answers some of them after it has.
+	for round := range 3 {
+		for i := range 500 {
+			if got := check(fmt.Sprintf("m%03d@example.com", i)); len(got) != 1 {
+				t.Fatalf("round %d: CheckSuppressions(m%03d) = %v, want its suppression", round, i, keys(got))
+			}
+			if got := check(fmt.Sprintf("n%03d@example.com", i)); len(got) != 0 {
+				t.Fatalf("round %d: CheckSuppressions(n%03d) = %v, want none", round, i, keys(got))
+			}
+		}
+	}
+	putSuppressions(t, s, newSuppression("a@example.com", "news", now), newSuppression("a@example.com", "", now))
+	same("after a put", "a@example.com")
+	if got := check("A@Example.COM"); len(got) != 2 {
+		t.Errorf("CheckSuppressions(upper case) = %v, want both", keys(got))
+	}
+	rm := store.SuppressionChange{Time: time.Now(), Address: "a@example.com", Action: store.ActionRemove,
+		Source: store.SourceManual, Actor: "ops"}
+	if err := s.RemoveSuppression(ctx, store.SuppressionKey{Address: "a@example.com"}, rm); err != nil {
+		t.Fatal(err)
+	}
+	same("after a removal", "a@example.com")
+	if got := check("a@example.com"); len(got) != 1 || got[0].Stream != "news" {
+		t.Errorf("after the removal, CheckSuppressions = %v, want news only", keys(got))
+	}
+	// Written after many checks of it: shows at once.
+	putSuppressions(t, s, newSuppression("n042@example.com", "billing", time.Now()))
+	same("after a put of an address checked before", "n042@example.com")
+	if got := check("n042@example.com"); len(got) != 1 {
+		t.Errorf("CheckSuppressions(n042) after its put = %v, want it", keys(got))
+	}
+	// Not in force: ended, or not started.
+	ended := newSuppression("ended@example.com", "", now)
+	ended.Since, ended.Until = now.Add(-48*time.Hour), now.Add(-24*time.Hour)
+	putSuppressions(t, s, ended)
+	if got := check("ended@example.com"); len(got) != 0 {
+		t.Errorf("CheckSuppressions of an ended suppression = %v, want none", keys(got))
+	}
+	if _, err := s.CheckSuppressions(ctx, "a@example.com", time.Time{}); err == nil {
+		t.Error("CheckSuppressions with a zero now succeeded")
+	}
+	canceled, cancel := context.WithCancel(ctx)
+	cancel()
+	for _, a := range []string{"a@example.com", "nobody@example.com"} {
+		if _, err := s.CheckSuppressions(canceled, a, time.Now()); err == nil {
+			t.Errorf("CheckSuppressions(%s) with a canceled context succeeded", a)
+		}
+	}
+}
+
+func testSuppressionReadsClosed(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	putSuppressions(t, s, newSuppression("a@example.com", "", time.Now()))
+	if _, err := s.CheckSuppressions(ctx, "nobody@example.com", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := s.EachSuppression(ctx, store.SuppressionQuery{AllStreams: true, Now: time.Now()},
+		func(store.Suppression) error { return nil }); !errors.Is(err, store.ErrClosed) {
+		t.Errorf("EachSuppression after Close = %v, want store.ErrClosed", err)
+	}
+	if err := s.SuppressionAddressesSince(ctx, time.Time{}, func(string) error { return nil }); !errors.Is(err, store.ErrClosed) {
+		t.Errorf("SuppressionAddressesSince after Close = %v, want store.ErrClosed", err)
+	}
+	for _, a := range []string{"a@example.com", "nobody@example.com"} {
+		if _, err := s.CheckSuppressions(ctx, a, time.Now()); !errors.Is(err, store.ErrClosed) {
+			t.Errorf("CheckSuppressions(%s) after Close = %v, want store.ErrClosed", a, err)
+		}
+	}
+}
