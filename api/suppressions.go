@@ -335,12 +335,13 @@ func (p *pager) next(ctx context.Context) ([]store.Suppression, error) {
 	return rows, nil
 }
 
-// listSuppressions streams the suppressions in force, a chunk at a time,
-// as JSON {"suppressions":[...],"next_cursor":"..."} or as CSV. Without a
-// limit it lists everything; with one, a page and (when more rows exist)
-// the cursor of the next: in the body for JSON, in the X-Next-Cursor
-// header for CSV (the page is read before it is written, at most
-// maxSuppressionsLimit rows).
+// listSuppressions streams the suppressions in force as JSON
+// {"suppressions":[...],"next_cursor":"..."} or as CSV. Without a limit
+// it lists everything (after the cursor, when one is given) from one
+// store read, exportSuppressions; with one, a page, read from the store a
+// chunk at a time, and (when more rows exist) the cursor of the next: in
+// the body for JSON, in the X-Next-Cursor header for CSV (the page is
+// read before it is written, at most maxSuppressionsLimit rows).
 func (s *server) listSuppressions(w http.ResponseWriter, r *http.Request) {
 	q, ok := s.query(w, r)
 	if !ok {
@@ -352,6 +353,10 @@ func (s *server) listSuppressions(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	l.q.Now = time.Now().UTC()
+	if l.limit == 0 && r.Method != http.MethodHead {
+		s.exportSuppressions(w, r, l)
+		return
+	}
 	p := &pager{sup: s.store, q: l.q, limit: l.limit}
 	rows, err := p.next(r.Context())
 	if err != nil {
@@ -368,17 +373,9 @@ func (s *server) listSuppressions(w http.ResponseWriter, r *http.Request) {
 			rows = append(rows, more...)
 		}
 	}
-	h := w.Header()
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Cache-Control", "no-store")
-	if l.csv {
-		h.Set("Content-Type", "text/csv; charset=utf-8")
-		h.Set("Content-Disposition", `attachment; filename="suppressions.csv"`)
-		if p.more {
-			h.Set("X-Next-Cursor", encodeCursor(p.q.After))
-		}
-	} else {
-		h.Set("Content-Type", "application/json; charset=utf-8")
+	listHeaders(w.Header(), l.csv)
+	if l.csv && p.more {
+		w.Header().Set("X-Next-Cursor", encodeCursor(p.q.After))
 	}
 	w.WriteHeader(http.StatusOK)
 	if r.Method == http.MethodHead {
@@ -415,6 +412,83 @@ func (s *server) listSuppressions(w http.ResponseWriter, r *http.Request) {
 			fmt.Fprintf(bw, `,"next_cursor":%q`, encodeCursor(p.q.After))
 		}
 		bw.WriteString("}\n")
+	}
+	bw.Flush()
+}
+
+// listHeaders sets the headers of a listing's 200.
+func listHeaders(h http.Header, csv bool) {
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Cache-Control", "no-store")
+	if csv {
+		h.Set("Content-Type", "text/csv; charset=utf-8")
+		h.Set("Content-Disposition", `attachment; filename="suppressions.csv"`)
+	} else {
+		h.Set("Content-Type", "application/json; charset=utf-8")
+	}
+}
+
+// exportSuppressions streams every suppression in force that l selects
+// (a listing without a limit) from one store read, EachSuppression: the
+// rows go out as the store hands them over, listChunk at a time through
+// the page writers, so memory stays flat and the store reads the list
+// once instead of once a page (a ClickHouse page costs about the rows
+// after its cursor, so an export by pages costs the square of its
+// length). The status waits for the first chunk, so a store that fails
+// at once gets its error status; one that fails later cuts the
+// connection, as a paged listing does, so a partial list never looks
+// whole.
+func (s *server) exportSuppressions(w http.ResponseWriter, r *http.Request, l listRequest) {
+	var (
+		bw        *bufio.Writer
+		write     func([]store.Suppression) error
+		clientErr error // a write to the client failed: it went away
+		sent      int
+	)
+	rc := http.NewResponseController(w)
+	chunk := make([]store.Suppression, 0, listChunk)
+	flush := func() error {
+		if bw == nil {
+			listHeaders(w.Header(), l.csv)
+			w.WriteHeader(http.StatusOK)
+			bw = bufio.NewWriterSize(w, 32<<10)
+			if l.csv {
+				write = csvPageWriter(bw)
+			} else {
+				write = jsonPageWriter(bw)
+			}
+		}
+		_ = rc.SetWriteDeadline(time.Now().Add(exportWriteWindow))
+		if err := write(chunk); err != nil {
+			clientErr = err
+			return err
+		}
+		sent += len(chunk)
+		chunk = chunk[:0]
+		return nil
+	}
+	err := s.store.EachSuppression(r.Context(), l.q, func(row store.Suppression) error {
+		chunk = append(chunk, row)
+		if len(chunk) == cap(chunk) {
+			return flush()
+		}
+		return nil
+	})
+	switch {
+	case clientErr != nil || (err != nil && r.Context().Err() != nil):
+		return // the client went away
+	case err != nil && bw == nil:
+		s.storeError(w, r, err)
+		return
+	case err != nil:
+		s.log.ErrorContext(r.Context(), "api: exporting suppressions", "rows_sent", sent, "err", err)
+		panic(http.ErrAbortHandler)
+	}
+	if err := flush(); err != nil { // the last chunk, and the CSV header of an empty list
+		return
+	}
+	if !l.csv {
+		bw.WriteString("\n]}\n")
 	}
 	bw.Flush()
 }
@@ -485,8 +559,10 @@ type addressResponse struct {
 // addressSuppressions answers whether an address may be mailed: its
 // suppressions in force on every stream, and suppressed — on ?stream=
 // when given (a global suppression counts), on any stream when not. One
-// store call, answered from the key order: a sending application makes it
-// before each send.
+// store call, CheckSuppressions: a sending application makes it before
+// each send, so the engine may answer an address it has never suppressed
+// from memory (store.MaxCheckStaleness behind other processes' writes,
+// this process's at once).
 func (s *server) addressSuppressions(w http.ResponseWriter, r *http.Request) {
 	addr, err := s.suppressionAddress(r.PathValue("address"))
 	if err != nil {
@@ -502,7 +578,7 @@ func (s *server) addressSuppressions(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, http.StatusBadRequest, err.Error())
 		return
 	}
-	rows, err := s.store.AddressSuppressions(r.Context(), addr, time.Now().UTC())
+	rows, err := s.store.CheckSuppressions(r.Context(), addr, time.Now().UTC())
 	if err != nil {
 		s.storeError(w, r, err)
 		return
