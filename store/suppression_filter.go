@@ -6,6 +6,7 @@ import (
 	"hash/maphash"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -72,12 +73,15 @@ type SuppressionFilter struct {
 
 	readMu sync.Mutex // one read of the feed at a time
 
+	running atomic.Bool // Run is reading the feed
+
 	mu       sync.RWMutex
 	sorted   []uint64            // sorted, unique; never modified once published
 	recent   map[uint64]struct{} // added since sorted was built
 	loaded   bool                // a full read succeeded
 	lastRead time.Time           // start of the last successful read
 	lastErr  error               // of the last read, nil when it succeeded
+	readDone chan struct{}       // closed, and replaced, when a read ends
 }
 
 // NewSuppressionFilter returns an empty filter over feed: until Load (or
@@ -85,7 +89,7 @@ type SuppressionFilter struct {
 func NewSuppressionFilter(feed SuppressionFeed, opts SuppressionFilterOptions) *SuppressionFilter {
 	f := &SuppressionFilter{
 		feed: feed, maxStale: opts.MaxStaleness, interval: opts.Interval, overlap: opts.Overlap,
-		now: opts.Now, seed: maphash.MakeSeed(), recent: map[uint64]struct{}{},
+		now: opts.Now, seed: maphash.MakeSeed(), recent: map[uint64]struct{}{}, readDone: make(chan struct{}),
 	}
 	if f.maxStale <= 0 {
 		f.maxStale = MaxCheckStaleness
@@ -109,15 +113,66 @@ func (f *SuppressionFilter) hash(address string) uint64 { return maphash.String(
 // MaxStaleness ago) and does not hold it. False means "ask the store".
 // address is compared as given: pass it normalised as stored.
 func (f *SuppressionFilter) Absent(address string) bool {
-	h := f.hash(address)
-	now := f.now()
+	absent, _ := f.lookup(f.hash(address), f.now())
+	return absent
+}
+
+// WaitAbsent is Absent for a check that would rather wait a little than
+// query: when the filter is not fresh but Run is reading the feed and
+// its last read did not fail, it waits, at most maxWait and while ctx
+// lasts, for a read that began at most MaxStaleness before the call to
+// end, and answers from it. Without it, a filter that goes stale
+// because the store is slow (or has not loaded yet, at start) would send
+// every check to that slow store at once, and keep it slow.
+func (f *SuppressionFilter) WaitAbsent(ctx context.Context, address string, maxWait time.Duration) bool {
+	h, at := f.hash(address), f.now()
+	absent, fresh := f.lookup(h, at)
+	if fresh || !f.running.Load() || maxWait <= 0 {
+		return absent
+	}
+	timer := time.NewTimer(maxWait)
+	defer timer.Stop()
+	for {
+		f.mu.RLock()
+		failed, done := f.lastErr != nil, f.readDone
+		f.mu.RUnlock()
+		if failed {
+			return false
+		}
+		select {
+		case <-done:
+		case <-timer.C:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+		if absent, fresh = f.lookup(h, at); fresh {
+			return absent
+		}
+	}
+}
+
+// lookup answers whether hash h is absent, and whether the filter was
+// fresh at at (else absent is false).
+func (f *SuppressionFilter) lookup(h uint64, at time.Time) (absent, fresh bool) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	if !f.loaded || now.Sub(f.lastRead) > f.maxStale {
-		return false
+	if !f.loaded || at.Sub(f.lastRead) > f.maxStale {
+		return false, false
 	}
 	_, inRecent := f.recent[h]
-	return !inRecent && !contains(f.sorted, h)
+	return !inRecent && !contains(f.sorted, h), true
+}
+
+// readEnded records the end of a read: its start when it succeeded, its
+// error otherwise, and wakes WaitAbsent. f.mu is held.
+func (f *SuppressionFilter) readEnded(start time.Time, err error) {
+	if err == nil {
+		f.lastRead = start
+	}
+	f.lastErr = err
+	close(f.readDone)
+	f.readDone = make(chan struct{})
 }
 
 // Add records addresses about to be written through this process, so
@@ -167,7 +222,8 @@ func (f *SuppressionFilter) load(ctx context.Context) error {
 			recent[h] = struct{}{}
 		}
 	}
-	f.sorted, f.recent, f.loaded, f.lastRead, f.lastErr = hs, recent, true, start, nil
+	f.sorted, f.recent, f.loaded = hs, recent, true
+	f.readEnded(start, nil)
 	return nil
 }
 
@@ -206,7 +262,7 @@ func (f *SuppressionFilter) Refresh(ctx context.Context) error {
 		f.mu.Unlock()
 	}
 	f.mu.Lock()
-	f.lastRead, f.lastErr = start, nil
+	f.readEnded(start, nil)
 	f.mu.Unlock()
 	return nil
 }
@@ -218,7 +274,7 @@ func contains(sorted []uint64, h uint64) bool {
 
 func (f *SuppressionFilter) failed(err error) {
 	f.mu.Lock()
-	f.lastErr = err
+	f.readEnded(time.Time{}, err)
 	f.mu.Unlock()
 }
 
@@ -268,6 +324,8 @@ func (f *SuppressionFilter) merge(base, extra []uint64) {
 // it stopped. A failed read is tried again at the next tick; meanwhile
 // the filter goes stale and Absent says false, so checks go to the store.
 func (f *SuppressionFilter) Run(ctx context.Context) error {
+	f.running.Store(true)
+	defer f.running.Store(false)
 	t := time.NewTicker(f.interval)
 	defer t.Stop()
 	for {

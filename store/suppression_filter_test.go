@@ -277,6 +277,68 @@ func TestSuppressionFilterLoadKeepsAdds(t *testing.T) {
 	}
 }
 
+// WaitAbsent waits for a read that makes a stale (or unloaded) filter
+// fresh, when Run is reading; otherwise it answers as Absent does.
+func TestSuppressionFilterWaitAbsent(t *testing.T) {
+	ctx := context.Background()
+	feed := newFakeFeed()
+	feed.write("a@example.com", time.Now())
+	f, c := newTestFilter(feed)
+
+	// Not running: no wait, the stale answer.
+	if f.WaitAbsent(ctx, "nobody@example.com", time.Hour) {
+		t.Error("WaitAbsent before any read, Run not running = true")
+	}
+	f.running.Store(true) // as Run does
+
+	// Before the first read: waits for it.
+	got := make(chan bool)
+	go func() { got <- f.WaitAbsent(ctx, "nobody@example.com", time.Hour) }()
+	if err := f.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !<-got {
+		t.Error("WaitAbsent(nobody) waiting for the first read = false, want true")
+	}
+	go func() { got <- f.WaitAbsent(ctx, "a@example.com", time.Hour) }()
+	if <-got {
+		t.Error("WaitAbsent(a) = true for a stored address")
+	}
+
+	// Stale: waits for a refresh that began after the call.
+	c.advance(2 * MaxCheckStaleness)
+	go func() { got <- f.WaitAbsent(ctx, "nobody@example.com", time.Hour) }()
+	if err := f.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !<-got {
+		t.Error("WaitAbsent(nobody) waiting for a refresh = false, want true")
+	}
+
+	// Stale with no read coming: gives up after maxWait, or with ctx.
+	c.advance(2 * MaxCheckStaleness)
+	if f.WaitAbsent(ctx, "nobody@example.com", 10*time.Millisecond) {
+		t.Error("WaitAbsent with no read coming = true, want false after maxWait")
+	}
+	canceled, cancel := context.WithCancel(ctx)
+	cancel()
+	if f.WaitAbsent(canceled, "nobody@example.com", time.Hour) {
+		t.Error("WaitAbsent with a canceled context = true")
+	}
+	// A failing read: no wait at all after it.
+	feed.fail(errors.New("server down"))
+	go func() { got <- f.WaitAbsent(ctx, "nobody@example.com", time.Hour) }()
+	if err := f.Refresh(ctx); err == nil {
+		t.Fatal("Refresh with a failing feed succeeded")
+	}
+	if <-got {
+		t.Error("WaitAbsent through a failed read = true, want false")
+	}
+	if f.WaitAbsent(ctx, "nobody@example.com", time.Hour) {
+		t.Error("WaitAbsent after a failed read = true, want false at once")
+	}
+}
+
 // Run reads until its feed is closed.
 func TestSuppressionFilterRunStops(t *testing.T) {
 	feed := newFakeFeed()

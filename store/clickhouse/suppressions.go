@@ -520,8 +520,12 @@ func suppressionAddresses(rows []store.Suppression) []string {
 // suppression row, in force or not, so the answer is "none" without a
 // query: with ClickHouse 18.16 even a lookup that finds nothing costs
 // about 1 ms of the server (SELECT 1 does) and, at 1,000 checks a
-// second, a core. Any other address, and every address while the filter
-// is not loaded or not fresh, is an AddressSuppressions.
+// second, a core. Any other address is an AddressSuppressions, and so is
+// every address while the filter is not fresh, after waiting up to
+// store.MaxCheckStaleness for a read that makes it fresh
+// (SuppressionFilter.WaitAbsent): at start, before the first read, and
+// while the server is too slow to read every 250 ms, the checks would
+// otherwise all go to the server at once and keep it slow.
 func (s *Store) CheckSuppressions(ctx context.Context, address string, now time.Time) ([]store.Suppression, error) {
 	if err := s.gate.Enter(); err != nil {
 		return nil, err
@@ -533,9 +537,13 @@ func (s *Store) CheckSuppressions(ctx context.Context, address string, now time.
 			go f.Run(context.Background())
 		}
 	})
-	absent := !now.IsZero() && ctx.Err() == nil && s.checks.filter.Load().Absent(normalizeAddress(address))
+	f := s.checks.filter.Load()
 	s.gate.Leave()
-	if absent {
+	if !now.IsZero() && ctx.Err() == nil && f.WaitAbsent(ctx, normalizeAddress(address), store.MaxCheckStaleness) {
+		if err := s.gate.Enter(); err != nil { // closed while waiting
+			return nil, err
+		}
+		s.gate.Leave()
 		return []store.Suppression{}, nil
 	}
 	return s.AddressSuppressions(ctx, address, now)
