@@ -294,6 +294,7 @@ type StreamState struct {
 	Msgs       uint64
 	AckPending int
 	Pending    uint64 // not yet delivered to any ingest process
+	AckFloor   uint64 // stream sequence up to which ingest acked everything
 }
 
 // Idle reports whether the ingest consumer has nothing left to do:
@@ -333,7 +334,7 @@ func Stream(ctx context.Context, natsURL string) (StreamState, error) {
 	if err != nil {
 		return st, err
 	}
-	st.AckPending, st.Pending = ci.NumAckPending, ci.NumPending
+	st.AckPending, st.Pending, st.AckFloor = ci.NumAckPending, ci.NumPending, ci.AckFloor.Stream
 	return st, nil
 }
 

@@ -68,7 +68,7 @@ func runDiskFull(ctx context.Context, e *Env, c Config) (Result, error) {
 		}
 		return b.Start()
 	}
-	loadErr := drive(ctx, e, c, &r, load, inject, recover)
+	loadErr := drive(ctx, e, c, &r, load, fault{"the full disk", inject, recover})
 	if out := grepLog(b.LogPath, "JetStream out of", "no space left", "disk is full", "DISABLED"); out != "" {
 		r.Notes = append(r.Notes, "bouncer's log: "+out)
 	}
@@ -76,13 +76,7 @@ func runDiskFull(ctx context.Context, e *Env, c Config) (Result, error) {
 		return r, loadErr
 	}
 	// Not drained: still compare, to tell a stall from a loss.
-	drainErr := waitDrained(ctx, b.NATSURL, c.DrainWait)
-	v, err := ReadSQLite(ctx, b.DataDir, prefix(run))
-	if err != nil {
-		return r, err
-	}
-	r.compare(load.Ledger.Acked(), load.Ledger.All(), v)
-	noteStream(ctx, &r, b.NATSURL, v)
+	drainErr := check(ctx, c, &r, b.NATSURL, load, sqliteReader(b.DataDir, run), nil)
 	return r, errors.Join(drainErr, b.Stop())
 }
 

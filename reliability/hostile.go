@@ -142,16 +142,10 @@ func runSlowloris(ctx context.Context, e *Env, c Config) (Result, error) {
 		}
 		return nil
 	}
-	if err := drive(ctx, e, c, &r, load, inject, recover); err != nil {
+	if err := drive(ctx, e, c, &r, load, fault{"the attack", inject, recover}); err != nil {
 		return r, err
 	}
-	drainErr := waitDrained(ctx, b.NATSURL, c.DrainWait)
-	v, err := ReadSQLite(ctx, b.DataDir, prefix(run))
-	if err != nil {
-		return r, err
-	}
-	r.compare(load.Ledger.Acked(), load.Ledger.All(), v)
-	noteStream(ctx, &r, b.NATSURL, v)
+	drainErr := check(ctx, c, &r, b.NATSURL, load, sqliteReader(b.DataDir, run), nil)
 	return r, errors.Join(drainErr, b.Stop())
 }
 

@@ -10,14 +10,14 @@ import (
 // WriteTable prints results as a plain table, then each result's notes.
 func WriteTable(w io.Writer, results []Result, errs []error) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tsent\tattempts\tacked 250\t4xx msgs\t4xx replies\tin doubt\t5xx\tstored\tlost\tduplicated\tno event\tmisclassified\tresult\t")
+	fmt.Fprintln(tw, "scenario\tsent\tattempts\tacked 250\t4xx msgs\t4xx replies\tin doubt\t5xx\tstored\twaiting\tlost\tduplicated\tno event\tmisclassified\tresult\t")
 	for i, r := range results {
 		verdict := "ok"
 		if errs[i] != nil {
 			verdict = "FAIL"
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t\n", r.Scenario, r.Sent, r.Attempts, r.Acked,
-			r.TempFailed, r.TempReplies, r.InDoubt, r.Rejected, r.Stored, r.Lost, r.Duplicated, r.NoEvent, r.Misclassified, verdict)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t\n", r.Scenario, r.Sent, r.Attempts, r.Acked,
+			r.TempFailed, r.TempReplies, r.InDoubt, r.Rejected, r.Stored, r.Waiting, r.Lost, r.Duplicated, r.NoEvent, r.Misclassified, verdict)
 	}
 	tw.Flush()
 	for i, r := range results {

@@ -36,7 +36,7 @@ type Config struct {
 // ShortConfig is a few seconds of modest load per scenario, for CI.
 func ShortConfig() Config {
 	return Config{Sessions: 4, Size: 2000, Rate: 250, Load: 2 * time.Second, Fault: 3 * time.Second, After: 2 * time.Second,
-		Messages: 300, DrainWait: 3 * time.Minute, RecoverWait: 10 * time.Second, Attack: 2000, DiskSize: "64m"}
+		Messages: 300, DrainWait: 90 * time.Second, RecoverWait: 10 * time.Second, Attack: 2000, DiskSize: "64m"}
 }
 
 // DefaultConfig is the runner's load without -short.
@@ -61,6 +61,7 @@ var Scenarios = []Scenario{
 	{"ingest-kill9", "kill -9 of the separate bouncer-ingest worker (ClickHouse) under load; restart", runIngestKill9},
 	{"clickhouse-freeze", "SIGSTOP of clickhouse-server under load, SIGCONT after the fault time", runClickHouseFreeze},
 	{"clickhouse-kill9", "kill -9 of clickhouse-server under load, restart on the same directory after the fault time", runClickHouseKill9},
+	{"split-faults", "the three split-topology faults in a row on one topology: kill -9 of the worker, SIGSTOP of ClickHouse, kill -9 of ClickHouse (CI's form of the three)", runSplitFaults},
 	{"slowloris", "slowloris connections (default 10,000, -attack) from many loopback addresses under load, with the default connection limits", runSlowloris},
 	{"disk-full", "the all-in-one's data dir on a tmpfs (64 MiB -short, 256 MiB) filled up under load, then space freed", runDiskFull},
 }
@@ -97,17 +98,31 @@ func (p phase) since(l *Load, what string) string {
 		what, n.Acked-p.c.Acked, n.TempReplies-p.c.TempReplies, n.InDoubt-p.c.InDoubt, n.ConnFailed-p.c.ConnFailed)
 }
 
+// stallAfter is how long waitDrained watches a consumer that makes no
+// progress while stalled() says why, before it gives up early.
+const stallAfter = 20 * time.Second
+
 // waitDrained waits until the ingest consumer at natsURL is idle: every
-// report handed to ingest, stored and acked.
-func waitDrained(ctx context.Context, natsURL string, timeout time.Duration) error {
+// report handed to ingest, stored and acked. It gives up after timeout, or
+// after stallAfter without progress when stalled (may be nil) reports a
+// known cause.
+func waitDrained(ctx context.Context, natsURL string, timeout time.Duration, stalled func() bool) error {
 	deadline := time.Now().Add(timeout)
+	var last StreamState
+	progressed := time.Now()
 	for {
 		st, err := Stream(ctx, natsURL)
 		if err == nil && st.Idle() {
 			return nil
 		}
+		if err == nil && (st.AckFloor != last.AckFloor || st.Pending != last.Pending) {
+			last, progressed = st, time.Now()
+		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("ingest not drained after %s: stream %+v, %v", timeout, st, err)
+		}
+		if stalled != nil && time.Since(progressed) > stallAfter && stalled() {
+			return fmt.Errorf("ingest stalled: no progress for %s: stream %+v", stallAfter, st)
 		}
 		sleep(ctx, 500*time.Millisecond)
 		if ctx.Err() != nil {
@@ -116,31 +131,54 @@ func waitDrained(ctx context.Context, natsURL string, timeout time.Duration) err
 	}
 }
 
-// noteStream notes what the reports left in the stream are, if any: once
-// the consumer is idle there should be none; when it is not, they tell a
-// stall (stored already, or waiting) from a loss.
-func noteStream(ctx context.Context, r *Result, natsURL string, v StoreView) {
+// streamIDs reads the ids of the reports left in the stream and notes
+// them, when there are any. Read before the store: ingest acks a report only
+// after the store committed it, so one gone from the stream is in the store
+// read after, and one in neither is lost.
+func streamIDs(ctx context.Context, r *Result, natsURL string) map[string]bool {
 	st, err := Stream(ctx, natsURL)
 	if err != nil {
 		r.Notes = append(r.Notes, fmt.Sprintf("reading the stream: %v", err))
-		return
+		return nil
 	}
 	if st.Msgs == 0 {
-		return
+		return nil
 	}
-	ids, err := StreamLeftovers(ctx, natsURL, 100000)
+	ids, err := StreamLeftovers(ctx, natsURL, int(st.Msgs)+1000)
 	if err != nil {
 		r.Notes = append(r.Notes, fmt.Sprintf("reading the stream's leftovers: %v", err))
-		return
+		return nil
 	}
-	stored := 0
+	set := make(map[string]bool, len(ids))
 	for _, id := range ids {
-		if v.Reports[id] > 0 {
-			stored++
-		}
+		set[id] = true
 	}
-	r.Notes = append(r.Notes, fmt.Sprintf("stream after the run: %d reports left in it (%d stored already), %d waiting for ingest, %d delivered and not acked",
-		len(ids), stored, st.Pending, st.AckPending))
+	r.Notes = append(r.Notes, fmt.Sprintf("stream after the run: %d reports left in it, %d of them waiting for ingest, %d delivered and not acked",
+		len(ids), st.Pending, st.AckPending))
+	return set
+}
+
+// check waits for ingest to drain JetStream, then compares the load's
+// record with the stream and the store that read returns. It returns the
+// drain's error: a stall is reported, and still told apart from a loss.
+func check(ctx context.Context, c Config, r *Result, natsURL string, load *Load, read func(context.Context) (StoreView, error), stalled func() bool) error {
+	drainErr := waitDrained(ctx, natsURL, c.DrainWait, stalled)
+	inStream := streamIDs(ctx, r, natsURL)
+	v, err := read(ctx)
+	if err != nil {
+		return errors.Join(drainErr, err)
+	}
+	r.compare(load.Ledger.Acked(), load.Ledger.All(), v, inStream)
+	if len(inStream) > 0 {
+		stored := 0
+		for id := range inStream {
+			if v.Reports[id] > 0 {
+				stored++
+			}
+		}
+		r.Notes = append(r.Notes, fmt.Sprintf("of the reports left in the stream, %d are stored already (written, but the ack did not land or the stream did not drop them)", stored))
+	}
+	return drainErr
 }
 
 // startLoad starts the load of a scenario on addr.
@@ -148,29 +186,43 @@ func (c Config) startLoad(addr, run string) *Load {
 	return StartLoad(LoadConfig{Addr: addr, Sessions: c.Sessions, Size: c.Size, Run: run, Rate: c.Rate})
 }
 
+// fault is one injected fault: inject starts it, recover ends it.
+type fault struct {
+	name            string
+	inject, recover func() error
+}
+
 // drive runs the shape every fault scenario shares on a started load:
-// c.Load of load, fault(), c.Fault, recover(), c.After of load, then the
-// senders' resends until every message is answered 250 or 5xx. It fills
-// r.Counts and notes what each phase got.
-func drive(ctx context.Context, e *Env, c Config, r *Result, load *Load, fault, recover func() error) error {
+// c.Load of load, then for each fault: inject, c.Fault, recover, c.After of
+// load; then the senders' resends until every message is answered 250 or
+// 5xx. It fills r.Counts and notes what each phase got.
+func drive(ctx context.Context, e *Env, c Config, r *Result, load *Load, faults ...fault) error {
 	defer load.Finish(ctx, 0) // an early return stops the senders
 	sleep(ctx, c.Load)
-	p := mark(load)
-	e.logf("%s: injecting after %d answered 250", r.Scenario, p.c.Acked)
-	if err := fault(); err != nil {
-		return fmt.Errorf("injecting the fault: %w", err)
+	for i, f := range faults {
+		p := mark(load)
+		name := "the fault"
+		if len(faults) > 1 {
+			name = f.name
+		}
+		if i == 0 {
+			r.Notes = append(r.Notes, fmt.Sprintf("before %s (%s): %d answered 250, %d 4xx replies", name, c.Load, p.c.Acked, p.c.TempReplies))
+		}
+		e.logf("%s: injecting %s after %d answered 250", r.Scenario, name, p.c.Acked)
+		if err := f.inject(); err != nil {
+			return fmt.Errorf("injecting %s: %w", name, err)
+		}
+		sleep(ctx, c.Fault)
+		r.Notes = append(r.Notes, p.since(load, fmt.Sprintf("during %s (%s)", name, c.Fault)))
+		p = mark(load)
+		if err := f.recover(); err != nil {
+			return fmt.Errorf("recovering from %s: %w", name, err)
+		}
+		r.Notes = append(r.Notes, p.since(load, "while recovering"))
+		p = mark(load)
+		sleep(ctx, c.After)
+		r.Notes = append(r.Notes, p.since(load, fmt.Sprintf("after the recovery (%s)", c.After)))
 	}
-	r.Notes = append(r.Notes, fmt.Sprintf("before the fault (%s): %d answered 250, %d 4xx replies", c.Load, p.c.Acked, p.c.TempReplies))
-	sleep(ctx, c.Fault)
-	r.Notes = append(r.Notes, p.since(load, fmt.Sprintf("during the fault (%s)", c.Fault)))
-	p = mark(load)
-	if err := recover(); err != nil {
-		return fmt.Errorf("recovering: %w", err)
-	}
-	r.Notes = append(r.Notes, p.since(load, "while recovering"))
-	p = mark(load)
-	sleep(ctx, c.After)
-	r.Notes = append(r.Notes, p.since(load, fmt.Sprintf("after the recovery (%s)", c.After)))
 	e.logf("%s: load stopped; waiting for the senders' resends", r.Scenario)
 	err := load.Finish(ctx, c.DrainWait)
 	r.Counts = load.Ledger.Counts()
@@ -196,20 +248,11 @@ func runKill9(ctx context.Context, e *Env, c Config) (Result, error) {
 	defer b.Stop()
 	run := newRun()
 	load := c.startLoad(b.SMTPAddr, run)
-	if err := drive(ctx, e, c, &r, load, b.Kill, b.Start); err != nil {
+	if err := drive(ctx, e, c, &r, load, fault{"kill -9 of bouncer", b.Kill, b.Start}); err != nil {
 		return r, err
 	}
 	// Not drained: still compare, to tell a stall from a loss.
-	drainErr := waitDrained(ctx, b.NATSURL, c.DrainWait)
-	v, err := ReadSQLite(ctx, b.DataDir, prefix(run))
-	if err != nil {
-		return r, err
-	}
-	r.compare(load.Ledger.Acked(), load.Ledger.All(), v)
-	noteStream(ctx, &r, b.NATSURL, v)
-	if got, err := b.ReportsReceived(ctx); err == nil && got != int64(len(v.Reports)) {
-		r.Notes = append(r.Notes, fmt.Sprintf("API reports_received %d, reports table %d", got, len(v.Reports)))
-	}
+	drainErr := check(ctx, c, &r, b.NATSURL, load, sqliteReader(b.DataDir, run), nil)
 	return r, errors.Join(drainErr, b.Stop())
 }
 
@@ -234,15 +277,14 @@ func runNATSKill9(ctx context.Context, e *Env, c Config) (Result, error) {
 	defer b.Kill()
 	run := newRun()
 	load := c.startLoad(b.SMTPAddr, run)
-	if err := drive(ctx, e, c, &r, load, ns.Kill, ns.Start); err != nil {
+	if err := drive(ctx, e, c, &r, load, fault{"kill -9 of nats-server", ns.Kill, ns.Start}); err != nil {
 		return r, err
 	}
-	drainErr := waitDrained(ctx, ns.URL, c.DrainWait)
-	v, err := ReadSQLite(ctx, b.DataDir, prefix(run))
-	if err != nil {
-		return r, err
-	}
-	r.compare(load.Ledger.Acked(), load.Ledger.All(), v)
-	noteStream(ctx, &r, ns.URL, v)
+	drainErr := check(ctx, c, &r, ns.URL, load, sqliteReader(b.DataDir, run), nil)
 	return r, errors.Join(drainErr, b.Stop())
+}
+
+// sqliteReader reads a run from the SQLite store under dataDir.
+func sqliteReader(dataDir, run string) func(context.Context) (StoreView, error) {
+	return func(ctx context.Context) (StoreView, error) { return ReadSQLite(ctx, dataDir, prefix(run)) }
 }

@@ -129,11 +129,7 @@ func run() int {
 	if *markdown {
 		fmt.Println()
 		for _, r := range results {
-			cmd := "go run ./cmd/reliability -scenario " + r.Scenario
-			if hasShort(os.Args[1:]) {
-				cmd += " -short"
-			}
-			fmt.Println(reliability.MarkdownRow(r, cmd))
+			fmt.Println(reliability.MarkdownRow(r, command(r.Scenario)))
 		}
 	}
 	if *keep || failed {
@@ -145,6 +141,22 @@ func run() int {
 		return 1
 	}
 	return 0
+}
+
+// command is the command line that reproduces one scenario of this run:
+// the flags given, with -scenario naming it and without -markdown and -keep.
+func command(scenario string) string {
+	args := []string{"go", "run", "./cmd/reliability", "-scenario", scenario}
+	flag.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "scenario", "markdown", "keep", "bouncer", "ingest":
+		case "short":
+			args = append(args, "-short")
+		default:
+			args = append(args, "-"+f.Name, f.Value.String())
+		}
+	})
+	return strings.Join(args, " ")
 }
 
 // hasShort tells whether -short is among args, before flag parsing: it
