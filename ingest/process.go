@@ -136,9 +136,17 @@ func (p *Pipeline) process(ctx context.Context, msgs []jetstream.Msg, nakDelay t
 		if !newest.IsZero() {
 			p.m.lag.Set(p.now().Sub(newest).Seconds())
 		}
-		p.refold(wctx, events)
 	}
 	p.ackAll(wctx, pending)
+	// Outcomes and suppressions are derived from the committed events, so
+	// the acks do not wait for them: with ClickHouse a re-fold costs a few
+	// queries per recipient, and a batch's acks held behind hundreds of
+	// them would outlast AckWait and be redelivered. A crash between the
+	// acks and the re-fold leaves those recipients' outcomes as they were
+	// until their next event re-folds them from every stored event.
+	if len(reports) > 0 || len(events) > 0 {
+		p.refold(wctx, events)
+	}
 	if deadFails > 0 {
 		return fmt.Errorf("ingest: %d messages could not be dead-lettered", deadFails)
 	}
