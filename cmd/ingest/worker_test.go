@@ -302,7 +302,7 @@ func TestWorkerStoppedMidway(t *testing.T) {
 	a, b, st, js := clickhouseWorkers(t)
 	var published atomic.Bool
 	go func() {
-		publish(t, js, 0, reports, 15*time.Millisecond) // 3 s in all: worker a stops well before the last
+		publish(t, js, 0, reports, 50*time.Millisecond) // 10 s in all: worker a stops well before the last, also on a loaded machine
 		published.Store(true)
 	}()
 	waitFor(t, 60*time.Second, "worker a to store some reports", func() bool { return a.processed(t) >= 10 }, a, b)
