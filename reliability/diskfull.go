@@ -76,7 +76,7 @@ func runDiskFull(ctx context.Context, e *Env, c Config) (Result, error) {
 		return r, loadErr
 	}
 	// Not drained: still compare, to tell a stall from a loss.
-	drainErr := check(ctx, c, &r, b.NATSURL, load, sqliteReader(b.DataDir, run), nil)
+	drainErr := check(ctx, c, &r, b, b.NATSURL, load, sqliteReader(b.DataDir, run), nil)
 	return r, errors.Join(drainErr, b.Stop())
 }
 

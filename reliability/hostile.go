@@ -145,7 +145,7 @@ func runSlowloris(ctx context.Context, e *Env, c Config) (Result, error) {
 	if err := drive(ctx, e, c, &r, load, fault{"the attack", inject, recover}); err != nil {
 		return r, err
 	}
-	drainErr := check(ctx, c, &r, b.NATSURL, load, sqliteReader(b.DataDir, run), nil)
+	drainErr := check(ctx, c, &r, b, b.NATSURL, load, sqliteReader(b.DataDir, run), nil)
 	return r, errors.Join(drainErr, b.Stop())
 }
 

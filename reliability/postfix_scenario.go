@@ -79,12 +79,11 @@ func postfixRun(ctx context.Context, e *Env, c Config, r Result) (Result, error)
 		subs[i] = s
 	}
 	e.logf("%s: submitting %d messages to Postfix %s", r.Scenario, len(subs), mta.SMTPAddr)
-	if err := submitAll(mta.SMTPAddr, subs, min(4, c.Sessions)); err != nil {
-		return r, err
-	}
-
+	submitted := make(chan error, 1)
+	go func() { submitted <- submitAll(mta.SMTPAddr, subs, min(4, c.Sessions)) }()
 	if kill {
-		// Kill once a third of the DSNs got bouncer's 250.
+		// Kill once a third of the DSNs got bouncer's 250: Postfix
+		// delivers DSNs while the submission goes on.
 		deadline := time.Now().Add(c.DrainWait)
 		for {
 			l, err := mta.ReadLog(BounceDomain)
@@ -107,6 +106,9 @@ func postfixRun(ctx context.Context, e *Env, c Config, r Result) (Result, error)
 		if err := b.Start(); err != nil {
 			return r, err
 		}
+	}
+	if err := <-submitted; err != nil {
+		return r, err
 	}
 
 	// Postfix's queue empties once every DSN was delivered (or bounced).
@@ -146,6 +148,11 @@ func postfixRun(ctx context.Context, e *Env, c Config, r Result) (Result, error)
 	// The DSNs' bytes are Postfix's: match them by recipient. Every
 	// message's DSN must be stored, once.
 	r.Stored = len(v.Reports)
+	if drainErr == nil {
+		if got, err := b.ReportsReceived(ctx); err == nil && got != int64(len(v.Reports)) {
+			drainErr = fmt.Errorf("the API's reports_received is %d, the store holds %d reports", got, len(v.Reports))
+		}
+	}
 	for _, s := range subs {
 		switch n := v.Events[s.rcpt]; {
 		case n == 0:

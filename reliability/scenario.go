@@ -115,7 +115,10 @@ func waitDrained(ctx context.Context, natsURL string, timeout time.Duration, sta
 		if err == nil && st.Idle() {
 			return nil
 		}
-		if err == nil && (st.AckFloor != last.AckFloor || st.Pending != last.Pending) {
+		// Progress is acks: they move the ack floor and, the stream being
+		// a work queue, drop messages. Deliveries alone are not: a
+		// livelocked ingest keeps fetching.
+		if err == nil && (st.AckFloor > last.AckFloor || st.Msgs < last.Msgs || last == (StreamState{})) {
 			last, progressed = st, time.Now()
 		}
 		if time.Now().After(deadline) {
@@ -161,12 +164,24 @@ func streamIDs(ctx context.Context, r *Result, natsURL string) map[string]bool {
 // check waits for ingest to drain JetStream, then compares the load's
 // record with the stream and the store that read returns. It returns the
 // drain's error: a stall is reported, and still told apart from a loss.
-func check(ctx context.Context, c Config, r *Result, natsURL string, load *Load, read func(context.Context) (StoreView, error), stalled func() bool) error {
+//
+// Once drained, the API's reports_received (b's /v1/stats) must count the
+// reports the store holds: the harness's database is fresh.
+func check(ctx context.Context, c Config, r *Result, b *Bouncer, natsURL string, load *Load, read func(context.Context) (StoreView, error), stalled func() bool) error {
 	drainErr := waitDrained(ctx, natsURL, c.DrainWait, stalled)
 	inStream := streamIDs(ctx, r, natsURL)
 	v, err := read(ctx)
 	if err != nil {
 		return errors.Join(drainErr, err)
+	}
+	if drainErr == nil {
+		got, err := b.ReportsReceived(ctx)
+		switch {
+		case err != nil:
+			r.Notes = append(r.Notes, fmt.Sprintf("GET /v1/stats: %v", err))
+		case got != int64(len(v.Reports)):
+			drainErr = fmt.Errorf("the API's reports_received is %d, the store holds %d reports", got, len(v.Reports))
+		}
 	}
 	r.compare(load.Ledger.Acked(), load.Ledger.All(), v, inStream)
 	if len(inStream) > 0 {
@@ -252,7 +267,7 @@ func runKill9(ctx context.Context, e *Env, c Config) (Result, error) {
 		return r, err
 	}
 	// Not drained: still compare, to tell a stall from a loss.
-	drainErr := check(ctx, c, &r, b.NATSURL, load, sqliteReader(b.DataDir, run), nil)
+	drainErr := check(ctx, c, &r, b, b.NATSURL, load, sqliteReader(b.DataDir, run), nil)
 	return r, errors.Join(drainErr, b.Stop())
 }
 
@@ -280,7 +295,7 @@ func runNATSKill9(ctx context.Context, e *Env, c Config) (Result, error) {
 	if err := drive(ctx, e, c, &r, load, fault{"kill -9 of nats-server", ns.Kill, ns.Start}); err != nil {
 		return r, err
 	}
-	drainErr := check(ctx, c, &r, ns.URL, load, sqliteReader(b.DataDir, run), nil)
+	drainErr := check(ctx, c, &r, b, ns.URL, load, sqliteReader(b.DataDir, run), nil)
 	return r, errors.Join(drainErr, b.Stop())
 }
 

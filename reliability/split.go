@@ -112,7 +112,7 @@ func runSplit(ctx context.Context, e *Env, c Config, r Result, faults func(s *sp
 		}
 		return n1 + n2, last.Sub(first)
 	}
-	drainErr := check(ctx, c, &r, s.b.NATSURL, load, func(ctx context.Context) (StoreView, error) {
+	drainErr := check(ctx, c, &r, s.b, s.b.NATSURL, load, func(ctx context.Context) (StoreView, error) {
 		return s.ch.Read(ctx, s.db, prefix(run))
 	}, func() bool {
 		// Acks timing out again a full AckWait after the first ones:
