@@ -127,8 +127,8 @@ func (f *SuppressionFilter) Absent(address string) bool {
 func (f *SuppressionFilter) WaitAbsent(ctx context.Context, address string, maxWait time.Duration) bool {
 	h, at := f.hash(address), f.now()
 	absent, fresh := f.lookup(h, at)
-	if fresh || !f.running.Load() || maxWait <= 0 {
-		return absent
+	if fresh || !f.running.Load() || maxWait <= 0 || f.holds(h) {
+		return absent // held: a newer read cannot make it absent, so the store it is
 	}
 	timer := time.NewTimer(maxWait)
 	defer timer.Stop()
@@ -162,6 +162,14 @@ func (f *SuppressionFilter) lookup(h uint64, at time.Time) (absent, fresh bool) 
 	}
 	_, inRecent := f.recent[h]
 	return !inRecent && !contains(f.sorted, h), true
+}
+
+// holds reports whether the filter holds hash h, fresh or not.
+func (f *SuppressionFilter) holds(h uint64) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	_, inRecent := f.recent[h]
+	return inRecent || contains(f.sorted, h)
 }
 
 // readEnded records the end of a read: its start when it succeeded, its

@@ -304,6 +304,12 @@ func TestSuppressionFilterWaitAbsent(t *testing.T) {
 	if <-got {
 		t.Error("WaitAbsent(a) = true for a stored address")
 	}
+	// Stale, and holding the address: no read can make it absent, so no
+	// wait (an hour would fail the test).
+	c.advance(2 * MaxCheckStaleness)
+	if f.WaitAbsent(ctx, "a@example.com", time.Hour) {
+		t.Error("WaitAbsent(a) on a stale filter = true for a stored address")
+	}
 
 	// Stale: waits for a refresh that began after the call.
 	c.advance(2 * MaxCheckStaleness)
