@@ -119,6 +119,16 @@ type Store interface {
 	// newest Last first (ties by key). An address with none yields an
 	// empty, non-nil slice.
 	RecipientOutcomes(ctx context.Context, address string) ([]Outcome, error)
+	// RecipientsEvents is RecipientEvents for several addresses in one
+	// read (ingest re-folds a whole batch's recipients with it: one round
+	// trip instead of one per recipient). The map has an entry for every
+	// address asked for, keyed by the address lower-cased, holding what
+	// RecipientEvents returns for it (an empty, non-nil slice when it has
+	// none). A limit below 1 is an error; no addresses, an empty map.
+	RecipientsEvents(ctx context.Context, addresses []string, limit int) (map[string][]Event, error)
+	// RecipientsOutcomes is RecipientOutcomes for several addresses in
+	// one read, keyed like RecipientsEvents.
+	RecipientsOutcomes(ctx context.Context, addresses []string) (map[string][]Outcome, error)
 	// Ping reports whether the store can take writes.
 	Ping(ctx context.Context) error
 	// Close releases the store after in-flight calls return. Every later

@@ -209,6 +209,15 @@ type SuppressionStore interface {
 	// only outcomes after it, so a hand-removed suppression does not come
 	// back from the failures that caused it.
 	LatestRemoval(ctx context.Context, address string) (time.Time, error)
+	// LatestRemovals is LatestRemoval for several addresses in one read:
+	// an entry for every address asked for, keyed by the address
+	// lower-cased, the zero time when it was never removed.
+	LatestRemovals(ctx context.Context, addresses []string) (map[string]time.Time, error)
+	// AddressesSuppressions is AddressSuppressions for several addresses
+	// in one read: an entry for every address asked for, keyed by the
+	// address lower-cased (an empty, non-nil slice when none is in
+	// force).
+	AddressesSuppressions(ctx context.Context, addresses []string, now time.Time) (map[string][]Suppression, error)
 	// SuppressionStats counts the suppressions in force at now; a zero
 	// now is an error.
 	SuppressionStats(ctx context.Context, now time.Time) (SuppressionStats, error)

@@ -6,6 +6,7 @@ import (
 	"math"
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/bouncer-mail/bouncer/event"
 	"github.com/bouncer-mail/bouncer/store"
@@ -89,24 +90,33 @@ func (s *Store) RecipientOutcomes(ctx context.Context, address string) ([]store.
 	defer rows.Close()
 	out := []store.Outcome{}
 	for rows.Next() {
-		var (
-			o                    store.Outcome
-			class, reason, scope string
-			final                uint8
-			observations         uint32
-		)
-		if err := rows.Scan(&o.Key, &o.Version, &o.Stream, &o.MessageID, &o.Recipient, &o.State,
-			&class, &reason, &scope, &o.Provider, &final, &o.First, &o.Last, &observations); err != nil {
+		o, err := scanOutcome(rows)
+		if err != nil {
 			return nil, fmt.Errorf("clickhouse: recipient outcomes: %w", err)
 		}
-		o.Class, o.Reason, o.Scope = event.Class(class), event.Reason(reason), event.Scope(scope)
-		o.Final = final != 0
-		o.First, o.Last = o.First.UTC(), o.Last.UTC()
-		o.Observations = int(observations)
 		out = append(out, o)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("clickhouse: recipient outcomes: %w", err)
 	}
 	return out, nil
+}
+
+// scanOutcome reads one row of selectRecipientOutcomes.
+func scanOutcome(rows driver.Rows) (store.Outcome, error) {
+	var (
+		o                    store.Outcome
+		class, reason, scope string
+		final                uint8
+		observations         uint32
+	)
+	if err := rows.Scan(&o.Key, &o.Version, &o.Stream, &o.MessageID, &o.Recipient, &o.State,
+		&class, &reason, &scope, &o.Provider, &final, &o.First, &o.Last, &observations); err != nil {
+		return o, err
+	}
+	o.Class, o.Reason, o.Scope = event.Class(class), event.Reason(reason), event.Scope(scope)
+	o.Final = final != 0
+	o.First, o.Last = o.First.UTC(), o.Last.UTC()
+	o.Observations = int(observations)
+	return o, nil
 }

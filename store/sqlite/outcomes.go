@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 
 	"github.com/bouncer-mail/bouncer/event"
@@ -92,6 +93,16 @@ func (s *Store) RecipientOutcomes(ctx context.Context, address string) ([]store.
 		return nil, fmt.Errorf("sqlite: recipient outcomes: %w", err)
 	}
 	defer rows.Close()
+	out, err := scanOutcomes(rows)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: recipient outcomes: %w", err)
+	}
+	return out, nil
+}
+
+// scanOutcomes reads the rows of selectRecipientOutcomes, an empty,
+// non-nil slice when there are none.
+func scanOutcomes(rows *sql.Rows) ([]store.Outcome, error) {
 	out := []store.Outcome{}
 	for rows.Next() {
 		var (
@@ -102,7 +113,7 @@ func (s *Store) RecipientOutcomes(ctx context.Context, address string) ([]store.
 		)
 		if err := rows.Scan(&o.Key, &version, &o.Stream, &o.MessageID, &o.Recipient, &o.State,
 			&class, &reason, &scope, &o.Provider, &final, &first, &last, &observations); err != nil {
-			return nil, fmt.Errorf("sqlite: recipient outcomes: %w", err)
+			return nil, err
 		}
 		o.Version = uint64(version)
 		o.Class, o.Reason, o.Scope = event.Class(class), event.Reason(reason), event.Scope(scope)
@@ -112,7 +123,7 @@ func (s *Store) RecipientOutcomes(ctx context.Context, address string) ([]store.
 		out = append(out, o)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("sqlite: recipient outcomes: %w", err)
+		return nil, err
 	}
 	return out, nil
 }

@@ -45,6 +45,16 @@ func (s *Store) RecipientEvents(ctx context.Context, address string, limit int) 
 		return nil, fmt.Errorf("sqlite: recipient events: %w", err)
 	}
 	defer rows.Close()
+	out, err := scanEvents(rows)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: recipient events: %w", err)
+	}
+	return out, nil
+}
+
+// scanEvents reads the rows of selectRecipientEvents, an empty, non-nil
+// slice when there are none.
+func scanEvents(rows *sql.Rows) ([]store.Event, error) {
 	out := []store.Event{}
 	for rows.Next() {
 		var (
@@ -59,7 +69,7 @@ func (s *Store) RecipientEvents(ctx context.Context, address string, limit int) 
 			&e.Recipient, &class, &reason, &scope, &e.Status, &e.ReplyCode, &e.Action, &e.Diagnostic,
 			&e.RemoteMTA, &e.ReportingMTA, &e.SMTPCommand, &e.Provider, &e.Parser, &e.Rule, &e.MessageID,
 			&e.Stream, &e.ReturnPath); err != nil {
-			return nil, fmt.Errorf("sqlite: recipient events: %w", err)
+			return nil, err
 		}
 		e.Version = uint32(version)
 		e.Time = fromUnixNano(t)
@@ -67,7 +77,7 @@ func (s *Store) RecipientEvents(ctx context.Context, address string, limit int) 
 		out = append(out, e)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("sqlite: recipient events: %w", err)
+		return nil, err
 	}
 	return out, nil
 }

@@ -52,6 +52,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Outcomes", testOutcomes},
 		{"OutcomeVersions", testOutcomeVersions},
 		{"OutcomesInvalid", testOutcomesInvalid},
+		{"BatchReads", testBatchReads},
 		{"SuppressionRoundTrip", testSuppressionRoundTrip},
 		{"SuppressionReplace", testSuppressionReplace},
 		{"SuppressionScopes", testSuppressionScopes},
