@@ -90,7 +90,7 @@ func testBatchReads(t *testing.T, s store.Store) {
 		addresses = append(addresses, fmt.Sprintf("unknown%d@example.net", i))
 	}
 	addresses = append(addresses, "r4@example.com") // after the first statement's worth
-	const limit = 3                                  // cuts r3's and r4's histories
+	const limit = 3                                 // cuts r3's and r4's histories
 
 	gotEvents, err := s.RecipientsEvents(ctx, addresses, limit)
 	if err != nil {
