@@ -360,7 +360,7 @@ func (x *exam) format(fallback bool) []event.Event {
 		if v.Rule == "none" && f.Reason != "" {
 			v.Reason = event.Reason(f.Reason)
 			v.Scope = v.Reason.DefaultScope()
-			v.Class = classOf(v.Reason, action == "delayed")
+			v.Class = classOf(v.Reason, action == "delayed", action == "failed")
 			v.Rule = "format-" + f.Name
 		}
 		if v.Rule == "none" && noReply {

@@ -114,7 +114,7 @@ func (c *Classifier) Reply(r Reply) Verdict {
 		v.Scope = v.Reason.DefaultScope()
 	}
 	v.Status = status
-	v.Class = classOf(v.Reason, temporary)
+	v.Class = classOf(v.Reason, temporary, action == "failed")
 	return v
 }
 
@@ -141,9 +141,24 @@ func beforeMail(command string) bool {
 // classOf applies DESIGN.md: hard is userunknown, hostunknown, hasmoved and
 // notaccept, when permanent; greylisting is its own class when temporary;
 // every other failure is soft.
-func classOf(reason event.Reason, temporary bool) event.Class {
+//
+// final says the sending MTA gave up on the recipient (a DSN or log record
+// with action "failed"): a temporary answer was then its last one, after
+// the retries of its queue lifetime. A mailbox's own server that still
+// called the mailbox unknown or moved at the last attempt ("450 4.1.1 User
+// unknown in virtual alias table" five days on) has answered for good:
+// hard, as the design's list has it. A temporary host or null-MX verdict
+// stays soft even then: it comes from a DNS lookup that failed rather
+// than answered (4.4.3, "try again"), and the design keeps notaccept hard
+// only with a 5xx.
+func classOf(reason event.Reason, temporary, final bool) event.Class {
 	switch reason {
-	case event.ReasonUserUnknown, event.ReasonHostUnknown, event.ReasonHasMoved, event.ReasonNotAccept:
+	case event.ReasonUserUnknown, event.ReasonHasMoved:
+		if temporary && !final {
+			return event.ClassSoft
+		}
+		return event.ClassHard
+	case event.ReasonHostUnknown, event.ReasonNotAccept:
 		if temporary {
 			return event.ClassSoft
 		}

@@ -49,6 +49,11 @@ func TestReply(t *testing.T) {
 		{"delivered dsn", Reply{Status: "2.0.0", Action: "delivered"}, event.ClassDelivered, event.ReasonDelivered, event.ScopeNone},
 		{"250 sync", Reply{Code: 250, Text: "250 2.0.0 OK"}, event.ClassDelivered, event.ReasonDelivered, event.ScopeNone},
 		{"temporary user unknown is soft", Reply{Code: 450, Status: "4.1.1", Text: "450 4.1.1 <a@example.com>: Recipient address rejected: User unknown"}, event.ClassSoft, event.ReasonUserUnknown, event.ScopeRecipient},
+		{"temporary user unknown in a delay warning is soft", Reply{Code: 450, Status: "4.1.1", Text: "450 4.1.1 <a@example.com>: Recipient address rejected: User unknown in virtual alias table", Action: "delayed", Command: "RCPT"}, event.ClassSoft, event.ReasonUserUnknown, event.ScopeRecipient},
+		{"temporary user unknown the MTA gave up on is hard", Reply{Code: 450, Status: "4.1.1", Text: "450 4.1.1 <a@example.com>: Recipient address rejected: User unknown in virtual alias table", Action: "failed", Command: "RCPT"}, event.ClassHard, event.ReasonUserUnknown, event.ScopeRecipient},
+		{"temporary unverified address the MTA gave up on is hard", Reply{Code: 450, Status: "4.1.1", Text: "450 4.1.1 <a@example.com>: Recipient address rejected: unverified address: host mx.example.com[192.0.2.1] said: 550 5.1.1 <a@example.com>: Recipient address rejected: User unknown", Action: "failed", Command: "RCPT"}, event.ClassHard, event.ReasonUserUnknown, event.ScopeRecipient},
+		{"temporary host unknown the MTA gave up on stays soft", Reply{Status: "4.0.0", Text: "DNS Error: DNS type 'mx' lookup of example.com responded with code NXDOMAIN Domain name not found: example.com", Action: "failed"}, event.ClassSoft, event.ReasonHostUnknown, event.ScopeRecipient},
+		{"temporary greylisting the MTA gave up on stays greylist", Reply{Code: 450, Status: "4.2.0", Text: "450 4.2.0 <a@example.com>: Recipient address rejected: Greylisted", Action: "failed", Command: "RCPT"}, event.ClassGreylist, event.ReasonGreylisting, event.ScopeTransport},
 		{"null mx", Reply{Code: 556, Status: "5.1.10", Text: "556 5.1.10 Recipient address has null MX"}, event.ClassHard, event.ReasonNotAccept, event.ScopeRecipient},
 		{"user unknown after DATA is a filter", Reply{Code: 550, Text: "550 Unknown user", Command: "DATA"}, event.ClassSoft, event.ReasonFiltered, event.ScopeSender},
 		{"explicit 5.1.1 after DATA stays", Reply{Code: 550, Status: "5.1.1", Text: "550 5.1.1 User unknown", Command: "DATA"}, event.ClassHard, event.ReasonUserUnknown, event.ScopeRecipient},
@@ -91,24 +96,29 @@ func TestReply(t *testing.T) {
 func TestClassOf(t *testing.T) {
 	for _, r := range event.Reasons {
 		for _, temp := range []bool{false, true} {
-			got := classOf(r, temp)
-			var want event.Class
-			switch {
-			case r == event.ReasonDelivered:
-				want = event.ClassDelivered
-			case r == event.ReasonFeedback:
-				want = event.ClassComplaint
-			case r == event.ReasonVacation:
-				want = event.ClassAutoreply
-			case r == event.ReasonGreylisting && temp:
-				want = event.ClassGreylist
-			case !temp && (r == event.ReasonUserUnknown || r == event.ReasonHostUnknown || r == event.ReasonHasMoved || r == event.ReasonNotAccept):
-				want = event.ClassHard
-			default:
-				want = event.ClassSoft
-			}
-			if got != want {
-				t.Errorf("classOf(%s, temporary=%v) = %s, want %s", r, temp, got, want)
+			for _, final := range []bool{false, true} {
+				got := classOf(r, temp, final)
+				var want event.Class
+				switch {
+				case r == event.ReasonDelivered:
+					want = event.ClassDelivered
+				case r == event.ReasonFeedback:
+					want = event.ClassComplaint
+				case r == event.ReasonVacation:
+					want = event.ClassAutoreply
+				case r == event.ReasonGreylisting && temp:
+					want = event.ClassGreylist
+				case !temp && (r == event.ReasonUserUnknown || r == event.ReasonHostUnknown || r == event.ReasonHasMoved || r == event.ReasonNotAccept):
+					want = event.ClassHard
+				case temp && final && (r == event.ReasonUserUnknown || r == event.ReasonHasMoved):
+					// The MTA gave up: the mailbox's server's last word.
+					want = event.ClassHard
+				default:
+					want = event.ClassSoft
+				}
+				if got != want {
+					t.Errorf("classOf(%s, temporary=%v, final=%v) = %s, want %s", r, temp, final, got, want)
+				}
 			}
 		}
 	}
