@@ -3,7 +3,7 @@
 // coverage, agreement on recipient, class, reason and status, a confusion
 // table, the worst mismatches and the speed.
 //
-//	go run ./cmd/accuracy [--corpus DIR] [--rules FILE] [--worst N] [--repeat N] [--cores N]
+//	go run ./cmd/accuracy [--corpus DIR] [--rules FILE] [--worst N] [--repeat N] [--cores N] [--cpuprofile FILE]
 package main
 
 import (
@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/bouncer-mail/bouncer/classify"
@@ -23,6 +24,7 @@ func main() {
 	worst := flag.Int("worst", 40, "list this many worst mismatches")
 	repeat := flag.Int("repeat", 20, "classify the corpus this many times for the speed figure")
 	cores := flag.Int("cores", 1, "GOMAXPROCS while measuring (1: the single-core figure, GC included)")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the run to `file` (go tool pprof)")
 	flag.Parse()
 	rs, err := rules.Default()
 	if *rulesPath != "" {
@@ -33,7 +35,21 @@ func main() {
 		os.Exit(2)
 	}
 	runtime.GOMAXPROCS(*cores)
+	var prof *os.File
+	if *cpuprofile != "" {
+		if prof, err = os.Create(*cpuprofile); err == nil {
+			err = pprof.StartCPUProfile(prof)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "accuracy:", err)
+			os.Exit(2)
+		}
+	}
 	rep, err := Run(classify.New(rs), *corpus, *repeat)
+	if prof != nil {
+		pprof.StopCPUProfile()
+		prof.Close()
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "accuracy:", err)
 		os.Exit(1)
