@@ -139,9 +139,9 @@ func (p *Pipeline) process(ctx context.Context, msgs []jetstream.Msg, nakDelay t
 	}
 	p.ackAll(wctx, pending)
 	// Outcomes and suppressions are derived from the committed events, so
-	// the acks do not wait for them: with ClickHouse a re-fold costs a few
-	// queries per recipient, and a batch's acks held behind hundreds of
-	// them would outlast AckWait and be redelivered. A crash between the
+	// the acks do not wait for them: a re-fold costs a few round trips
+	// more, and acks held behind a slow one would outlast AckWait and be
+	// redelivered. A crash between the
 	// acks and the re-fold leaves those recipients' outcomes as they were
 	// until their next event re-folds them from every stored event.
 	if len(reports) > 0 || len(events) > 0 {
@@ -155,48 +155,44 @@ func (p *Pipeline) process(ctx context.Context, msgs []jetstream.Msg, nakDelay t
 
 // refold re-folds the outcomes of every recipient the committed events
 // touched and stores them (docs/outcomes.md "Storing and counting"), then
-// brings their suppressions in line (Refolder.Recipient), counting what
+// brings their suppressions in line (Refolder.Recipients), counting what
 // changed.
 //
 // A failure here is logged and counted, never returned: the batch is
 // committed, and nak'ing it would write it again for nothing. The
-// recipient's outcomes stay as they were until its next event, whose
-// batch re-folds it from every stored event, this one included.
+// recipients' outcomes stay as they were until their next event, whose
+// batch re-folds them from every stored event, this one included.
 func (p *Pipeline) refold(ctx context.Context, events []store.Event) {
-	seen := map[string]bool{}
+	var rcpts []string
 	for _, ev := range events {
-		rcpt := strings.ToLower(ev.Recipient)
-		if rcpt == "" || seen[rcpt] {
-			continue
-		}
-		seen[rcpt] = true
-		res, err := p.refolder.Recipient(ctx, rcpt)
-		for _, o := range res.Counted {
-			p.m.countOutcome(o)
-		}
-		for _, o := range res.Corrected {
-			p.m.correctOutcome(o)
-		}
-		for _, s := range res.Suppressed {
-			p.m.suppressions.WithLabelValues(s.Rule).Inc()
-		}
-		p.m.suppressionsLifted.Add(float64(len(res.Lifted)))
-		var serr *suppressError
-		switch {
-		case errors.As(err, &serr):
-			p.m.suppressErrors.Inc()
-			p.log.Error("cannot update suppressions; the recipient's next event retries", "error", err, "recipient", rcpt)
-		case err != nil:
-			p.m.refoldErrors.Inc()
-			p.log.Error("cannot store outcomes; the recipient's next event re-folds them", "error", err, "recipient", rcpt)
-		}
+		rcpts = append(rcpts, ev.Recipient)
+	}
+	res, err := p.refolder.Recipients(ctx, rcpts)
+	for _, o := range res.Counted {
+		p.m.countOutcome(o)
+	}
+	for _, o := range res.Corrected {
+		p.m.correctOutcome(o)
+	}
+	for _, s := range res.Suppressed {
+		p.m.suppressions.WithLabelValues(s.Rule).Inc()
+	}
+	p.m.suppressionsLifted.Add(float64(len(res.Lifted)))
+	var serr *suppressError
+	switch {
+	case errors.As(err, &serr):
+		p.m.suppressErrors.Add(float64(res.Failed))
+		p.log.Error("cannot update suppressions; the recipients' next events retry", "error", err, "recipients", res.Failed)
+	case err != nil:
+		p.m.refoldErrors.Add(float64(res.Failed))
+		p.log.Error("cannot store outcomes; the recipients' next events re-fold them", "error", err, "recipients", res.Failed)
 	}
 }
 
-// Refolder folds a recipient's stored events into outcomes, stores them,
-// and brings the recipient's policy suppressions in line with them. Ingest
-// runs it after every committed batch; `bouncer reclassify` after writing
-// new event versions.
+// Refolder folds recipients' stored events into outcomes, stores them,
+// and brings the recipients' policy suppressions in line with them.
+// Ingest runs it after every committed batch; `bouncer reclassify` after
+// writing new event versions.
 //
 // Two callers folding one recipient at once are safe: the fold that runs
 // after the last commit sees every event and has the highest version,
@@ -207,13 +203,17 @@ type Refolder struct {
 	Now    func() time.Time // nil: time.Now
 }
 
-// RefoldResult is what one Refolder.Recipient changed.
+// RefoldResult is what one Refolder.Recipients changed.
 type RefoldResult struct {
 	// Counted are the outcomes that became final or changed their final
 	// class; Corrected the counted ones taken back (outcomeCounts).
 	Counted, Corrected []store.Outcome
 	// Suppressed are the policy suppressions put, Lifted the ones lifted.
 	Suppressed, Lifted []store.Suppression
+	// Failed is, with an error, the number of recipients whose outcomes
+	// (or, with a suppressError, suppressions) were not brought up to
+	// date.
+	Failed int
 }
 
 // suppressError is a failure after the outcomes were stored, while
@@ -223,44 +223,82 @@ type suppressError struct{ err error }
 func (e *suppressError) Error() string { return e.err.Error() }
 func (e *suppressError) Unwrap() error { return e.err }
 
-// Recipient re-folds one lower-cased recipient. The result holds what
-// changed before an error, too.
+// Recipient re-folds one recipient: Recipients of one.
 func (r *Refolder) Recipient(ctx context.Context, rcpt string) (RefoldResult, error) {
+	return r.Recipients(ctx, []string{rcpt})
+}
+
+// Recipients re-folds recipients (compared lower-cased; empty ones are
+// skipped) together: the reads, the outcome write and the suppression
+// write are one store call each for all of them, whatever their number
+// (the store splits long lists itself), so a batch of 500 recipients
+// costs a handful of round trips instead of a few thousand. The result
+// holds what changed before an error, too: an error before the outcomes
+// are stored changed nothing, and a suppressError came after they were.
+func (r *Refolder) Recipients(ctx context.Context, recipients []string) (RefoldResult, error) {
 	var res RefoldResult
-	evs, err := r.Store.RecipientEvents(ctx, rcpt, refoldEventsLimit)
+	seen := make(map[string]bool, len(recipients))
+	var rcpts []string
+	for _, rc := range recipients {
+		rc = strings.ToLower(rc)
+		if rc != "" && !seen[rc] {
+			seen[rc] = true
+			rcpts = append(rcpts, rc)
+		}
+	}
+	if len(rcpts) == 0 {
+		return res, nil
+	}
+	res.Failed = len(rcpts)
+	evsBy, err := r.Store.RecipientsEvents(ctx, rcpts, refoldEventsLimit)
 	if err != nil {
 		return res, fmt.Errorf("reading events: %w", err)
 	}
-	groups := outcome.Group(outcomeItems(evs), refoldWindow)
-	syncIDs := map[string]bool{}
-	for _, e := range evs {
-		if e.Source == SourceSync {
-			syncIDs[e.ID] = true
-		}
-	}
-	outs := make([]store.Outcome, len(groups))
-	for i, g := range groups {
-		outs[i] = storedOutcome(rcpt, g, syncIDs)
-	}
-	before, err := r.Store.RecipientOutcomes(ctx, rcpt)
+	beforeBy, err := r.Store.RecipientsOutcomes(ctx, rcpts)
 	if err != nil {
 		return res, fmt.Errorf("reading outcomes: %w", err)
 	}
-	if len(outs) == 0 && len(before) == 0 {
-		return res, nil
+	var (
+		write              []store.Outcome
+		counted, corrected []store.Outcome
+		current            = make(map[string][]store.Outcome, len(rcpts))
+	)
+	for _, rcpt := range rcpts {
+		evs, before := evsBy[rcpt], beforeBy[rcpt]
+		groups := outcome.Group(outcomeItems(evs), refoldWindow)
+		syncIDs := map[string]bool{}
+		for _, e := range evs {
+			if e.Source == SourceSync {
+				syncIDs[e.ID] = true
+			}
+		}
+		outs := make([]store.Outcome, len(groups))
+		for i, g := range groups {
+			outs[i] = storedOutcome(rcpt, g, syncIDs)
+		}
+		if len(outs) == 0 && len(before) == 0 {
+			continue
+		}
+		merged := supersededOutcomes(before, outs, evs, len(evs) == refoldEventsLimit)
+		written := append(outs, merged...)
+		write = append(write, written...)
+		c, k := outcomeCounts(before, outs, merged)
+		counted, corrected = append(counted, c...), append(corrected, k...)
+		current[rcpt] = currentOutcomes(before, written)
 	}
-	merged := supersededOutcomes(before, outs, evs, len(evs) == refoldEventsLimit)
-	if err := r.Store.WriteOutcomes(ctx, append(outs, merged...)); err != nil {
-		return res, fmt.Errorf("writing %d outcomes: %w", len(outs)+len(merged), err)
+	if err := r.Store.WriteOutcomes(ctx, write); err != nil {
+		return res, fmt.Errorf("writing %d outcomes of %d recipients: %w", len(write), len(rcpts), err)
 	}
-	res.Counted, res.Corrected = outcomeCounts(before, outs, merged)
+	res.Counted, res.Corrected = counted, corrected
 	now := time.Now
 	if r.Now != nil {
 		now = r.Now
 	}
-	if err := r.resuppress(ctx, rcpt, currentOutcomes(before, append(outs, merged...)), now(), &res); err != nil {
+	if n, err := r.resuppress(ctx, rcpts, current, now(), &res); err != nil {
+		res.Failed = n
 		return res, &suppressError{err}
 	}
+	res.Failed = 0
 	return res, nil
 }
 

@@ -14,9 +14,11 @@ import (
 // Who the policy's suppressions are by, in the audit trail.
 const policyActor = "policy"
 
-// resuppress brings the policy's suppressions of one recipient in line with
-// its outcomes (DESIGN.md "Suppression policy"): it evaluates Config.Policy
-// over the recipient's final outcomes and
+// resuppress brings the policy's suppressions of the re-folded recipients
+// in line with their outcomes (DESIGN.md "Suppression policy"): for each
+// address (the recipients normalised by the policy; recipients of this
+// call that normalise to one address are evaluated together) it
+// evaluates Config.Policy over the final outcomes and
 //
 //   - puts each decision not stored yet, or stored with another rule or
 //     span (a soft suppression renewed by a later failure);
@@ -29,63 +31,90 @@ const policyActor = "policy"
 //     that caused it; a new failure after the removal counts again.
 //
 // Outcomes are one per message, so a failure seen in the sync log and as
-// an NDR counts once.
-func (r *Refolder) resuppress(ctx context.Context, rcpt string, outcomes []store.Outcome, now time.Time, res *RefoldResult) error {
-	addr := r.Policy.Normalize.Address(rcpt)
-	if addr == "" {
-		return nil // not an address: nothing can be suppressed
-	}
-	removed, err := r.Store.LatestRemoval(ctx, addr)
-	if err != nil {
-		return fmt.Errorf("reading removals: %w", err)
-	}
-	var in []suppress.Outcome
-	for _, o := range outcomes {
-		if !o.Final || !o.Last.After(removed) {
+// an NDR counts once. current holds each recipient's outcomes as stored
+// now. The reads and the puts are one store call each for every address;
+// lifts, rare, one each. On an error it returns how many addresses may
+// not be in line.
+func (r *Refolder) resuppress(ctx context.Context, rcpts []string, current map[string][]store.Outcome, now time.Time, res *RefoldResult) (int, error) {
+	byAddr := map[string][]store.Outcome{}
+	var addrs []string
+	for _, rcpt := range rcpts {
+		outs := current[rcpt]
+		addr := r.Policy.Normalize.Address(rcpt)
+		// Only a failure or a complaint makes the policy suppress, and a
+		// recipient with none never had a suppression from it to lift
+		// (outcomes are kept, not expired): nothing to read or write.
+		if addr == "" || !mayHaveSuppression(outs) {
 			continue
 		}
-		in = append(in, suppress.Outcome{Time: o.Last, Stream: o.Stream, Class: o.Class, Reason: o.Reason, Scope: o.Scope})
+		if _, ok := byAddr[addr]; !ok {
+			addrs = append(addrs, addr)
+		}
+		byAddr[addr] = append(byAddr[addr], outs...)
 	}
-	want := r.Policy.Evaluate(in, now)
-	if len(want) == 0 && !mayHaveSuppression(outcomes) {
-		return nil // nothing to put, and nothing the policy could have put to lift
+	if len(addrs) == 0 {
+		return 0, nil
 	}
-	stored, err := r.Store.AddressSuppressions(ctx, addr, now)
+	removed, err := r.Store.LatestRemovals(ctx, addrs)
 	if err != nil {
-		return fmt.Errorf("reading suppressions: %w", err)
+		return len(addrs), fmt.Errorf("reading removals: %w", err)
 	}
-	byStream := make(map[string]store.Suppression, len(stored))
-	for _, s := range stored {
-		byStream[s.Stream] = s
+	stored, err := r.Store.AddressesSuppressions(ctx, addrs, now)
+	if err != nil {
+		return len(addrs), fmt.Errorf("reading suppressions: %w", err)
 	}
-	var put []store.Suppression
-	decided := map[string]bool{}
-	for _, d := range want {
-		decided[d.Stream] = true
-		old, ok := byStream[d.Stream]
-		if ok && old.Source != store.SourcePolicy {
-			continue // a person's entry stands
+	type lift struct {
+		addr string
+		s    store.Suppression
+	}
+	var (
+		put   []store.Suppression
+		lifts []lift
+	)
+	for _, addr := range addrs {
+		var in []suppress.Outcome
+		for _, o := range byAddr[addr] {
+			if !o.Final || !o.Last.After(removed[addr]) {
+				continue
+			}
+			in = append(in, suppress.Outcome{Time: o.Last, Stream: o.Stream, Class: o.Class, Reason: o.Reason, Scope: o.Scope})
 		}
-		if ok && old.Rule == d.Rule && old.Since.Equal(d.Since) && old.Until.Equal(d.Until) {
-			continue // stored as decided
+		byStream := make(map[string]store.Suppression, len(stored[addr]))
+		for _, s := range stored[addr] {
+			byStream[s.Stream] = s
 		}
-		put = append(put, store.Suppression{
-			Address: addr, Stream: d.Stream, Source: store.SourcePolicy,
-			Class: d.Class, Reason: d.Reason, Rule: d.Rule, Since: d.Since, Until: d.Until,
-			Actor: policyActor, Note: policyNote(d, r.Policy),
-		})
+		decided := map[string]bool{}
+		for _, d := range strongest(r.Policy.Evaluate(in, now)) {
+			decided[d.Stream] = true
+			old, ok := byStream[d.Stream]
+			if ok && old.Source != store.SourcePolicy {
+				continue // a person's entry stands
+			}
+			if ok && old.Rule == d.Rule && old.Since.Equal(d.Since) && old.Until.Equal(d.Until) {
+				continue // stored as decided
+			}
+			put = append(put, store.Suppression{
+				Address: addr, Stream: d.Stream, Source: store.SourcePolicy,
+				Class: d.Class, Reason: d.Reason, Rule: d.Rule, Since: d.Since, Until: d.Until,
+				Actor: policyActor, Note: policyNote(d, r.Policy),
+			})
+		}
+		for _, s := range stored[addr] {
+			if s.Source == store.SourcePolicy && !decided[s.Stream] {
+				lifts = append(lifts, lift{addr, s})
+			}
+		}
 	}
 	if err := r.Store.PutSuppressions(ctx, put); err != nil {
-		return fmt.Errorf("writing %d suppressions: %w", len(put), err)
+		return len(addrs), fmt.Errorf("writing %d suppressions: %w", len(put), err)
 	}
 	res.Suppressed = append(res.Suppressed, put...)
-	for _, s := range stored {
-		if s.Source != store.SourcePolicy || decided[s.Stream] {
-			continue
-		}
-		key := store.SuppressionKey{Address: addr, Stream: s.Stream}
+	failed := 0
+	var firstErr error
+	for _, l := range lifts {
+		key := store.SuppressionKey{Address: l.addr, Stream: l.s.Stream}
 		err := r.Store.RemoveSuppression(ctx, key, store.SuppressionChange{
-			Time: now, Address: addr, Stream: s.Stream, Action: store.ActionRemove,
+			Time: now, Address: l.addr, Stream: l.s.Stream, Action: store.ActionRemove,
 			Source: store.SourcePolicy, Actor: policyActor,
 			Note: "lifted by the policy: a delivery after the failures that caused it",
 		})
@@ -93,11 +122,47 @@ func (r *Refolder) resuppress(ctx context.Context, rcpt string, outcomes []store
 			continue // lifted meanwhile, by hand or by another worker
 		}
 		if err != nil {
-			return fmt.Errorf("lifting the %q suppression: %w", s.Stream, err)
+			failed++
+			if firstErr == nil {
+				firstErr = fmt.Errorf("lifting the %q suppression of %s: %w", l.s.Stream, l.addr, err)
+			}
+			continue
 		}
-		res.Lifted = append(res.Lifted, s)
+		res.Lifted = append(res.Lifted, l.s)
 	}
-	return nil
+	return failed, firstErr
+}
+
+// strongest keeps one decision per stream, as the store keeps one
+// suppression per (address, stream): a hard failure, a complaint on the
+// global scope and soft failures can all decide the global one. It keeps
+// the one that lasts longest (no end outlasts any end), and of equal ones
+// hard before complaint before soft. Putting them all would leave
+// whichever came last, and every later fold would put the others again.
+func strongest(ds []suppress.Decision) []suppress.Decision {
+	rank := map[string]int{"hard": 0, "complaint": 1, "soft": 2}
+	stronger := func(a, b suppress.Decision) bool {
+		switch {
+		case a.Until.IsZero() != b.Until.IsZero():
+			return a.Until.IsZero()
+		case !a.Until.Equal(b.Until):
+			return a.Until.After(b.Until)
+		}
+		return rank[a.Rule] < rank[b.Rule]
+	}
+	var out []suppress.Decision
+	at := map[string]int{}
+	for _, d := range ds {
+		i, ok := at[d.Stream]
+		switch {
+		case !ok:
+			at[d.Stream] = len(out)
+			out = append(out, d)
+		case stronger(d, out[i]):
+			out[i] = d
+		}
+	}
+	return out
 }
 
 // mayHaveSuppression reports whether the policy can have suppressed a

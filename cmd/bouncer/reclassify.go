@@ -25,6 +25,10 @@ import (
 // so how many reports' events one Write carries.
 const reclassifyPage = 500
 
+// reclassifyRefoldChunk is how many recipients one Refolder.Recipients
+// call re-folds: a few store calls for all of them, with bounded memory.
+const reclassifyRefoldChunk = 500
+
 // reclassifySummary is what a run did.
 type reclassifySummary struct {
 	Reports     int                   // reports read
@@ -182,16 +186,16 @@ func reclassify(ctx context.Context, st store.Store, cl *classify.Classifier, po
 		return sum, nil
 	}
 	refolder := &ingest.Refolder{Store: st, Policy: policy}
-	for _, rcpt := range slices.Sorted(maps.Keys(recipients)) {
-		res, err := refolder.Recipient(ctx, rcpt)
-		sum.Refolded++
+	for chunk := range slices.Chunk(slices.Sorted(maps.Keys(recipients)), reclassifyRefoldChunk) {
+		res, err := refolder.Recipients(ctx, chunk)
+		sum.Refolded += len(chunk)
 		sum.Suppressed += len(res.Suppressed)
 		sum.Lifted += len(res.Lifted)
 		if err != nil {
 			if ctx.Err() != nil {
 				return sum, ctx.Err()
 			}
-			sum.RefoldErrors++
+			sum.RefoldErrors += res.Failed
 		}
 	}
 	afterStats, err := st.Stats(ctx, since)
