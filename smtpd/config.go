@@ -24,6 +24,8 @@ const (
 	DefaultMaxConnections   = 1000
 	DefaultMaxConnsPerIP    = 50
 	DefaultPublishTimeout   = 15 * time.Second
+	DefaultCommandTimeout   = 10 * time.Second // a command line, from its first byte
+	DefaultEnvelopeTimeout  = 60 * time.Second // connect (or the previous message) to DATA
 	DefaultShutdownDeadline = 30 * time.Second
 )
 
@@ -49,6 +51,15 @@ type Config struct {
 	MaxConnections  int
 	MaxConnsPerIP   int
 	PublishTimeout  time.Duration
+	// CommandTimeout bounds a command line from its first byte to its end,
+	// so a client trickling bytes holds a connection that long, not a
+	// ReadTimeout per command. Closed with 421 4.4.2 beyond.
+	CommandTimeout time.Duration
+	// EnvelopeTimeout bounds the time from connecting, or from the end of
+	// the previous message, to the DATA or BDAT command (greeting, EHLO,
+	// STARTTLS, MAIL, every RCPT), so a client sending whole commands
+	// slowly cannot keep a connection either. Closed with 421 4.4.2 beyond.
+	EnvelopeTimeout time.Duration
 
 	TLSConfig *tls.Config // enables STARTTLS when set
 
@@ -86,6 +97,12 @@ func (c Config) withDefaults() Config {
 	if c.PublishTimeout == 0 {
 		c.PublishTimeout = DefaultPublishTimeout
 	}
+	if c.CommandTimeout == 0 {
+		c.CommandTimeout = DefaultCommandTimeout
+	}
+	if c.EnvelopeTimeout == 0 {
+		c.EnvelopeTimeout = DefaultEnvelopeTimeout
+	}
 	for i, d := range c.Domains {
 		c.Domains[i] = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(d), "."))
 	}
@@ -104,7 +121,8 @@ func (c Config) Validate() error {
 	case c.MaxMessageBytes < 0 || c.MaxRecipients < 0 || c.MaxLineLength < 0 ||
 		c.MaxConnections < 0 || c.MaxConnsPerIP < 0:
 		return errors.New("smtpd: limits must not be negative")
-	case c.ReadTimeout < 0 || c.WriteTimeout < 0 || c.PublishTimeout < 0:
+	case c.ReadTimeout < 0 || c.WriteTimeout < 0 || c.PublishTimeout < 0 ||
+		c.CommandTimeout < 0 || c.EnvelopeTimeout < 0:
 		return errors.New("smtpd: timeouts must not be negative")
 	}
 	for _, d := range c.Domains {

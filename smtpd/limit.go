@@ -8,19 +8,26 @@ import (
 
 // limitListener refuses connections over a total and a per-IP limit with
 // "421 4.7.0" and keeps accepting. go-smtp has no such limits of its own.
+// It also knows which connections hold a mail transaction, so Shutdown can
+// close the others at once and wait for these.
 type limitListener struct {
 	net.Listener
 	max, perIP int
 	m          *metrics
+	deadlines  deadlines
 
-	mu    sync.Mutex
-	total int
-	byIP  map[string]int
-	conns map[*limitConn]struct{}
+	mu       sync.Mutex
+	total    int
+	byIP     map[string]int
+	conns    map[*limitConn]struct{}
+	inTxn    int           // connections between MAIL FROM and the end of their transaction
+	draining bool          // Shutdown began: no new transaction, idle connections closed
+	drained  chan struct{} // closed once draining and inTxn is 0
 }
 
-func newLimitListener(l net.Listener, max, perIP int, m *metrics) *limitListener {
-	return &limitListener{Listener: l, max: max, perIP: perIP, m: m, byIP: map[string]int{}, conns: map[*limitConn]struct{}{}}
+func newLimitListener(l net.Listener, max, perIP int, d deadlines, m *metrics) *limitListener {
+	return &limitListener{Listener: l, max: max, perIP: perIP, deadlines: d, m: m,
+		byIP: map[string]int{}, conns: map[*limitConn]struct{}{}, drained: make(chan struct{})}
 }
 
 const (
@@ -38,6 +45,12 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		}
 		ip := remoteIP(c)
 		l.mu.Lock()
+		if l.draining {
+			// Accepted just before Shutdown closed the listener.
+			l.mu.Unlock()
+			c.Close()
+			continue
+		}
 		var refuse string
 		switch {
 		case l.total >= l.max:
@@ -52,7 +65,7 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		}
 		var lc *limitConn
 		if refuse == "" {
-			lc = &limitConn{Conn: c, l: l, ip: ip}
+			lc = newLimitConn(c, l, ip)
 			l.conns[lc] = struct{}{}
 		}
 		l.mu.Unlock()
@@ -67,6 +80,70 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		l.m.connections.WithLabelValues("accepted").Inc()
 		l.m.active.Inc()
 		return lc, nil
+	}
+}
+
+// drain starts a graceful shutdown: it closes every connection that holds
+// no mail transaction and refuses new transactions (beginTxn). The channel
+// it returns is closed once the connections that held one have ended it
+// (their final reply written); each of them is closed as it does.
+func (l *limitListener) drain() <-chan struct{} {
+	l.mu.Lock()
+	var idle []*limitConn
+	if !l.draining {
+		l.draining = true
+		for c := range l.conns {
+			if !c.inTxn {
+				idle = append(idle, c)
+			}
+		}
+		if l.inTxn == 0 {
+			close(l.drained)
+		}
+	}
+	l.mu.Unlock()
+	for _, c := range idle {
+		c.Close()
+	}
+	return l.drained
+}
+
+// beginTxn marks c as holding a mail transaction (MAIL FROM accepted). It
+// returns false once the listener is draining: the transaction must be
+// refused with 421.
+func (l *limitListener) beginTxn(c *limitConn) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.draining {
+		return false
+	}
+	if !c.inTxn {
+		c.inTxn = true
+		l.inTxn++
+	}
+	return true
+}
+
+// endTxn marks c's transaction as ended: its final reply, if any, is
+// written. While draining, c is closed now, the last thing it waited for.
+func (l *limitListener) endTxn(c *limitConn) {
+	l.mu.Lock()
+	if !c.inTxn {
+		l.mu.Unlock()
+		return
+	}
+	c.inTxn = false
+	l.inTxn--
+	closeIt := l.draining
+	if l.draining && l.inTxn == 0 {
+		close(l.drained)
+	}
+	l.mu.Unlock()
+	if closeIt {
+		// Not smtp.Conn.Close: go-smtp calls endTxn (through Reset) with
+		// that connection's lock held. Closing the socket makes its read
+		// loop end the connection.
+		c.Conn.Close()
 	}
 }
 
@@ -93,19 +170,7 @@ func (l *limitListener) release(c *limitConn) {
 	}
 	l.mu.Unlock()
 	l.m.active.Dec()
-}
-
-type limitConn struct {
-	net.Conn
-	l    *limitListener
-	ip   string
-	once sync.Once
-}
-
-func (c *limitConn) Close() error {
-	err := c.Conn.Close()
-	c.once.Do(func() { c.l.release(c) })
-	return err
+	l.endTxn(c)
 }
 
 func remoteIP(c net.Conn) string {

@@ -17,6 +17,7 @@ type metrics struct {
 	latency     prometheus.Histogram
 	panics      prometheus.Counter
 	active      prometheus.Gauge
+	timeouts    *prometheus.CounterVec // by deadline: command, envelope
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -47,6 +48,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "bouncer_smtp_active_connections",
 			Help: "SMTP connections open now.",
 		}),
+		timeouts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bouncer_smtp_timeouts_total",
+			Help: "SMTP connections closed with 421 by a listener deadline: command (a command line not completed in time) or envelope (no DATA in time).",
+		}, []string{"deadline"}),
+	}
+	for _, d := range []string{timeoutCommand, timeoutEnvelope} {
+		m.timeouts.WithLabelValues(d)
 	}
 	for _, r := range []string{"accepted", "refused_total", "refused_per_ip"} {
 		m.connections.WithLabelValues(r)
@@ -54,7 +62,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, c := range replyCodes {
 		m.replies.WithLabelValues(strconv.Itoa(c))
 	}
-	for _, c := range []prometheus.Collector{m.connections, m.replies, m.bytes, m.latency, m.panics, m.active} {
+	for _, c := range []prometheus.Collector{m.connections, m.replies, m.bytes, m.latency, m.panics, m.active, m.timeouts} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -45,7 +45,6 @@ func New(cfg Config) (*Server, error) {
 		s.domains[d] = true
 	}
 	s.backend = &backend{s: s}
-	s.backend.idle = sync.NewCond(&s.backend.mu)
 	srv := smtp.NewServer(s.backend)
 	srv.Domain = cfg.Hostname
 	srv.MaxMessageBytes = cfg.MaxMessageBytes
@@ -63,7 +62,8 @@ func New(cfg Config) (*Server, error) {
 
 // Serve accepts connections on l until Shutdown.
 func (s *Server) Serve(l net.Listener) error {
-	ll := newLimitListener(l, s.cfg.MaxConnections, s.cfg.MaxConnsPerIP, s.m)
+	d := deadlines{command: s.cfg.CommandTimeout, envelope: s.cfg.EnvelopeTimeout, hostname: s.cfg.Hostname}
+	ll := newLimitListener(l, s.cfg.MaxConnections, s.cfg.MaxConnsPerIP, d, s.m)
 	s.mu.Lock()
 	s.listeners = append(s.listeners, ll)
 	s.mu.Unlock()
@@ -74,36 +74,35 @@ func (s *Server) Serve(l net.Listener) error {
 	return err
 }
 
-// Shutdown stops accepting connections, lets every DATA transfer in flight
-// finish (its report made durable and answered), then closes the idle
-// connections. It returns ctx's error if that takes longer than ctx allows;
-// the connections are closed then too.
+// Shutdown stops accepting connections and closes every connection that
+// holds no mail transaction; a connection that does (from an accepted MAIL
+// FROM to the final reply of its DATA, or its RSET) may finish it — its
+// report made durable and answered — and is closed then. A MAIL FROM after
+// Shutdown began is answered 421 4.3.2. Shutdown returns ctx's error if the
+// transactions take longer than ctx allows; their connections are closed
+// then too.
 func (s *Server) Shutdown(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() {
-		s.backend.mu.Lock()
-		for s.backend.inData > 0 {
-			s.backend.idle.Wait()
-		}
-		s.backend.mu.Unlock()
-		close(done)
-	}()
 	// Close the listeners first so no new connection arrives.
 	shutdownErr := make(chan error, 1)
 	go func() { shutdownErr <- s.smtp.Shutdown(context.Background()) }()
-	var err error
-	select {
-	case <-done:
-	case <-ctx.Done():
-		err = ctx.Err()
-	}
-	// Idle connections and those between commands hold nothing accepted:
-	// close them.
 	s.mu.Lock()
-	for _, l := range s.listeners {
+	listeners := append([]*limitListener(nil), s.listeners...)
+	s.mu.Unlock()
+	drained := make([]<-chan struct{}, len(listeners))
+	for i, l := range listeners {
+		drained[i] = l.drain()
+	}
+	var err error
+	for _, d := range drained {
+		select {
+		case <-d:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
+	for _, l := range listeners {
 		l.closeAll()
 	}
-	s.mu.Unlock()
 	select {
 	case <-shutdownErr:
 	case <-time.After(5 * time.Second):

@@ -9,9 +9,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -19,40 +19,31 @@ import (
 	"github.com/bouncer-mail/bouncer/event"
 )
 
-// backend creates a session per connection and tracks the sessions that are
-// inside a DATA transfer, so a graceful shutdown can wait for them.
+// backend creates a session per connection.
 type backend struct {
 	s *Server
-
-	mu     sync.Mutex
-	inData int
-	idle   *sync.Cond
 }
 
 func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	ip := remoteIP(c.Conn())
-	return &session{b: b, conn: c, ip: ip, log: b.s.log.With("remote_ip", ip)}, nil
+	return &session{b: b, conn: c, lc: listenerConn(c.Conn()), ip: ip, log: b.s.log.With("remote_ip", ip)}, nil
 }
 
-func (b *backend) enterData() {
-	b.mu.Lock()
-	b.inData++
-	b.mu.Unlock()
-}
-
-func (b *backend) leaveData() {
-	b.mu.Lock()
-	b.inData--
-	if b.inData == 0 {
-		b.idle.Broadcast()
+// listenerConn returns the listener's connection under nc (a *tls.Conn
+// after STARTTLS), nil if nc did not come from a limitListener.
+func listenerConn(nc net.Conn) *limitConn {
+	if tc, ok := nc.(*tls.Conn); ok {
+		nc = tc.NetConn()
 	}
-	b.mu.Unlock()
+	lc, _ := nc.(*limitConn)
+	return lc
 }
 
 // session is one SMTP connection's transaction state.
 type session struct {
 	b    *backend
 	conn *smtp.Conn
+	lc   *limitConn // nil when not served through Serve's listener
 	ip   string
 	log  *slog.Logger
 
@@ -89,6 +80,11 @@ func (s *session) recovered(err *error) {
 }
 
 func (s *session) Mail(from string, _ *smtp.MailOptions) error {
+	// From here to the end of the transaction (Reset) a graceful Shutdown
+	// waits for this connection; once it began, no transaction starts.
+	if s.lc != nil && !s.lc.l.beginTxn(s.lc) {
+		return s.reply(errShuttingDown)
+	}
 	// Every sender is accepted: NDRs come from the null sender, ARF reports
 	// and auto-replies from ordinary ones.
 	s.mailAt = time.Now()
@@ -116,8 +112,7 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) (err error) {
 }
 
 func (s *session) Data(r io.Reader) (err error) {
-	s.b.enterData()
-	defer s.b.leaveData()
+	s.lc.enterData()
 	defer s.recovered(&err)
 	start := s.mailAt
 	defer func() {
@@ -155,13 +150,27 @@ func (s *session) Data(r io.Reader) (err error) {
 	return s.reply(nil)
 }
 
+// Reset ends the transaction: go-smtp calls it on RSET, EHLO and after the
+// final reply to DATA has been written.
 func (s *session) Reset() {
 	s.returnPath = ""
 	s.recipients = s.recipients[:0]
 	s.mailAt = time.Time{}
+	s.endTxn()
 }
 
-func (s *session) Logout() error { return nil }
+func (s *session) Logout() error {
+	s.endTxn()
+	return nil
+}
+
+func (s *session) endTxn() {
+	if s.lc == nil {
+		return
+	}
+	s.lc.leaveData()
+	s.lc.l.endTxn(s.lc)
+}
 
 func tlsVersion(c *smtp.Conn) string {
 	st, ok := c.TLSConnectionState()

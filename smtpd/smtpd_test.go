@@ -3,6 +3,7 @@ package smtpd
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -359,6 +360,37 @@ func TestNATSDownGives451(t *testing.T) {
 	}
 }
 
+// shutdown starts h.srv.Shutdown and returns its result channel.
+func (h *harness) shutdown(timeout time.Duration) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		done <- h.srv.Shutdown(ctx)
+	}()
+	return done
+}
+
+// closed waits until the server closed c (a read ends in an error) and
+// fails the test if it sends anything else first.
+func (c *client) closed(what string) {
+	c.t.Helper()
+	c.conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	line, err := c.r.ReadString('\n')
+	if err == nil {
+		c.t.Fatalf("%s: got %q, want the connection closed", what, line)
+	}
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		c.t.Fatalf("%s: still open 20s after Shutdown", what)
+	}
+}
+
+// TestShutdownDuringData shuts down while a client that has its 354 is
+// sending its message. Shutdown closes the connections without a
+// transaction first; once they are closed it has seen the transfer, and it
+// must wait for it: the transfer is answered 250, then closed. No sleep
+// decides anything: the idle connections' closing is the signal that
+// Shutdown has looked at the sessions.
 func TestShutdownDuringData(t *testing.T) {
 	h := newHarness(t, nil)
 	c := h.dial()
@@ -366,24 +398,23 @@ func TestShutdownDuringData(t *testing.T) {
 	c.expect(250, "MAIL FROM:<>")
 	c.expect(250, "RCPT TO:<%s>", h.sign("nobody@example.net"))
 	c.expect(354, "DATA")
-	idle := h.dial() // a connection with no transaction: closed by shutdown
-	io.WriteString(c.conn, "From: MAILER-DAEMON@mx.example.net\r\nSubject: failure notice\r\n\r\npart one\r\n")
-	done := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		done <- h.srv.Shutdown(ctx)
-	}()
-	time.Sleep(200 * time.Millisecond) // the shutdown is waiting for the transfer
+	idle := h.dial() // connected, greeted, nothing said
+	greeted := h.dial()
+	greeted.expect(250, "EHLO mx.example.net")
+	done := h.shutdown(time.Minute)
+	idle.closed("a connection with no session")
+	greeted.closed("a connection with a session but no transaction")
 	select {
 	case err := <-done:
 		t.Fatalf("Shutdown returned (%v) while a DATA transfer was in flight", err)
 	default:
 	}
+	io.WriteString(c.conn, "From: MAILER-DAEMON@mx.example.net\r\nSubject: failure notice\r\n\r\n")
 	io.WriteString(c.conn, "<nobody@example.net>: 550 5.1.1 user unknown\r\n.\r\n")
 	if code, line := c.read(); code != 250 {
 		t.Fatalf("the transfer in flight got %q, want 250", line)
 	}
+	c.closed("the connection whose transfer ended")
 	if err := <-done; err != nil {
 		t.Fatalf("Shutdown: %v", err)
 	}
@@ -393,10 +424,64 @@ func TestShutdownDuringData(t *testing.T) {
 	if _, err := net.DialTimeout("tcp", h.addr, time.Second); err == nil {
 		t.Error("the listener still accepts connections after Shutdown")
 	}
-	idle.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := idle.r.ReadString('\n'); err == nil {
-		t.Error("an idle connection was left open after Shutdown")
+}
+
+// TestShutdownMidEnvelope shuts down after MAIL FROM was accepted: the
+// sender may finish its transaction (RCPT, DATA) and gets its 250.
+func TestShutdownMidEnvelope(t *testing.T) {
+	h := newHarness(t, nil)
+	c := h.dial()
+	c.expect(250, "EHLO mx.example.net")
+	c.expect(250, "MAIL FROM:<>")
+	idle := h.dial()
+	done := h.shutdown(time.Minute)
+	idle.closed("an idle connection")
+	c.expect(250, "RCPT TO:<%s>", h.sign("nobody@example.net"))
+	c.expect(354, "DATA")
+	io.WriteString(c.conn, strings.ReplaceAll(ndr, "\n", "\r\n")+"\r\n.\r\n")
+	if code, line := c.read(); code != 250 {
+		t.Fatalf("the transaction in progress got %q, want 250", line)
 	}
+	c.closed("the connection whose transaction ended")
+	if err := <-done; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if n := h.stored(); n != 1 {
+		t.Errorf("stream holds %d reports, want 1", n)
+	}
+}
+
+// TestShutdownIdle: with no transaction anywhere (one connection has just
+// finished one) Shutdown closes everything and returns without waiting for
+// any client.
+func TestShutdownIdle(t *testing.T) {
+	h := newHarness(t, nil)
+	after := h.dial()
+	after.expect(250, "EHLO mx.example.net")
+	if code, line := after.send(h.sign("nobody@example.net"), ndr); code != 250 {
+		t.Fatalf("DATA: %q", line)
+	}
+	after.expect(250, "RSET")
+	idle := h.dial()
+	if err := <-h.shutdown(time.Minute); err != nil {
+		t.Fatalf("Shutdown with idle connections only: %v", err)
+	}
+	after.closed("a connection after its transaction")
+	idle.closed("an idle connection")
+}
+
+// TestShutdownStalledTransaction: a sender that stops in the middle of its
+// transaction holds Shutdown only until its context ends; then it is
+// closed too.
+func TestShutdownStalledTransaction(t *testing.T) {
+	h := newHarness(t, nil)
+	c := h.dial()
+	c.expect(250, "EHLO mx.example.net")
+	c.expect(250, "MAIL FROM:<>")
+	if err := <-h.shutdown(200 * time.Millisecond); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown with a stalled transaction: %v, want context.DeadlineExceeded", err)
+	}
+	c.closed("the stalled transaction's connection")
 }
 
 func TestConnectionLimits(t *testing.T) {

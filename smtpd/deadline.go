@@ -1,0 +1,204 @@
+package smtpd
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"time"
+)
+
+// deadlines are the listener's own bounds on slow clients, on top of
+// go-smtp's ReadTimeout. go-smtp sets the read deadline once before each
+// command line (and the DATA body is read under the DATA command's), so a
+// client trickling a byte at a time keeps a slot for a whole ReadTimeout
+// per command, and one sending whole commands slowly keeps it for ever.
+type deadlines struct {
+	// command: a command line must be complete within this long of its
+	// first byte (0: no bound beyond ReadTimeout).
+	command time.Duration
+	// envelope: the DATA (or BDAT) command must come within this long of
+	// connecting or of the end of the previous message (0: no bound).
+	envelope time.Duration
+	hostname string
+}
+
+// Reasons a connection was closed by one of the listener's deadlines; the
+// label values of bouncer_smtp_timeouts_total.
+const (
+	timeoutCommand  = "command"
+	timeoutEnvelope = "envelope"
+)
+
+// limitConn is an accepted connection: it counts against the listener's
+// limits until closed, and it enforces the deadlines. go-smtp (and
+// crypto/tls after STARTTLS) read through it and set its read deadline;
+// the effective deadline is the earliest of go-smtp's and the listener's.
+type limitConn struct {
+	net.Conn
+	l    *limitListener
+	ip   string
+	once sync.Once
+
+	inTxn bool // guarded by l.mu
+
+	mu         sync.Mutex // guards the fields below; BDAT calls Data on its own goroutine
+	want       time.Time  // the read deadline go-smtp asked for
+	cmdStart   bool       // a command read began (go-smtp set the deadline); its first byte is not read yet
+	commandBy  time.Time  // the current command line must be complete by then; zero: none
+	envelopeBy time.Time  // DATA must come by then; zero: in DATA
+	inData     bool       // a DATA or BDAT body is being read: command deadlines are off
+	wrote      bool       // the greeting is written
+	tls        bool       // STARTTLS was answered: the listener must not write plaintext any more
+}
+
+func newLimitConn(c net.Conn, l *limitListener, ip string) *limitConn {
+	lc := &limitConn{Conn: c, l: l, ip: ip}
+	if d := l.deadlines.envelope; d > 0 {
+		lc.envelopeBy = time.Now().Add(d)
+		lc.applyLocked()
+	}
+	return lc
+}
+
+func (c *limitConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { c.l.release(c) })
+	return err
+}
+
+// SetReadDeadline records go-smtp's deadline; go-smtp calls it before
+// reading each command line, which starts the command deadline at the
+// next byte read.
+func (c *limitConn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.want = t
+	c.cmdStart = true
+	c.commandBy = time.Time{}
+	return c.applyLocked()
+}
+
+func (c *limitConn) SetDeadline(t time.Time) error {
+	if err := c.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.Conn.SetWriteDeadline(t)
+}
+
+// applyLocked sets the earliest of the deadlines on the socket.
+func (c *limitConn) applyLocked() error {
+	d := c.want
+	for _, t := range []time.Time{c.commandBy, c.envelopeBy} {
+		if !t.IsZero() && (d.IsZero() || t.Before(d)) {
+			d = t
+		}
+	}
+	return c.Conn.SetReadDeadline(d)
+}
+
+// expiredLocked names the listener's deadline that ended a read at now,
+// "" when it was go-smtp's own (or none).
+func (c *limitConn) expiredLocked(now time.Time) string {
+	early := func(t time.Time) bool {
+		return !t.IsZero() && !now.Before(t) && (c.want.IsZero() || t.Before(c.want))
+	}
+	switch {
+	case early(c.commandBy):
+		return timeoutCommand
+	case early(c.envelopeBy):
+		return timeoutEnvelope
+	}
+	return ""
+}
+
+func (c *limitConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.mu.Lock()
+		if c.cmdStart && !c.inData && c.l.deadlines.command > 0 {
+			c.cmdStart = false
+			c.commandBy = time.Now().Add(c.l.deadlines.command)
+			c.applyLocked()
+		}
+		c.mu.Unlock()
+	}
+	if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+		return n, err
+	}
+	c.mu.Lock()
+	why, plain := c.expiredLocked(time.Now()), !c.tls
+	c.mu.Unlock()
+	if why == "" {
+		return n, err // go-smtp's ReadTimeout: it answers 421 itself
+	}
+	c.l.m.timeouts.WithLabelValues(why).Inc()
+	if !plain {
+		// Over TLS only go-smtp may write; it answers its own
+		// "421 4.4.2 Idle timeout".
+		return n, err
+	}
+	c.Conn.SetWriteDeadline(time.Now().Add(closeWriteTimeout))
+	c.Conn.Write([]byte(c.l.deadlines.reply(why)))
+	// net.ErrClosed makes go-smtp end the connection without a reply of
+	// its own.
+	return n, fmt.Errorf("smtpd: %s deadline passed: %w", why, net.ErrClosed)
+}
+
+// closeWriteTimeout bounds writing the 421 of a deadline.
+const closeWriteTimeout = 5 * time.Second
+
+// reply is the 421 for a passed deadline (RFC 5321 4.2.3 "421 <domain>
+// Service not available, closing transmission channel").
+func (d deadlines) reply(why string) string {
+	switch why {
+	case timeoutCommand:
+		return fmt.Sprintf("421 4.4.2 %s Command line not completed within %s of its first byte, closing connection\r\n", d.hostname, d.command)
+	default:
+		return fmt.Sprintf("421 4.4.2 %s No message within %s of connecting or of the previous message, closing connection\r\n", d.hostname, d.envelope)
+	}
+}
+
+// Write notes the greeting and the 220 of STARTTLS, after which everything
+// on the socket is TLS.
+func (c *limitConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	if c.wrote && !c.tls && bytes.HasPrefix(p, []byte("220 ")) {
+		c.tls = true
+	}
+	c.wrote = true
+	c.mu.Unlock()
+	return c.Conn.Write(p)
+}
+
+// enterData is called as a DATA or BDAT body starts: the command deadlines
+// do not apply to it (go-smtp's ReadTimeout and the size limit do).
+func (c *limitConn) enterData() {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.inData = true
+	c.cmdStart = false
+	c.commandBy = time.Time{}
+	c.envelopeBy = time.Time{}
+	c.applyLocked()
+}
+
+// leaveData is called when a transaction ends; after a message the
+// envelope deadline starts again.
+func (c *limitConn) leaveData() {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.inData && c.l.deadlines.envelope > 0 {
+		c.envelopeBy = time.Now().Add(c.l.deadlines.envelope)
+	}
+	c.inData = false
+	c.applyLocked()
+}
