@@ -52,6 +52,7 @@ type limitConn struct {
 	inData     bool       // a DATA or BDAT body is being read: command deadlines are off
 	wrote      bool       // the greeting is written
 	tls        bool       // STARTTLS was answered: the listener must not write plaintext any more
+	expired    string     // the listener deadline that ended the connection, "" while none did
 }
 
 func newLimitConn(c net.Conn, l *limitListener, ip string) *limitConn {
@@ -115,6 +116,12 @@ func (c *limitConn) expiredLocked(now time.Time) string {
 }
 
 func (c *limitConn) Read(p []byte) (int, error) {
+	c.mu.Lock()
+	expired, plain := c.expired, !c.tls
+	c.mu.Unlock()
+	if expired != "" {
+		return 0, expiredErr(expired, plain)
+	}
 	n, err := c.Conn.Read(p)
 	if n > 0 {
 		c.mu.Lock()
@@ -129,22 +136,37 @@ func (c *limitConn) Read(p []byte) (int, error) {
 		return n, err
 	}
 	c.mu.Lock()
-	why, plain := c.expiredLocked(time.Now()), !c.tls
+	why := c.expiredLocked(time.Now())
+	c.expired = why
 	c.mu.Unlock()
 	if why == "" {
 		return n, err // go-smtp's ReadTimeout: it answers 421 itself
 	}
 	c.l.m.timeouts.WithLabelValues(why).Inc()
-	if !plain {
-		// Over TLS only go-smtp may write; it answers its own
-		// "421 4.4.2 Idle timeout".
-		return n, err
+	// Every later read fails too: bufio hands go-smtp the partial line
+	// read so far as if it were complete and drops this error, so go-smtp
+	// may run that fragment as a command before it reads again.
+	if plain {
+		// Our 421, then no more output: the reply go-smtp may give the
+		// fragment is not sent.
+		c.Conn.SetWriteDeadline(time.Now().Add(closeWriteTimeout))
+		c.Conn.Write([]byte(c.l.deadlines.reply(why)))
+		if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+		}
 	}
-	c.Conn.SetWriteDeadline(time.Now().Add(closeWriteTimeout))
-	c.Conn.Write([]byte(c.l.deadlines.reply(why)))
-	// net.ErrClosed makes go-smtp end the connection without a reply of
-	// its own.
-	return n, fmt.Errorf("smtpd: %s deadline passed: %w", why, net.ErrClosed)
+	return n, expiredErr(why, plain)
+}
+
+// expiredErr is what reads return once a listener deadline passed. In
+// plaintext the listener wrote its own 421, and net.ErrClosed makes go-smtp
+// end the connection without a reply of its own; over TLS only go-smtp may
+// write, and a timeout makes it answer "421 4.4.2 Idle timeout" and close.
+func expiredErr(why string, plain bool) error {
+	if plain {
+		return fmt.Errorf("smtpd: %s deadline passed: %w", why, net.ErrClosed)
+	}
+	return os.ErrDeadlineExceeded
 }
 
 // closeWriteTimeout bounds writing the 421 of a deadline.

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/bouncer-mail/bouncer/smtpd"
 )
 
 // Options is the whole configuration of the all-in-one service. Every flag
@@ -42,6 +44,8 @@ type Options struct {
 	MaxConnsPerIP   int
 	ReadTimeout     time.Duration
 	WriteTimeout    time.Duration
+	CommandTimeout  time.Duration
+	EnvelopeTimeout time.Duration
 	ShutdownTimeout time.Duration
 }
 
@@ -113,6 +117,8 @@ func parseOptions(args []string, getenv func(string) string) (Options, *flag.Fla
 	num(&maxMsg, "max-message-bytes", 10<<20, "largest message accepted, in bytes (552 5.3.4 beyond)")
 	dur(&o.ReadTimeout, "read-timeout", 60*time.Second, "SMTP read timeout")
 	dur(&o.WriteTimeout, "write-timeout", 60*time.Second, "SMTP write timeout")
+	dur(&o.CommandTimeout, "command-timeout", smtpd.DefaultCommandTimeout, "how long an SMTP command line may take from its first byte to its end (421 4.4.2 beyond)")
+	dur(&o.EnvelopeTimeout, "envelope-timeout", smtpd.DefaultEnvelopeTimeout, "how long an SMTP client may take from connecting, or from its previous message, to DATA (421 4.4.2 beyond)")
 	dur(&o.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long SIGTERM waits for transfers in flight")
 	if envErr != nil {
 		return o, fl, envErr
@@ -162,7 +168,7 @@ func (o Options) Validate() error {
 		return errors.New("--nats-replicas above 1 needs a NATS cluster (--nats-url); the embedded server is one node")
 	case o.MaxMessageBytes <= 0 || o.MaxRecipients <= 0 || o.MaxConnections <= 0 || o.MaxConnsPerIP <= 0:
 		return errors.New("limits must be positive")
-	case o.ReadTimeout <= 0 || o.WriteTimeout <= 0 || o.ShutdownTimeout <= 0:
+	case o.ReadTimeout <= 0 || o.WriteTimeout <= 0 || o.ShutdownTimeout <= 0 || o.CommandTimeout <= 0 || o.EnvelopeTimeout <= 0:
 		return errors.New("timeouts must be positive")
 	}
 	switch o.LogLevel {

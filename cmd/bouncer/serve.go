@@ -165,6 +165,7 @@ func Start(ctx context.Context, opts Options, log *slog.Logger, reg *prometheus.
 		MaxMessageBytes: opts.MaxMessageBytes, MaxRecipients: opts.MaxRecipients,
 		MaxConnections: opts.MaxConnections, MaxConnsPerIP: opts.MaxConnsPerIP,
 		ReadTimeout: opts.ReadTimeout, WriteTimeout: opts.WriteTimeout,
+		CommandTimeout: opts.CommandTimeout, EnvelopeTimeout: opts.EnvelopeTimeout,
 		TLSConfig: tlsConfig, Publisher: &broker.Publisher{JS: js, Timeout: smtpd.DefaultPublishTimeout},
 		Logger: log.With("component", "smtpd"), Registerer: reg,
 	})

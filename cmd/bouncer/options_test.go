@@ -1,0 +1,38 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bouncer-mail/bouncer/smtpd"
+)
+
+// TestListenerDeadlineOptions: the slow-client deadlines have the
+// listener's defaults, an env twin each, and must be positive.
+func TestListenerDeadlineOptions(t *testing.T) {
+	o, _, err := parseOptions(nil, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.CommandTimeout != smtpd.DefaultCommandTimeout || o.EnvelopeTimeout != smtpd.DefaultEnvelopeTimeout {
+		t.Errorf("defaults: command %s, envelope %s", o.CommandTimeout, o.EnvelopeTimeout)
+	}
+	env := map[string]string{"BOUNCER_COMMAND_TIMEOUT": "5s", "BOUNCER_ENVELOPE_TIMEOUT": "2m"}
+	o, _, err = parseOptions([]string{"--envelope-timeout", "90s"}, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.CommandTimeout != 5*time.Second || o.EnvelopeTimeout != 90*time.Second {
+		t.Errorf("command %s (want 5s from env), envelope %s (want 90s, flag over env)", o.CommandTimeout, o.EnvelopeTimeout)
+	}
+	for _, args := range [][]string{{"--command-timeout", "0s"}, {"--envelope-timeout", "-1s"}} {
+		o, _, err := parseOptions(args, func(string) string { return "" })
+		if err == nil {
+			err = o.Validate()
+		}
+		if err == nil || !strings.Contains(err.Error(), "timeouts must be positive") {
+			t.Errorf("%v: %v, want timeouts must be positive", args, err)
+		}
+	}
+}
