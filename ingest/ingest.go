@@ -129,6 +129,14 @@ func (p *Pipeline) setNATSErr(err error) {
 // consume fetches batches of src until ctx is done.
 func (p *Pipeline) consume(ctx context.Context, src source) {
 	bo := backoff{first: p.cfg.Backoff, max: p.cfg.MaxBackoff}
+	// Committed batches wait here for their acks and re-fold: one being
+	// finished and one waiting at most, so a slow finish slows the loop.
+	// They are finished before consume returns.
+	done := make(chan committed, 1)
+	var finishing sync.WaitGroup
+	finishing.Go(func() { p.finish(done) })
+	defer finishing.Wait()
+	defer close(done)
 	var cons jetstream.Consumer
 	for ctx.Err() == nil {
 		if cons == nil {
@@ -166,7 +174,7 @@ func (p *Pipeline) consume(ctx context.Context, src source) {
 		if len(msgs) > 0 {
 			// A failed batch is nak'ed with the pause the loop then takes,
 			// so its messages come back when it fetches again.
-			perr = p.process(ctx, msgs, bo.next())
+			perr = p.process(ctx, msgs, bo.next(), done)
 		}
 		switch {
 		case perr != nil:

@@ -6,9 +6,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bouncer-mail/bouncer/broker"
@@ -55,11 +57,23 @@ type unreadable struct {
 func (u *unreadable) Error() string { return u.err.Error() }
 func (u *unreadable) Unwrap() error { return u.err }
 
+// committed is a batch the store committed: its messages to ack, then
+// its events' recipients to re-fold (Pipeline.finish).
+type committed struct {
+	msgs   []jetstream.Msg
+	events []store.Event
+}
+
 // process handles one fetched batch: unreadable messages go to the dead
-// letters, the rest are written with one Store.Write and acked after it.
-// On a failed write nothing is acked: the messages are nak'ed with
-// nakDelay, and the error is returned.
-func (p *Pipeline) process(ctx context.Context, msgs []jetstream.Msg, nakDelay time.Duration) error {
+// letters, the rest are written with one Store.Write, and the batch is
+// handed to finish (acks, then the re-fold) through done, so the next
+// batch is fetched, decoded and written while this one's acks are on
+// their way: with JetStream syncing every ack to disk (the listener's
+// SyncAlways), acking a batch takes longer than writing it. Nothing is
+// acked before the store committed it. On a failed write nothing is
+// acked: the messages are nak'ed with nakDelay, and the error is
+// returned.
+func (p *Pipeline) process(ctx context.Context, msgs []jetstream.Msg, nakDelay time.Duration, done chan<- committed) error {
 	p.m.batches.Inc()
 	p.m.batchSize.Observe(float64(len(msgs)))
 
@@ -77,8 +91,9 @@ func (p *Pipeline) process(ctx context.Context, msgs []jetstream.Msg, nakDelay t
 		newest    time.Time
 		deadFails int
 	)
-	for _, msg := range msgs {
-		d, err := p.decode(msg)
+	decodedMsgs, errs := p.decodeAll(msgs)
+	for i, msg := range msgs {
+		d, err := decodedMsgs[i], errs[i]
 		if err != nil {
 			if err := p.deadLetter(wctx, msg, err); err != nil {
 				deadFails++
@@ -137,20 +152,57 @@ func (p *Pipeline) process(ctx context.Context, msgs []jetstream.Msg, nakDelay t
 			p.m.lag.Set(p.now().Sub(newest).Seconds())
 		}
 	}
-	p.ackAll(wctx, pending)
-	// Outcomes and suppressions are derived from the committed events, so
-	// the acks do not wait for them: a re-fold costs a few round trips
-	// more, and acks held behind a slow one would outlast AckWait and be
-	// redelivered. A crash between the
-	// acks and the re-fold leaves those recipients' outcomes as they were
-	// until their next event re-folds them from every stored event.
-	if len(reports) > 0 || len(events) > 0 {
-		p.refold(wctx, events)
-	}
+	done <- committed{msgs: pending, events: events}
 	if deadFails > 0 {
 		return fmt.Errorf("ingest: %d messages could not be dead-lettered", deadFails)
 	}
 	return nil
+}
+
+// finish acks committed batches, then re-folds their recipients, until
+// batches is closed. It runs beside the loop that fetches and writes, so
+// a batch's acks and re-fold overlap the next batch's write.
+//
+// Outcomes and suppressions are derived from the committed events, so
+// the acks do not wait for them: a re-fold costs a few round trips more,
+// and acks held behind a slow one would outlast AckWait and be
+// redelivered. A crash between the acks and the re-fold leaves those
+// recipients' outcomes as they were until their next event re-folds them
+// from every stored event.
+func (p *Pipeline) finish(batches <-chan committed) {
+	for b := range batches {
+		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.WriteTimeout)
+		p.ackAll(ctx, b.msgs)
+		if len(b.events) > 0 {
+			p.refold(ctx, b.events)
+		}
+		cancel()
+	}
+}
+
+// decodeAll decodes msgs on up to GOMAXPROCS goroutines: classifying is
+// most of a batch's CPU. The results are parallel to msgs.
+func (p *Pipeline) decodeAll(msgs []jetstream.Msg) ([]decoded, []error) {
+	out := make([]decoded, len(msgs))
+	errs := make([]error, len(msgs))
+	workers := min(runtime.GOMAXPROCS(0), len(msgs))
+	var (
+		wg   sync.WaitGroup
+		next atomic.Int64
+	)
+	for range workers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(msgs) {
+					return
+				}
+				out[i], errs[i] = p.decode(msgs[i])
+			}
+		})
+	}
+	wg.Wait()
+	return out, errs
 }
 
 // refold re-folds the outcomes of every recipient the committed events
