@@ -64,14 +64,17 @@ func ExampleClusterDDL() {
 	// )
 	// ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/bouncer/events_local', '{replica}', version)
 	// PARTITION BY toYYYYMM(time)
-	// ORDER BY (recipient, time, id);
+	// ORDER BY (recipient, time, id)
+	// SETTINGS index_granularity = 1024;
 	//
 	// CREATE TABLE IF NOT EXISTS `bouncer`.`report_versions_local` ON CLUSTER `mail` (
 	// 	report_id String,
-	// 	version UInt32
+	// 	version UInt32,
+	// 	time DateTime('UTC')
 	// )
 	// ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/bouncer/report_versions_local', '{replica}', version)
-	// ORDER BY report_id;
+	// ORDER BY (report_id, time)
+	// SETTINGS index_granularity = 1024;
 	//
 	// CREATE TABLE IF NOT EXISTS `bouncer`.`outcomes_local` ON CLUSTER `mail` (
 	// 	key String,
@@ -126,6 +129,34 @@ func ExampleClusterDDL() {
 	// ORDER BY (address, time)
 	// SETTINGS index_granularity = 256;
 	//
+	// CREATE TABLE IF NOT EXISTS `bouncer`.`stats_log_local` ON CLUSTER `mail` (
+	// 	time DateTime('UTC'),
+	// 	kind Enum8('event' = 1, 'set' = 2, 'report' = 3),
+	// 	report_id String,
+	// 	id String,
+	// 	version UInt32,
+	// 	class Enum8('hard' = 1, 'soft' = 2, 'greylist' = 3, 'complaint' = 4, 'autoreply' = 5, 'delivered' = 6, 'unknown' = 7),
+	// 	reason String,
+	// 	provider String
+	// )
+	// ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/bouncer/stats_log_local', '{replica}')
+	// PARTITION BY toYYYYMM(time)
+	// ORDER BY (time, report_id, id);
+	//
+	// CREATE TABLE IF NOT EXISTS `bouncer`.`stats_minutes_local` ON CLUSTER `mail` (
+	// 	minute DateTime('UTC'),
+	// 	gen UInt64,
+	// 	total UInt8,
+	// 	class Enum8('hard' = 1, 'soft' = 2, 'greylist' = 3, 'complaint' = 4, 'autoreply' = 5, 'delivered' = 6, 'unknown' = 7),
+	// 	reason String,
+	// 	provider String,
+	// 	events UInt64,
+	// 	reports UInt64
+	// )
+	// ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/bouncer/stats_minutes_local', '{replica}', gen)
+	// PARTITION BY toYYYYMM(minute)
+	// ORDER BY (minute, total, class, reason, provider);
+	//
 	// CREATE TABLE IF NOT EXISTS `bouncer`.`reports` ON CLUSTER `mail` (
 	// 	id String,
 	// 	received DateTime('UTC'),
@@ -168,7 +199,8 @@ func ExampleClusterDDL() {
 	//
 	// CREATE TABLE IF NOT EXISTS `bouncer`.`report_versions` ON CLUSTER `mail` (
 	// 	report_id String,
-	// 	version UInt32
+	// 	version UInt32,
+	// 	time DateTime('UTC')
 	// )
 	// ENGINE = Distributed('mail', 'bouncer', 'report_versions_local', cityHash64(report_id));
 	//
@@ -220,5 +252,29 @@ func ExampleClusterDDL() {
 	// )
 	// ENGINE = Distributed('mail', 'bouncer', 'suppression_audit_local', cityHash64(address));
 	//
-	// INSERT INTO `bouncer`.`schema_migrations` (version, applied) SELECT 5, now();
+	// CREATE TABLE IF NOT EXISTS `bouncer`.`stats_log` ON CLUSTER `mail` (
+	// 	time DateTime('UTC'),
+	// 	kind Enum8('event' = 1, 'set' = 2, 'report' = 3),
+	// 	report_id String,
+	// 	id String,
+	// 	version UInt32,
+	// 	class Enum8('hard' = 1, 'soft' = 2, 'greylist' = 3, 'complaint' = 4, 'autoreply' = 5, 'delivered' = 6, 'unknown' = 7),
+	// 	reason String,
+	// 	provider String
+	// )
+	// ENGINE = Distributed('mail', 'bouncer', 'stats_log_local', intDiv(toUInt32(time), 60));
+	//
+	// CREATE TABLE IF NOT EXISTS `bouncer`.`stats_minutes` ON CLUSTER `mail` (
+	// 	minute DateTime('UTC'),
+	// 	gen UInt64,
+	// 	total UInt8,
+	// 	class Enum8('hard' = 1, 'soft' = 2, 'greylist' = 3, 'complaint' = 4, 'autoreply' = 5, 'delivered' = 6, 'unknown' = 7),
+	// 	reason String,
+	// 	provider String,
+	// 	events UInt64,
+	// 	reports UInt64
+	// )
+	// ENGINE = Distributed('mail', 'bouncer', 'stats_minutes_local', intDiv(toUInt32(minute), 60));
+	//
+	// INSERT INTO `bouncer`.`schema_migrations` (version, applied) SELECT 6, now();
 }

@@ -36,6 +36,12 @@ func migrate(ctx context.Context, conn driver.Conn) error {
 	if err != nil {
 		return err
 	}
+	var distributed uint64
+	if err := conn.QueryRow(ctx, `SELECT count() FROM system.tables
+		WHERE database = currentDatabase() AND engine = 'Distributed'`).Scan(&distributed); err != nil {
+		return fmt.Errorf("checking for a cluster schema: %w", err)
+	}
+	distributedConns.Store(conn, distributed > 0) // for Store.sql
 	// A database newer than this binary is an error: running old code on
 	// a schema it does not know would be guessing.
 	if current > len(migrations) {
@@ -45,12 +51,7 @@ func migrate(ctx context.Context, conn driver.Conn) error {
 		// The single-node statements would alter the Distributed tables
 		// of a cluster schema (ClusterDDL) and record a version its
 		// shards do not have.
-		var n uint64
-		if err := conn.QueryRow(ctx, `SELECT count() FROM system.tables
-			WHERE database = currentDatabase() AND engine = 'Distributed'`).Scan(&n); err != nil {
-			return fmt.Errorf("checking for a cluster schema: %w", err)
-		}
-		if n > 0 {
+		if distributed > 0 {
 			return fmt.Errorf("cluster schema at version %d, this binary needs %d: apply the migrations ON CLUSTER by hand (see ClusterDDL)",
 				current, len(migrations))
 		}
@@ -84,6 +85,9 @@ func schemaVersion(ctx context.Context, conn driver.Conn) (int, error) {
 // version row, or by another process migrating at the same time) is
 // skipped, or its failure ignored.
 func applyStatement(ctx context.Context, conn driver.Conn, stmt string) error {
+	if target, ok := renamesTable(stmt); ok {
+		return applyRename(ctx, conn, stmt, target)
+	}
 	table, col, ok := addsColumn(stmt)
 	if !ok {
 		return conn.Exec(ctx, stmt)
@@ -122,6 +126,48 @@ func columnExists(ctx context.Context, conn driver.Conn, table, column string) (
 	if err := conn.QueryRow(ctx, `SELECT count() FROM system.columns
 		WHERE database = currentDatabase() AND table = ? AND name = ?`, table, column).Scan(&n); err != nil {
 		return false, fmt.Errorf("checking for column %s.%s: %w", table, column, err)
+	}
+	return n > 0, nil
+}
+
+// renameRE matches the start of a migration's RENAME TABLE, which 18.16
+// has no IF NOT EXISTS for either.
+var renameRE = regexp.MustCompile(`^RENAME TABLE \w+ TO (\w+)`)
+
+// renamesTable returns the first new name a migration statement gives,
+// ok false when it is not a RENAME TABLE.
+func renamesTable(stmt string) (target string, ok bool) {
+	m := renameRE.FindStringSubmatch(stmt)
+	if m == nil {
+		return "", false
+	}
+	return m[1], true
+}
+
+// applyRename runs a migration's RENAME TABLE unless its first target
+// exists: the rename was done by an earlier run that stopped before the
+// version row (or by another migrator at the same time), and the
+// statements after it finish the job.
+func applyRename(ctx context.Context, conn driver.Conn, stmt, target string) error {
+	if exists, err := tableExists(ctx, conn, target); err != nil || exists {
+		return err
+	}
+	err := conn.Exec(ctx, stmt)
+	if err == nil {
+		return nil
+	}
+	if exists, terr := tableExists(ctx, conn, target); terr == nil && exists {
+		return nil
+	}
+	return err
+}
+
+// tableExists reports whether the current database has the table.
+func tableExists(ctx context.Context, conn driver.Conn, table string) (bool, error) {
+	var n uint64
+	if err := conn.QueryRow(ctx, `SELECT count() FROM system.tables
+		WHERE database = currentDatabase() AND name = ?`, table).Scan(&n); err != nil {
+		return false, fmt.Errorf("checking for table %s: %w", table, err)
 	}
 	return n > 0, nil
 }

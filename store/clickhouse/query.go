@@ -3,6 +3,8 @@ package clickhouse
 import (
 	"context"
 	"fmt"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/bouncer-mail/bouncer/event"
@@ -31,6 +33,33 @@ import (
 // The row is taken as one argMax over a tuple of every column, not a
 // column-by-column argMax, so two rows of one (id, version) that differ
 // (concurrent first writes) cannot mix into a row that was never written.
+
+// The queries' IN subqueries are written GLOBAL IN, which is what a
+// cluster's Distributed tables need (report_versions is sharded by
+// report, events by recipient, so each shard must get the initiator's
+// whole set). On a single node, 18.16 does not use the sorting key for
+// GLOBAL IN (the subquery becomes a temporary table, and IN with a table
+// is not an index condition), so a history read the whole
+// report_versions table (8 million rows at 10 million events,
+// bench/README.md); Store.sql turns them into plain IN there, which
+// reads a few granules. distributed_product_mode = 'global' would let
+// plain IN serve both, but 18.16 applies it to neither a SETTINGS clause
+// nor a nested subquery, and clickhouse-go cannot send a string setting
+// to 18.16 over the native protocol.
+
+// distributedConns records, per connection pool, whether its database
+// holds Distributed tables (a cluster schema, ClusterDDL); migrate fills
+// it at Open.
+var distributedConns sync.Map // driver.Conn -> bool
+
+// sql is q for this store's database: GLOBAL IN on a cluster schema,
+// IN on a single node.
+func (s *Store) sql(q string) string {
+	if d, ok := distributedConns.Load(s.conn); ok && d.(bool) {
+		return q
+	}
+	return strings.ReplaceAll(q, "GLOBAL IN", "IN")
+}
 
 // selectRecipientEvents: t.1 is version, t.2 report_id, ... in the order
 // of the tuple.
@@ -71,7 +100,7 @@ func (s *Store) RecipientEvents(ctx context.Context, address string, limit int) 
 		return nil, fmt.Errorf("clickhouse: recipient events: limit %d, want at least 1", limit)
 	}
 	addr := normalizeAddress(address)
-	rows, err := s.conn.Query(ctx, selectRecipientEvents, addr, addr, uint64(limit))
+	rows, err := s.conn.Query(ctx, s.sql(selectRecipientEvents), addr, addr, uint64(limit))
 	if err != nil {
 		return nil, fmt.Errorf("clickhouse: recipient events: %w", err)
 	}
@@ -101,26 +130,63 @@ func (s *Store) RecipientEvents(ctx context.Context, address string, limit int) 
 	return out, nil
 }
 
-// Stats' queries. Reports: a report id is stored once (Write looks
-// before it inserts), but two concurrent Writes of a new report both
-// insert it, so ids are counted, not rows. Events: each id once, in the
-// class of its highest version.
+// Stats' queries. Stats reads stats_minutes, the exact counts of each
+// whole minute (the rows of each minute's newest recount), and recounts
+// the window's partial first minute from stats_log; see doc.go "Query
+// plans" and write.go's recount. A minute's recount counts each report id
+// once, and each event id once, in the class of its highest version,
+// only when that version is its report's highest committed set.
 const (
-	selectReportsReceived = `SELECT uniqExact(id) FROM reports WHERE received >= toDateTime(?)`
-	selectEventsByClass   = `SELECT class, reason, provider, count() FROM (
-	SELECT argMax(class, version) AS class, argMax(reason, version) AS reason, argMax(provider, version) AS provider,
-		argMax(report_id, version) AS rid, max(version) AS v
-	FROM events
-	WHERE time >= toDateTime(?)
-	GROUP BY id
+	selectStatsMinutes = `SELECT total, class, reason, provider, sum(n), sum(r) FROM (
+	SELECT minute, total, class, reason, provider, max(gen) AS g, argMax(events, gen) AS n, argMax(reports, gen) AS r
+	FROM stats_minutes
+	WHERE minute >= toDateTime(?)
+	GROUP BY minute, total, class, reason, provider
 )
-WHERE rid = '' OR (rid, v) GLOBAL IN (
-	SELECT report_id, max(version) FROM report_versions
-	WHERE report_id GLOBAL IN (SELECT report_id FROM events WHERE time >= toDateTime(?) AND report_id != '')
-	GROUP BY report_id
+WHERE (minute, g) GLOBAL IN (SELECT minute, max(gen) FROM stats_minutes WHERE minute >= toDateTime(?) GROUP BY minute)
+GROUP BY total, class, reason, provider`
 )
-GROUP BY class, reason, provider`
+
+// recountSelect counts the minutes of stats_log's rows that match where
+// ("" for all): per minute, its gen (the distinct stats_log rows it
+// read), a total row (total = 1) with the reports received, and a row per
+// (class, reason, provider) with the events counted. One scan of
+// stats_log, so one snapshot of it: of two recounts of a minute, the one
+// with the higher gen saw every row the other saw (the table only grows,
+// and a later snapshot holds an earlier one), and two with one gen saw
+// the same rows, so they agree (max over the whole row picks among rows
+// of one version, not the read order).
+func recountSelect(where string) string {
+	if where != "" {
+		where = "\n\t\t\tWHERE " + where
+	}
+	return `SELECT minute, gen, e.1, e.2, e.3, e.4, if(e.1 = 1, 0, count()), if(e.1 = 1, any(reports), 0)
+FROM (
+	SELECT minute, sum(keys) AS gen, sum(reps) AS reports,
+		arrayPushFront(groupArrayArray(counted), (toUInt8(1), 'unknown', '', '')) AS elems
+	FROM (
+		SELECT minute, report_id, sum(keys) AS keys, countIf(kind = 'report') AS reps,
+			maxIf(top.1, kind = 'set') AS setv, countIf(kind = 'set') > 0 AS committed,
+			arrayMap(x -> (x.2, x.3, x.4, x.5), arrayFilter(x -> report_id = '' OR (committed AND x.1 = setv),
+				groupArrayIf(top, kind = 'event'))) AS counted
+		FROM (
+			SELECT toStartOfMinute(time) AS minute, kind, report_id, id,
+				uniqExact(time, version, class, reason, provider) AS keys,
+				max(tuple(version, toUInt8(0), toString(class), reason, provider)) AS top
+			FROM stats_log` + where + `
+			GROUP BY minute, kind, report_id, id
+		)
+		GROUP BY minute, report_id
+	)
+	GROUP BY minute
 )
+ARRAY JOIN elems AS e
+GROUP BY minute, gen, e`
+}
+
+// selectRecountRange recounts the stats_log rows of [from, to): the
+// partial first minute of a Stats window.
+var selectRecountRange = recountSelect("time >= toDateTime(?) AND time < toDateTime(?)")
 
 // Stats counts reports received and events by class since a time; see
 // store.Store. The two counts are separate queries: ClickHouse has no
@@ -141,29 +207,62 @@ func (s *Store) Stats(ctx context.Context, since time.Time) (store.Stats, error)
 func (s *Store) stats(ctx context.Context, since time.Time) (store.Stats, error) {
 	st := store.NewStats(since)
 	from := clampSeconds(since)
-
-	var reports uint64
-	if err := s.conn.QueryRow(ctx, selectReportsReceived, from).Scan(&reports); err != nil {
-		return st, err
+	// Whole minutes from the rollup; the seconds of a window that starts
+	// inside a minute recounted from stats_log.
+	whole := from
+	if from%60 != 0 && from < uint32(maxTime.Unix())-60 {
+		whole = from - from%60 + 60
+		rows, err := s.conn.Query(ctx, selectRecountRange, from, whole)
+		if err != nil {
+			return st, err
+		}
+		err = addStatsRows(&st, rows, true)
+		rows.Close()
+		if err != nil {
+			return st, err
+		}
 	}
-	st.ReportsReceived = int64(reports)
-
-	rows, err := s.conn.Query(ctx, selectEventsByClass, from, from)
+	rows, err := s.conn.Query(ctx, s.sql(selectStatsMinutes), whole, whole)
 	if err != nil {
 		return st, err
 	}
 	defer rows.Close()
+	return st, addStatsRows(&st, rows, false)
+}
+
+// statsRows is what addStatsRows reads: driver.Rows' part it uses.
+type statsRows interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+}
+
+// addStatsRows adds rows of (total, class, reason, provider, events,
+// reports) to st; recount rows have the minute and gen first.
+func addStatsRows(st *store.Stats, rows statsRows, recount bool) error {
 	for rows.Next() {
 		var (
+			minute                  time.Time
+			gen, events, reports    uint64
+			total                   uint8
 			class, reason, provider string
-			n                       uint64
 		)
-		if err := rows.Scan(&class, &reason, &provider, &n); err != nil {
-			return st, err
+		dest := []any{&total, &class, &reason, &provider, &events, &reports}
+		if recount {
+			dest = append([]any{&minute, &gen}, dest...)
 		}
-		st.Add(store.StatsKey{Class: event.Class(class), Reason: event.Reason(reason), Provider: provider}, int64(n))
+		if err := rows.Scan(dest...); err != nil {
+			return err
+		}
+		if total == 1 {
+			st.ReportsReceived += int64(reports)
+			continue
+		}
+		if events > 0 {
+			st.Add(store.StatsKey{Class: event.Class(class), Reason: event.Reason(reason), Provider: provider}, int64(events))
+		}
 	}
-	return st, rows.Err()
+	return rows.Err()
 }
 
 // clampSeconds is a window's start as DateTime seconds, rounded up, so

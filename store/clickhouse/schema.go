@@ -117,24 +117,88 @@ var eventsTable = table{
 	// Every row of one sorting key on one shard, so merges collapse its
 	// versions, and a recipient's history on one shard.
 	shardingKey: "cityHash64(recipient)",
+	// A recipient's history is one key range in each part, read a
+	// granule at a time: 1,024 rows instead of 8,192 (migration 6).
+	settings: "index_granularity = 1024",
 }
 
 // reportVersionsTable records, per report, the versions its event sets
 // were written with: readers take a report's events of its highest
-// version only (see query.go). ORDER BY report_id finds a report's rows
-// with an index lookup, which the events table (sorted by recipient)
-// cannot; merges keep the highest version. Write inserts a report's row
-// after its events, so the row is the commit mark of a new set: until it
-// is in, readers keep showing the old set.
+// version only (see query.go). ORDER BY starts with report_id, so a
+// report's rows are found with an index lookup, which the events table
+// (sorted by recipient) cannot; merges keep the highest version per
+// (report_id, time). Write inserts a report's rows after its events, so
+// they are the commit mark of a new set: until they are in, readers keep
+// showing the old set.
+//
+// time (migration 6) is a time of the set's events, one row per
+// distinct time: Write looks up the times of a report's earlier sets to
+// recount the minutes they lie in (stats_minutes).
 var reportVersionsTable = table{
 	name: "report_versions",
 	columns: []column{
 		{"report_id", "String"},
 		{"version", "UInt32"},
+		{"time", "DateTime('UTC')"},
 	},
 	version:     "version",
-	orderBy:     "report_id",
+	orderBy:     "(report_id, time)",
 	shardingKey: "cityHash64(report_id)",
+	settings:    "index_granularity = 1024",
+}
+
+// statsKindEnum is stats_log's kind: an event version, a set's commit
+// mark, a report received.
+const statsKindEnum = "Enum8('event' = 1, 'set' = 2, 'report' = 3)"
+
+// statsLogTable is what Stats counts, narrow and sorted by time: one row
+// per event (id, version) written, per report set committed (kind 'set',
+// at each time of the set's events and of the report's earlier sets) and
+// per report received (kind 'report'). Append-only: rows are never
+// collapsed, so the number of distinct keys in a minute only grows as
+// rows arrive, which is what orders the recounts of stats_minutes (gen).
+// Sharded by minute in a cluster: a minute's rows meet on one shard, so
+// one recount reads them from one snapshot.
+var statsLogTable = table{
+	name: "stats_log",
+	columns: []column{
+		{"time", "DateTime('UTC')"},
+		{"kind", statsKindEnum},
+		{"report_id", "String"},
+		{"id", "String"},
+		{"version", "UInt32"},
+		{"class", classEnumType()},
+		{"reason", "String"},
+		{"provider", "String"},
+	},
+	partitionBy: "toYYYYMM(time)",
+	orderBy:     "(time, report_id, id)",
+	shardingKey: "intDiv(toUInt32(time), 60)",
+	appendOnly:  true,
+}
+
+// statsMinutesTable holds exact per-minute counts: one recount of a
+// minute (gen: the number of distinct stats_log keys it saw) is a row per
+// (class, reason, provider) counted plus a total row (total = 1) with the
+// minute's reports. Reads take, per minute, the rows of its highest gen
+// only; merges keep each key's highest gen. Sharded by minute like
+// stats_log.
+var statsMinutesTable = table{
+	name: "stats_minutes",
+	columns: []column{
+		{"minute", "DateTime('UTC')"},
+		{"gen", "UInt64"},
+		{"total", "UInt8"},
+		{"class", classEnumType()},
+		{"reason", "String"},
+		{"provider", "String"},
+		{"events", "UInt64"},
+		{"reports", "UInt64"},
+	},
+	version:     "gen",
+	partitionBy: "toYYYYMM(minute)",
+	orderBy:     "(minute, total, class, reason, provider)",
+	shardingKey: "intDiv(toUInt32(minute), 60)",
 }
 
 // outcomesTable holds the stored outcomes (docs/outcomes.md), one row
@@ -182,7 +246,7 @@ var migrationsTable = table{
 // produce. ClusterDDL creates it in one go, Write takes its INSERT column
 // lists from it.
 var schema = []table{reportsTable, eventsTable, reportVersionsTable, outcomesTable,
-	suppressionsTable, suppressionAuditTable}
+	suppressionsTable, suppressionAuditTable, statsLogTable, statsMinutesTable}
 
 // migrations are the schema's versions, in order: migrations[i] brings the
 // database to version i+1. They are append-only: a released migration is
@@ -316,7 +380,148 @@ ENGINE = MergeTree
 ORDER BY (address, time)
 SETTINGS index_granularity = 256`,
 	},
+	// 6: query plans for 10 million events (doc.go "Query plans",
+	// bench/README.md): events and report_versions rebuilt at index
+	// granularity 1024, report_versions with the times of each set, and
+	// Stats' per-minute counts (stats_log, stats_minutes) filled from the
+	// rows stored.
+	//
+	// 18.16 cannot change a table's index granularity, so a table is
+	// rebuilt: created under a temporary name, swapped in by RENAME, and
+	// filled from the old table, which is then dropped. Writers that run
+	// meanwhile write to the new table (the name resolves per statement),
+	// so nothing written during the copy is lost; duplicates from a
+	// rerun collapse (every read takes one row per key). migrate skips a
+	// RENAME whose first target exists (see renamesTable): after a crash
+	// between the RENAME and the DROP the rerun copies from the kept old
+	// table again.
+	{
+		`CREATE TABLE IF NOT EXISTS events_g1024 (
+	id            String,
+	version       UInt32,
+	report_id     String,
+	idx           UInt32,
+	time          DateTime('UTC'),
+	source        String,
+	recipient     String,
+	class         Enum8('hard' = 1, 'soft' = 2, 'greylist' = 3, 'complaint' = 4, 'autoreply' = 5, 'delivered' = 6, 'unknown' = 7),
+	reason        String,
+	scope         String,
+	status        String,
+	reply_code    UInt16,
+	action        String,
+	diagnostic    String,
+	remote_mta    String,
+	reporting_mta String,
+	smtp_command  String,
+	provider      String,
+	parser        String,
+	rule          String,
+	message_id    String,
+	stream        String DEFAULT '',
+	return_path   String DEFAULT ''
+)
+ENGINE = ReplacingMergeTree(version)
+PARTITION BY toYYYYMM(time)
+ORDER BY (recipient, time, id)
+SETTINGS index_granularity = 1024`,
+		`RENAME TABLE events TO events_v5, events_g1024 TO events`,
+		`INSERT INTO events (id, version, report_id, idx, time, source, recipient, class, reason, scope, status,
+	reply_code, action, diagnostic, remote_mta, reporting_mta, smtp_command, provider, parser, rule, message_id,
+	stream, return_path)
+SELECT id, version, report_id, idx, time, source, recipient, class, reason, scope, status,
+	reply_code, action, diagnostic, remote_mta, reporting_mta, smtp_command, provider, parser, rule, message_id,
+	stream, return_path
+FROM events_v5`,
+		`DROP TABLE IF EXISTS events_v5`,
+		`DROP TABLE IF EXISTS events_g1024`,
+		`CREATE TABLE IF NOT EXISTS report_versions_g1024 (
+	report_id String,
+	version   UInt32,
+	time      DateTime('UTC')   -- a time of the set's events
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY (report_id, time)
+SETTINGS index_granularity = 1024`,
+		`RENAME TABLE report_versions TO report_versions_v5, report_versions_g1024 TO report_versions`,
+		// Each report's highest set, at every time its events have.
+		`INSERT INTO report_versions (report_id, version, time)
+SELECT report_id, version, time
+FROM (SELECT report_id, max(version) AS version FROM report_versions_v5 GROUP BY report_id)
+ALL LEFT JOIN (SELECT report_id, time FROM events WHERE report_id != '' GROUP BY report_id, time)
+USING report_id`,
+		`DROP TABLE IF EXISTS report_versions_v5`,
+		`DROP TABLE IF EXISTS report_versions_g1024`,
+		`CREATE TABLE IF NOT EXISTS stats_log (
+	time      DateTime('UTC'),
+	kind      Enum8('event' = 1, 'set' = 2, 'report' = 3),
+	report_id String,
+	id        String,           -- '' for a set or a report
+	version   UInt32,           -- the event's or the set's; 0 for a report
+	class     Enum8('hard' = 1, 'soft' = 2, 'greylist' = 3, 'complaint' = 4, 'autoreply' = 5, 'delivered' = 6, 'unknown' = 7),
+	reason    String,
+	provider  String
+)
+ENGINE = MergeTree
+PARTITION BY toYYYYMM(time)
+ORDER BY (time, report_id, id)`,
+		`CREATE TABLE IF NOT EXISTS stats_minutes (
+	minute   DateTime('UTC'),
+	gen      UInt64,            -- distinct stats_log keys the recount saw
+	total    UInt8,             -- 1: the minute's total row (reports)
+	class    Enum8('hard' = 1, 'soft' = 2, 'greylist' = 3, 'complaint' = 4, 'autoreply' = 5, 'delivered' = 6, 'unknown' = 7),
+	reason   String,
+	provider String,
+	events   UInt64,
+	reports  UInt64
+)
+ENGINE = ReplacingMergeTree(gen)
+PARTITION BY toYYYYMM(minute)
+ORDER BY (minute, total, class, reason, provider)`,
+		backfillStatsLogEvents,
+		backfillStatsLogSets,
+		backfillStatsLogReports,
+		backfillStatsMinutes,
+	},
 }
+
+// Migration 6's backfill of the Stats rollup, which RecountStats runs
+// again: stats_log's rows for every event, set and report stored, then
+// every minute recounted. stats_log only grows, and a row it holds twice
+// counts once, so running them again is harmless.
+const (
+	backfillStatsLogEvents = `INSERT INTO stats_log (time, kind, report_id, id, version, class, reason, provider)
+SELECT time, 'event', report_id, id, version, class, reason, provider FROM events`
+	backfillStatsLogSets = `INSERT INTO stats_log (time, kind, report_id, id, version, class, reason, provider)
+SELECT time, 'set', report_id, '', version, 'unknown', '', '' FROM report_versions`
+	backfillStatsLogReports = `INSERT INTO stats_log (time, kind, report_id, id, version, class, reason, provider)
+SELECT min(received), 'report', id, '', 0, 'unknown', '', '' FROM reports GROUP BY id`
+	// Every minute recounted: recountSelect(""), as it was at migration
+	// 6 (TestBackfillIsRecount compares them).
+	backfillStatsMinutes = `INSERT INTO stats_minutes (minute, gen, total, class, reason, provider, events, reports)
+SELECT minute, gen, e.1, e.2, e.3, e.4, if(e.1 = 1, 0, count()), if(e.1 = 1, any(reports), 0)
+FROM (
+	SELECT minute, sum(keys) AS gen, sum(reps) AS reports,
+		arrayPushFront(groupArrayArray(counted), (toUInt8(1), 'unknown', '', '')) AS elems
+	FROM (
+		SELECT minute, report_id, sum(keys) AS keys, countIf(kind = 'report') AS reps,
+			maxIf(top.1, kind = 'set') AS setv, countIf(kind = 'set') > 0 AS committed,
+			arrayMap(x -> (x.2, x.3, x.4, x.5), arrayFilter(x -> report_id = '' OR (committed AND x.1 = setv),
+				groupArrayIf(top, kind = 'event'))) AS counted
+		FROM (
+			SELECT toStartOfMinute(time) AS minute, kind, report_id, id,
+				uniqExact(time, version, class, reason, provider) AS keys,
+				max(tuple(version, toUInt8(0), toString(class), reason, provider)) AS top
+			FROM stats_log
+			GROUP BY minute, kind, report_id, id
+		)
+		GROUP BY minute, report_id
+	)
+	GROUP BY minute
+)
+ARRAY JOIN elems AS e
+GROUP BY minute, gen, e`
+)
 
 // quoteIdent quotes a ClickHouse identifier, so reserved words and odd
 // characters stay one name.

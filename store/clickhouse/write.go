@@ -3,13 +3,16 @@ package clickhouse
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/ext"
 
+	"github.com/bouncer-mail/bouncer/event"
 	"github.com/bouncer-mail/bouncer/store"
 )
 
@@ -19,7 +22,16 @@ var (
 	insertReports  = "INSERT INTO reports " + reportsTable.columnList()
 	insertEvents   = "INSERT INTO events " + eventsTable.columnList()
 	insertVersions = "INSERT INTO report_versions " + reportVersionsTable.columnList()
+	insertStatsLog = "INSERT INTO stats_log " + statsLogTable.columnList()
+	// recountMinutes recounts the minutes given (UInt32 seconds, a
+	// GroupSet) within [from, to) into stats_minutes.
+	recountMinutes = "INSERT INTO stats_minutes " + statsMinutesTable.columnList() + "\n" +
+		recountSelect("time >= toDateTime(?) AND time < toDateTime(?) AND toUInt32(toStartOfMinute(time)) IN ?")
 )
+
+// recountChunk bounds the minutes of one recount statement, so it stays
+// far below max_query_size (256 KiB).
+const recountChunk = 2000
 
 // insertSettings go with every INSERT. insert_distributed_sync makes an
 // INSERT into a Distributed table (the cluster schema) return only after
@@ -41,6 +53,13 @@ var insertSettings = ch.Settings{"insert_distributed_sync": 1}
 // same new row both insert it; reads and counts take one row per id, so
 // nothing is counted twice, but which of two differing contents survives
 // is then not defined.
+//
+// Stats' rollup (stats_log, stats_minutes; doc.go "Query plans") is
+// kept by every Write: after the rows, it appends the batch's events,
+// set marks and reports to stats_log (all of them, also those stored
+// already, so a retry repairs a Write that failed before this step) and
+// recounts the minutes they lie in. A minute's count is exact once a
+// Write that touched it has returned nil, whatever ran concurrently.
 func (s *Store) Write(ctx context.Context, reports []store.Report, events []store.Event) error {
 	if err := s.gate.Enter(); err != nil {
 		return err
@@ -55,45 +74,73 @@ func (s *Store) Write(ctx context.Context, reports []store.Report, events []stor
 	reports, events = dedupBatch(reports, events)
 	sets := setVersions(events)
 
-	reports, firstReceived, err := s.newReports(ctx, reports)
+	newReports, firstReceived, err := s.newReports(ctx, reports)
 	if err != nil {
 		return fmt.Errorf("clickhouse: write: %w", err)
 	}
-	events, err = s.newEvents(ctx, events, firstReceived)
+	newEvents, storedEvents, err := s.newEvents(ctx, events, firstReceived)
+	if err != nil {
+		return fmt.Errorf("clickhouse: write: %w", err)
+	}
+	earlier, err := s.storedSetTimes(ctx, sets)
 	if err != nil {
 		return fmt.Errorf("clickhouse: write: %w", err)
 	}
 	// Reports first: a raw report without its events is what a crash
 	// between the two leaves, and it can be classified again.
-	if err := s.insertReports(ctx, reports); err != nil {
+	if err := s.insertReports(ctx, newReports); err != nil {
 		return fmt.Errorf("clickhouse: write: reports: %w", err)
 	}
-	if err := s.insertEvents(ctx, events); err != nil {
+	if err := s.insertEvents(ctx, newEvents); err != nil {
 		return fmt.Errorf("clickhouse: write: events: %w", err)
 	}
-	// The set versions last: a new set becomes visible only once all its
+	// The set versions next: a new set becomes visible only once all its
 	// events are in. Sent for every set of the batch, also those whose
 	// events were stored already, so a retry after a failure here
 	// completes the set.
 	if err := s.insertVersions(ctx, sets); err != nil {
 		return fmt.Errorf("clickhouse: write: report versions: %w", err)
 	}
+	// Stats' rollup last, from the whole batch: its set marks, like
+	// report_versions' rows, commit a set for counting.
+	rows := statsLogRows(reports, firstReceived, newEvents, storedEvents, sets, earlier)
+	if err := s.insertStatsLog(ctx, rows); err != nil {
+		return fmt.Errorf("clickhouse: write: stats log: %w", err)
+	}
+	if err := s.recount(ctx, rows); err != nil {
+		return fmt.Errorf("clickhouse: write: recounting stats: %w", err)
+	}
 	return nil
 }
 
-// setVersions is the highest version of each report's events in the
-// batch; events without a report have no set.
-func setVersions(events []store.Event) map[string]uint32 {
-	sets := make(map[string]uint32)
+// reportSet is a report's highest version in a batch, and the times of
+// the report's events in the batch.
+type reportSet struct {
+	version uint32
+	times   map[time.Time]bool
+}
+
+// setVersions is each report's set in the batch; events without a report
+// have no set.
+func setVersions(events []store.Event) map[string]*reportSet {
+	sets := make(map[string]*reportSet)
 	for _, e := range events {
-		if e.ReportID != "" && e.Version >= sets[e.ReportID] {
-			sets[e.ReportID] = e.Version
+		if e.ReportID == "" {
+			continue
 		}
+		rs := sets[e.ReportID]
+		if rs == nil {
+			rs = &reportSet{version: e.Version, times: map[time.Time]bool{}}
+			sets[e.ReportID] = rs
+		}
+		rs.version = max(rs.version, e.Version)
+		rs.times[e.Time.UTC().Truncate(time.Second)] = true
 	}
 	return sets
 }
 
-func (s *Store) insertVersions(ctx context.Context, sets map[string]uint32) error {
+// insertVersions writes a row per set and time of its events.
+func (s *Store) insertVersions(ctx context.Context, sets map[string]*reportSet) error {
 	if len(sets) == 0 {
 		return nil
 	}
@@ -102,12 +149,162 @@ func (s *Store) insertVersions(ctx context.Context, sets map[string]uint32) erro
 		return err
 	}
 	defer b.Abort() // a no-op after Send
-	for id, v := range sets {
-		if err := b.Append(id, v); err != nil {
-			return fmt.Errorf("report %s version %d: %w", id, v, err)
+	for id, rs := range sets {
+		for t := range rs.times {
+			if err := b.Append(id, rs.version, t); err != nil {
+				return fmt.Errorf("report %s version %d: %w", id, rs.version, err)
+			}
 		}
 	}
 	return b.Send()
+}
+
+// storedSetTimes returns the times of the stored sets of the batch's
+// reports: a new set must also be marked in the minutes of the sets it
+// replaces, so their events stop counting there.
+func (s *Store) storedSetTimes(ctx context.Context, sets map[string]*reportSet) (map[string][]time.Time, error) {
+	if len(sets) == 0 {
+		return nil, nil
+	}
+	tbl, err := ext.NewTable(batchTable, ext.Column("id", "String"))
+	if err != nil {
+		return nil, err
+	}
+	for id := range sets {
+		if err := tbl.Append(id); err != nil {
+			return nil, err
+		}
+	}
+	rows, err := s.conn.Query(ch.Context(ctx, ch.WithExternalTable(tbl)),
+		`SELECT report_id, time FROM report_versions
+		WHERE report_id IN (SELECT id FROM `+batchTable+`)
+		GROUP BY report_id, time`)
+	if err != nil {
+		return nil, fmt.Errorf("looking up stored sets: %w", err)
+	}
+	defer rows.Close()
+	out := make(map[string][]time.Time)
+	for rows.Next() {
+		var (
+			id string
+			t  time.Time
+		)
+		if err := rows.Scan(&id, &t); err != nil {
+			return nil, fmt.Errorf("looking up stored sets: %w", err)
+		}
+		out[id] = append(out[id], t.UTC())
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("looking up stored sets: %w", err)
+	}
+	return out, nil
+}
+
+// statsLogRow is one row of stats_log.
+type statsLogRow struct {
+	time                    time.Time
+	kind                    string // "event", "set" or "report"
+	reportID, id            string
+	version                 uint32
+	class, reason, provider string
+}
+
+// statsLogRows are the stats_log rows of a batch: every event inserted,
+// the stored row of every event that was not (so the rows are what the
+// events table holds: the first write wins here too), every set's mark
+// at the times of its events and of the report's stored sets, and every
+// report at its first received time.
+func statsLogRows(reports []store.Report, firstReceived map[string]time.Time, events []store.Event,
+	stored []statsLogRow, sets map[string]*reportSet, earlier map[string][]time.Time) []statsLogRow {
+	rows := make([]statsLogRow, 0, len(reports)+2*len(events)+len(stored))
+	rows = append(rows, stored...)
+	for _, e := range events {
+		rows = append(rows, statsLogRow{time: e.Time, kind: "event", reportID: e.ReportID, id: e.ID,
+			version: e.Version, class: string(e.Class), reason: string(e.Reason), provider: e.Provider})
+	}
+	for id, rs := range sets {
+		times := maps.Clone(rs.times)
+		for _, t := range earlier[id] {
+			times[t] = true
+		}
+		for t := range times {
+			rows = append(rows, statsLogRow{time: t, kind: "set", reportID: id, version: rs.version,
+				class: string(event.ClassUnknown)})
+		}
+	}
+	for _, r := range reports {
+		t := r.Received
+		if first, ok := firstReceived[r.ID]; ok {
+			t = first
+		}
+		rows = append(rows, statsLogRow{time: t, kind: "report", reportID: r.ID, class: string(event.ClassUnknown)})
+	}
+	return rows
+}
+
+func (s *Store) insertStatsLog(ctx context.Context, rows []statsLogRow) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	b, err := s.conn.PrepareBatch(ch.Context(ctx, ch.WithSettings(insertSettings)), insertStatsLog)
+	if err != nil {
+		return err
+	}
+	defer b.Abort() // a no-op after Send
+	for _, r := range rows {
+		if err := b.Append(r.time.UTC(), r.kind, r.reportID, r.id, r.version, r.class, r.reason, r.provider); err != nil {
+			return fmt.Errorf("%s %s%s: %w", r.kind, r.reportID, r.id, err)
+		}
+	}
+	return b.Send()
+}
+
+// recount recounts the minutes the rows lie in, in chunks of
+// recountChunk minutes.
+func (s *Store) recount(ctx context.Context, rows []statsLogRow) error {
+	seen := make(map[uint32]bool)
+	for _, r := range rows {
+		secs := uint32(r.time.Unix())
+		seen[secs-secs%60] = true
+	}
+	minutes := slices.Sorted(maps.Keys(seen))
+	for len(minutes) > 0 {
+		chunk := minutes[:min(len(minutes), recountChunk)]
+		minutes = minutes[len(chunk):]
+		set := make([]any, len(chunk))
+		for i, m := range chunk {
+			set[i] = m
+		}
+		from, to := chunk[0], uint64(chunk[len(chunk)-1])+60
+		if to > math.MaxUint32 {
+			to = math.MaxUint32
+		}
+		if err := s.conn.Exec(ch.Context(ctx, ch.WithSettings(insertSettings)), recountMinutes,
+			from, uint32(to), ch.GroupSet{Value: set}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// RecountStats appends every stored event, set and report to stats_log
+// and recounts every minute: what migration 6 did to fill Stats' rollup
+// from the rows stored before it. Running it is harmless at any time
+// (rows stats_log holds twice count once), and repairs minutes a Write
+// that failed midway, and was never retried, left short. It reads the
+// whole events table; on a large database, give the DSN
+// max_bytes_before_external_group_by.
+func (s *Store) RecountStats(ctx context.Context) error {
+	if err := s.gate.Enter(); err != nil {
+		return err
+	}
+	defer s.gate.Leave()
+	for _, stmt := range []string{backfillStatsLogEvents, backfillStatsLogSets, backfillStatsLogReports, backfillStatsMinutes} {
+		if err := s.conn.Exec(ch.Context(ctx, ch.WithSettings(insertSettings)), stmt); err != nil {
+			return fmt.Errorf("clickhouse: recounting stats: %w", err)
+		}
+	}
+	return nil
 }
 
 // DateTime's range: UInt32 seconds since the epoch.
@@ -248,7 +445,8 @@ func (s *Store) newReports(ctx context.Context, reports []store.Report) ([]store
 // newEvents returns the events whose id is not stored yet at their
 // version or a higher one: a stored (id, version) keeps its first
 // content, and a version lower than one stored would be superseded
-// anyway.
+// anyway. For the others it returns the stored highest version's
+// stats_log row, so a retry can complete stats_log.
 //
 // The lookup covers a time range, so that partition and part pruning on
 // time keep it from scanning the whole table: the batch's times, widened
@@ -259,13 +457,13 @@ func (s *Store) newReports(ctx context.Context, reports []store.Report) ([]store
 // under another time outside that range is not found and is inserted
 // again; reads still take one row per id (argMax by version), but it can
 // then be counted in a window holding either time.
-func (s *Store) newEvents(ctx context.Context, events []store.Event, firstReceived map[string]time.Time) ([]store.Event, error) {
+func (s *Store) newEvents(ctx context.Context, events []store.Event, firstReceived map[string]time.Time) ([]store.Event, []statsLogRow, error) {
 	if len(events) == 0 {
-		return events, nil
+		return events, nil, nil
 	}
 	tbl, err := ext.NewTable(batchTable, ext.Column("recipient", "String"), ext.Column("id", "String"))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	lo, hi := events[0].Time, events[0].Time
 	widen := func(t time.Time) {
@@ -278,7 +476,7 @@ func (s *Store) newEvents(ctx context.Context, events []store.Event, firstReceiv
 	}
 	for _, e := range events {
 		if err := tbl.Append(normalizeAddress(e.Recipient), e.ID); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		widen(e.Time)
 		if t, ok := firstReceived[e.ReportID]; ok {
@@ -286,38 +484,41 @@ func (s *Store) newEvents(ctx context.Context, events []store.Event, firstReceiv
 		}
 	}
 	rows, err := s.conn.Query(ch.Context(ctx, ch.WithExternalTable(tbl)),
-		`SELECT id, max(version) FROM events
-		WHERE time >= toDateTime(?) AND time <= toDateTime(?)
-			AND (recipient, id) IN (SELECT recipient, id FROM `+batchTable+`)
-		GROUP BY id`, clampSeconds(lo.Truncate(time.Second)), clampSeconds(hi))
+		`SELECT id, v, t.1, t.2, t.3, t.4, t.5 FROM (
+			SELECT id, max(version) AS v, argMax(tuple(report_id, time, toString(class), reason, provider), version) AS t
+			FROM events
+			WHERE time >= toDateTime(?) AND time <= toDateTime(?)
+				AND (recipient, id) IN (SELECT recipient, id FROM `+batchTable+`)
+			GROUP BY id
+		)`, clampSeconds(lo.Truncate(time.Second)), clampSeconds(hi))
 	if err != nil {
-		return nil, fmt.Errorf("looking up stored events: %w", err)
+		return nil, nil, fmt.Errorf("looking up stored events: %w", err)
 	}
 	defer rows.Close()
-	stored := make(map[string]uint32)
+	stored := make(map[string]statsLogRow)
 	for rows.Next() {
-		var (
-			id string
-			v  uint32
-		)
-		if err := rows.Scan(&id, &v); err != nil {
-			return nil, fmt.Errorf("looking up stored events: %w", err)
+		r := statsLogRow{kind: "event"}
+		if err := rows.Scan(&r.id, &r.version, &r.reportID, &r.time, &r.class, &r.reason, &r.provider); err != nil {
+			return nil, nil, fmt.Errorf("looking up stored events: %w", err)
 		}
-		stored[id] = v
+		stored[r.id] = r
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("looking up stored events: %w", err)
+		return nil, nil, fmt.Errorf("looking up stored events: %w", err)
 	}
 	if len(stored) == 0 {
-		return events, nil
+		return events, nil, nil
 	}
 	out := make([]store.Event, 0, len(events))
+	var skipped []statsLogRow
 	for _, e := range events {
-		if v, ok := stored[e.ID]; !ok || e.Version > v {
+		if r, ok := stored[e.ID]; !ok || e.Version > r.version {
 			out = append(out, e)
+		} else {
+			skipped = append(skipped, r)
 		}
 	}
-	return out, nil
+	return out, skipped, nil
 }
 
 func (s *Store) insertReports(ctx context.Context, reports []store.Report) error {
