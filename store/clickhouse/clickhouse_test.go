@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	ch "github.com/ClickHouse/clickhouse-go/v2"
 
 	"github.com/bouncer-mail/bouncer/event"
 	"github.com/bouncer-mail/bouncer/store"
@@ -584,5 +587,328 @@ func TestReportReceivedAgain(t *testing.T) {
 	}
 	if st, err := bounded.Stats(ctx, first.Add(time.Hour)); err != nil || st.ReportsReceived != 1 {
 		t.Errorf("with a 24h ReportLookback, Stats after the first write's time = %+v, %v; want the resend counted", st, err)
+	}
+}
+
+// oracleStats is Stats as the store computed it before migration 6
+// (commit bc95a21, with IN): straight from events, reports and
+// report_versions, each id deduplicated with argMax. The rollup must
+// agree with it.
+func oracleStats(t *testing.T, s *Store, since time.Time) store.Stats {
+	t.Helper()
+	ctx := context.Background()
+	st := store.NewStats(since)
+	from := clampSeconds(since)
+	var reports uint64
+	if err := s.conn.QueryRow(ctx, `SELECT uniqExact(id) FROM reports WHERE received >= toDateTime(?)`, from).Scan(&reports); err != nil {
+		t.Fatal(err)
+	}
+	st.ReportsReceived = int64(reports)
+	rows, err := s.conn.Query(ctx, `SELECT class, reason, provider, count() FROM (
+	SELECT argMax(class, version) AS class, argMax(reason, version) AS reason, argMax(provider, version) AS provider,
+		argMax(report_id, version) AS rid, max(version) AS v
+	FROM events
+	WHERE time >= toDateTime(?)
+	GROUP BY id
+)
+WHERE rid = '' OR (rid, v) IN (SELECT report_id, max(version) FROM report_versions GROUP BY report_id)
+GROUP BY class, reason, provider`, from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			class, reason, provider string
+			n                       uint64
+		)
+		if err := rows.Scan(&class, &reason, &provider, &n); err != nil {
+			t.Fatal(err)
+		}
+		st.Add(store.StatsKey{Class: event.Class(class), Reason: event.Reason(reason), Provider: provider}, int64(n))
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// checkStatsOracle compares Stats with oracleStats over windows that
+// start before, inside and between the minutes written.
+func checkStatsOracle(t *testing.T, s *Store, wantEvents int64) {
+	t.Helper()
+	for _, since := range []time.Time{{}, t0.Add(-time.Hour), t0.Truncate(time.Minute), t0.Add(20 * time.Second),
+		t0.Add(61 * time.Second), t0.Add(3 * time.Minute), t0.Add(5*time.Minute + 10*time.Second)} {
+		got, err := s.Stats(context.Background(), since)
+		if err != nil {
+			t.Fatalf("Stats(%v): %v", since, err)
+		}
+		want := oracleStats(t, s, since)
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("Stats(%v)\n got %d reports, %v\nwant %d reports, %v", since, got.ReportsReceived, got.Events,
+				want.ReportsReceived, want.Events)
+		}
+	}
+	var total int64
+	st, err := s.Stats(context.Background(), time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range st.EventsByClass {
+		total += n
+	}
+	if total != wantEvents {
+		t.Errorf("Stats(all) counts %d events, want %d", total, wantEvents)
+	}
+}
+
+// statsBatch is n reports (ids prefix0..) of one event each at t0 + at,
+// version v and class c, plus n sync events.
+func statsBatch(prefix string, n int, at time.Duration, v uint32, c event.Class) ([]store.Report, []store.Event) {
+	var (
+		reports []store.Report
+		events  []store.Event
+	)
+	for i := range n {
+		id := fmt.Sprintf("%s%d", prefix, i)
+		reports = append(reports, store.Report{Envelope: event.Envelope{ID: id, Received: t0.Add(at)}})
+		e := testEvent(id, 0, fmt.Sprintf("%s%d@example.com", prefix, i), c, t0.Add(at))
+		e.Version, e.Provider = v, "gmail"
+		events = append(events, e)
+		sync := testEvent("", i, fmt.Sprintf("%s%d@example.com", prefix, i), event.ClassDelivered, t0.Add(at))
+		sync.ID, sync.Source, sync.Reason, sync.Provider = "sync-"+id, "sync", event.ReasonDelivered, "yahoo"
+		events = append(events, sync)
+	}
+	return reports, events
+}
+
+// Stats' rollup (stats_minutes, recounted by every Write) stays what the
+// rows say after reclassifications, repeated and concurrent writes of the
+// same rows, concurrent writes into one minute, and a Write that stopped
+// before its rollup step and was retried; on a single node and through a
+// cluster schema's Distributed tables.
+func TestStatsRollupExact(t *testing.T) {
+	ctx := context.Background()
+	write := func(reports []store.Report, events []store.Event) func(*Store) error {
+		return func(s *Store) error { return s.Write(ctx, reports, events) }
+	}
+	concurrently := func(fns ...func(*Store) error) func(*Store) error {
+		return func(s *Store) error {
+			errs := make(chan error, len(fns))
+			for _, fn := range fns {
+				go func() { errs <- fn(s) }()
+			}
+			var first error
+			for range fns {
+				if err := <-errs; err != nil && first == nil {
+					first = err
+				}
+			}
+			return first
+		}
+	}
+	// A Write that stopped after the events and sets, before stats_log.
+	rowsOnly := func(reports []store.Report, events []store.Event) func(*Store) error {
+		return func(s *Store) error {
+			if err := s.insertReports(ctx, reports); err != nil {
+				return err
+			}
+			if err := s.insertEvents(ctx, events); err != nil {
+				return err
+			}
+			return s.insertVersions(ctx, setVersions(events))
+		}
+	}
+	reclass := func(prefix string, n int, at time.Duration, v uint32, c event.Class) func(*Store) error {
+		_, events := statsBatch(prefix, n, at, v, c)
+		var sets []store.Event
+		for _, e := range events {
+			if e.ReportID != "" {
+				sets = append(sets, e)
+			}
+		}
+		return write(nil, sets)
+	}
+	// One report of n events at version v.
+	set := func(n int, v uint32, c event.Class) func(*Store) error {
+		var events []store.Event
+		for i := range n {
+			e := testEvent("m", i, fmt.Sprintf("m%d@example.com", i), c, t0)
+			e.Version = v
+			events = append(events, e)
+		}
+		return write([]store.Report{{Envelope: event.Envelope{ID: "m", Received: t0}}}, events)
+	}
+	r1, e1 := statsBatch("a", 20, 0, 1, event.ClassHard)
+	r2, e2 := statsBatch("b", 20, 10*time.Second, 1, event.ClassSoft)
+	r3, e3 := statsBatch("c", 20, 65*time.Second, 1, event.ClassGreylist)
+	tests := []struct {
+		name   string
+		steps  []func(*Store) error
+		events int64 // counted in all
+	}{
+		{"written once", []func(*Store) error{write(r1, e1)}, 40},
+		{"written twice", []func(*Store) error{write(r1, e1), write(r1, e1)}, 40},
+		{"same batch by four writers at once", []func(*Store) error{
+			concurrently(write(r1, e1), write(r1, e1), write(r1, e1), write(r1, e1))}, 40},
+		{"three batches into two minutes at once", []func(*Store) error{
+			concurrently(write(r1, e1), write(r2, e2), write(r3, e3), write(r1, e1))}, 120},
+		{"reclassified", []func(*Store) error{write(r1, e1), reclass("a", 20, 0, 2, event.ClassSoft)}, 40},
+		{"some reports reclassified", []func(*Store) error{write(r1, e1), reclass("a", 5, 0, 2, event.ClassSoft)}, 40},
+		{"reclassified to fewer events", []func(*Store) error{set(3, 1, event.ClassHard), set(1, 2, event.ClassSoft)}, 1},
+		{"reclassified to more events", []func(*Store) error{set(1, 1, event.ClassHard), set(4, 2, event.ClassSoft)}, 4},
+		{"reclassified into another minute", []func(*Store) error{
+			write(r1, e1), reclass("a", 20, 5*time.Minute+30*time.Second, 2, event.ClassComplaint)}, 40},
+		{"reclassified while others write the minute", []func(*Store) error{write(r1, e1),
+			concurrently(reclass("a", 20, 0, 2, event.ClassSoft), write(r2, e2), reclass("a", 10, 0, 3, event.ClassUnknown), write(r2, e2))}, 80},
+		{"reclassified twice at once", []func(*Store) error{write(r1, e1),
+			concurrently(reclass("a", 20, 0, 2, event.ClassSoft), reclass("a", 20, 0, 2, event.ClassSoft))}, 40},
+		{"stopped before the rollup, then retried", []func(*Store) error{rowsOnly(r1, e1), write(r1, e1)}, 40},
+		{"old version written after the new", []func(*Store) error{
+			reclass("a", 20, 0, 2, event.ClassSoft), write(r1, e1)}, 40},
+	}
+	outer := t
+	setups := []struct {
+		name string
+		open func(t *testing.T) *Store
+	}{
+		{"single node", func(t *testing.T) *Store { return openDSN(t, clickhousetest.Start(t), Options{}) }},
+		{"cluster", func() func(t *testing.T) *Store {
+			var (
+				srv   *clickhousetest.Server
+				admin *Store
+			)
+			return func(t *testing.T) *Store {
+				if srv == nil { // one server for the whole test
+					srv = clickhousetest.NewServerOptions(outer, clickhousetest.Options{Cluster: true})
+					admin = openDSN(outer, srv.DSN("admin"), Options{})
+					outer.Cleanup(func() { admin.Close() })
+				}
+				db := clickhousetest.NewDatabaseName(t)
+				createClusterDatabase(t, admin.conn, db)
+				return openDSN(t, srv.DSN(db)+"&prefer_localhost_replica=0", Options{})
+			}
+		}()},
+	}
+	for _, setup := range setups {
+		for _, tt := range tests {
+			t.Run(setup.name+"/"+tt.name, func(t *testing.T) {
+				s := setup.open(t)
+				defer s.Close()
+				for i, step := range tt.steps {
+					if err := step(s); err != nil {
+						t.Fatalf("step %d: %v", i+1, err)
+					}
+				}
+				checkStatsOracle(t, s, tt.events)
+			})
+		}
+	}
+}
+
+// Migration 6's backfill is the recount Write runs, over every minute.
+func TestBackfillIsRecount(t *testing.T) {
+	want := "INSERT INTO stats_minutes " + statsMinutesTable.columnList() + "\n" + recountSelect("")
+	if backfillStatsMinutes != want {
+		t.Errorf("backfillStatsMinutes\n got %s\nwant %s", backfillStatsMinutes, want)
+	}
+}
+
+// A database at schema version 5 with rows in it migrates to 6, also
+// when an earlier run of migration 6 stopped after any of its
+// statements: histories and Stats read what they read before, the
+// rebuilt tables have granularity 1024, no temporary table is left.
+func TestMigrateFromVersion5(t *testing.T) {
+	ctx := context.Background()
+	v6 := migrations[5]
+	for _, stopAfter := range []int{0, 1, 2, 3, 4, 7, 9, 12, len(v6) - 1} {
+		t.Run(fmt.Sprintf("stopped after statement %d", stopAfter), func(t *testing.T) {
+			dsn := clickhousetest.Start(t)
+			co, err := ch.ParseDSN(dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := createDatabase(ctx, *co, co.Auth.Database); err != nil {
+				t.Fatal(err)
+			}
+			conn, err := ch.Open(co)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			if err := conn.Exec(ctx, createMigrations); err != nil {
+				t.Fatal(err)
+			}
+			for v, stmts := range migrations[:5] {
+				for _, stmt := range stmts {
+					if err := applyStatement(ctx, conn, stmt); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if err := conn.Exec(ctx, insertVersion, uint32(v+1)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Version 5's rows, as its Write stored them: a report
+			// reclassified to a smaller set, a second report, a sync event.
+			for _, q := range []string{
+				`INSERT INTO reports (id, received, return_path, recipients, client_ip, helo, tls, raw, parse_error)
+SELECT concat('r', toString(number)), toDateTime(1764081481 + number * 30), '', [], '', '', '', 'raw', '' FROM numbers(2)`,
+				`INSERT INTO events (id, version, report_id, idx, time, source, recipient, class, reason, scope, status,
+	reply_code, action, diagnostic, remote_mta, reporting_mta, smtp_command, provider, parser, rule, message_id, stream, return_path)
+SELECT concat('e', toString(number)), 1, if(number < 3, 'r0', if(number < 4, 'r1', '')), number, toDateTime(if(number < 3, 1764081481, 1764081511)),
+	'ndr', concat('u', toString(number % 2), '@example.com'), 'hard', 'userunknown', 'recipient', '5.1.1', 550, 'failed',
+	'', '', '', '', 'gmail', '', '', '', '', '' FROM numbers(5)`,
+				`INSERT INTO events (id, version, report_id, idx, time, source, recipient, class, reason, scope, status,
+	reply_code, action, diagnostic, remote_mta, reporting_mta, smtp_command, provider, parser, rule, message_id, stream, return_path)
+SELECT 'e0', 2, 'r0', 0, toDateTime(1764081481), 'ndr', 'u0@example.com', 'soft', 'mailboxfull', 'recipient', '4.2.2', 452, 'delayed',
+	'', '', '', '', 'gmail', '', '', '', '', ''`,
+				`INSERT INTO report_versions (report_id, version) SELECT 'r0', 1`,
+				`INSERT INTO report_versions (report_id, version) SELECT 'r1', 1`,
+				`INSERT INTO report_versions (report_id, version) SELECT 'r0', 2`,
+			} {
+				if err := conn.Exec(ctx, q); err != nil {
+					t.Fatalf("%v\n%s", err, q)
+				}
+			}
+			for i := 0; i <= stopAfter && i < len(v6); i++ {
+				if err := applyStatement(ctx, conn, v6[i]); err != nil {
+					t.Fatalf("statement %d: %v", i+1, err)
+				}
+			}
+
+			s := openDSN(t, dsn, Options{})
+			defer s.Close()
+			if v, err := schemaVersion(ctx, s.conn); err != nil || v != len(migrations) {
+				t.Fatalf("schema version %d, %v; want %d", v, err, len(migrations))
+			}
+			for _, tc := range []struct {
+				address string
+				ids     []string
+			}{{"u0@example.com", []string{"e0", "e4"}}, {"u1@example.com", []string{"e3"}}} {
+				got, err := s.RecipientEvents(ctx, tc.address, 10)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var ids []string
+				for _, e := range got {
+					ids = append(ids, e.ID)
+				}
+				slices.Sort(ids)
+				if !reflect.DeepEqual(ids, tc.ids) {
+					t.Errorf("RecipientEvents(%s) = %v, want %v", tc.address, ids, tc.ids)
+				}
+			}
+			checkStatsOracle(t, s, 3) // e0 v2, e3, e4
+			defs := tableDefs(t, s, s.database)
+			for name, def := range defs {
+				if strings.HasSuffix(name, "_g1024") || strings.HasSuffix(name, "_v5") {
+					t.Errorf("table %s left behind", name)
+				}
+				if (name == "events" || name == "report_versions") && !strings.Contains(def, "index_granularity = 1024") {
+					t.Errorf("%s after the migration: %s", name, def)
+				}
+			}
+		})
 	}
 }
