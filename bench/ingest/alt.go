@@ -9,7 +9,8 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 )
 
-// What the query mode measures after the store's own queries: the same
+// What the query mode measured after the store's own queries before
+// migration 6 (run it without -no-fix to measure them again): the same
 // queries with plain IN for GLOBAL IN (a query change only), and on
 // layouts a migration could add (new tables, filled here the way a
 // migration's backfill would, fed by materialized views or Write after
@@ -17,6 +18,14 @@ import (
 // allow_experimental_data_skipping_indices setting), so a different
 // sorting key is the only way to prune by time in a table sorted by
 // recipient.
+//
+// Migration 6 (store/clickhouse/doc.go "Query plans") took three of them
+// into the store: plain IN on a single node, index granularity 1024 on
+// events and report_versions, and per-minute counts for Stats, which the
+// store keeps exact with recounts (stats_log, stats_minutes) rather than
+// the increments of stats_by_minute here. On a migrated database,
+// events_g1024 and report_versions_g1024 below copy tables that are at
+// 1024 already.
 
 // recipientEventsQuery is store/clickhouse/query.go's selectRecipientEvents
 // (commit bc95a21) with its tables and its IN kind as parameters.

@@ -183,9 +183,10 @@ func eventsTSV(events []store.Event) []byte {
 
 // BenchmarkReadStrategies compares the two ways to read the newest
 // version of each event before merges: argMax(..., version) GROUP BY id,
-// which Store uses, and FINAL. The table is filled server-side with
-// readEventsN events over a year, 10% of them with a second version, in
-// unmerged parts:
+// which Store uses for histories, and FINAL; and Store.Stats on its
+// per-minute rollup (filled by RecountStats, as migration 6 does) with
+// FINAL's count. The table is filled server-side with readEventsN events
+// over a year, 10% of them with a second version, in unmerged parts:
 //
 //	go test -run '^$' -bench ReadStrategies ./store/clickhouse/
 func BenchmarkReadStrategies(b *testing.B) {

@@ -20,9 +20,18 @@
 //   - reports: ReplacingMergeTree, PARTITION BY toYYYYMM(received),
 //     ORDER BY id. One row per raw report; id is the hex SHA-256 of raw.
 //   - events: ReplacingMergeTree(version), PARTITION BY toYYYYMM(time),
-//     ORDER BY (recipient, time, id). One row per event id and
-//     classification version; a recipient's history is one key range,
-//     and merges keep an id's highest version.
+//     ORDER BY (recipient, time, id), index_granularity 1024. One row per
+//     event id and classification version; a recipient's history is one
+//     key range, and merges keep an id's highest version.
+//   - report_versions: ReplacingMergeTree(version), ORDER BY (report_id,
+//     time), index_granularity 1024. The commit marks of report sets, a
+//     row per set and time of its events.
+//   - stats_log: MergeTree, PARTITION BY toYYYYMM(time), ORDER BY (time,
+//     report_id, id). Append-only and narrow: what Stats counts (event
+//     versions with class, reason, provider; set marks; reports).
+//   - stats_minutes: ReplacingMergeTree(gen), PARTITION BY
+//     toYYYYMM(minute), ORDER BY (minute, total, class, reason,
+//     provider). Exact per-minute counts, recounted from stats_log.
 //   - suppressions: ReplacingMergeTree(version), ORDER BY (address,
 //     stream), index_granularity 256. One row per version of a
 //     suppression, version its Updated in nanoseconds; a removal is a
@@ -43,12 +52,11 @@
 // and inserts only the others, as one batch per table (PrepareBatch).
 // Merges are eventual, so reads never rely on them: they take each
 // event id's highest version with argMax(tuple(...), version) GROUP BY
-// id, and count reports with uniqExact(id). A row written twice (a retry
-// racing another writer) is therefore never read or counted twice.
-// argMax rather than FINAL: on 18.16 it is 3 to 6 times faster for a
-// recipient's history and the default Stats window, and it is only on
-// month-long windows that FINAL is faster (query.go has the figures,
-// BenchmarkReadStrategies measures them).
+// id, and Stats' recounts deduplicate ids and report ids per minute
+// (see "Query plans"). A row written twice (a retry racing another
+// writer) is therefore never read or counted twice. argMax rather than
+// FINAL: on 18.16 it is 3 to 6 times faster for a recipient's history
+// (query.go has the figures, BenchmarkReadStrategies measures them).
 //
 // Atomicity: a Write validates every row before it sends anything, so an
 // invalid row fails the whole batch with nothing stored. There is no
@@ -74,10 +82,101 @@
 // is the set's commit mark. Reads keep an event when its report_id is ""
 // (sync events) or (report_id, its version) is the report's max(version)
 // in report_versions, found by index lookups for the report ids of the
-// rows read (GLOBAL IN, so the same SQL works on the Distributed tables).
-// Correct before any merge and on 18.16; it costs one more index lookup
-// per read, not a scan. A later set that moves an event to another
-// recipient thus also removes it from the first recipient's history.
+// rows read. Correct before any merge and on 18.16; it costs one more
+// index lookup per read, not a scan. A later set that moves an event to
+// another recipient thus also removes it from the first recipient's
+// history.
+//
+// # Query plans (migration 6)
+//
+// The goal: at 10 million events, a recipient's history and the counts of
+// the last 24 hours by provider, class and reason answer in under 100 ms
+// on 18.16 (bench/README.md, section 3, has the measurements). 18.16 has
+// no EXPLAIN, no data skipping indices and no projections, and cannot
+// change a table's index granularity in place, so the plans rest on
+// sorting keys, granularity and tables of their own.
+//
+// Recipient history (RecipientEvents): events is sorted by (recipient,
+// time, id), so the history is one key range per part; at index
+// granularity 1024 (8192 before migration 6) a lookup reads about one
+// 1,024-row granule per part instead of 8,192 rows of every column. The
+// set check reads report_versions by its sorting key (report_id, ...),
+// also at granularity 1024, for the few report ids of the history. It
+// must be plain IN on a single node: 18.16 turns a GLOBAL IN subquery
+// into a temporary table, and IN with a table is no index condition, so
+// GLOBAL IN read all of report_versions (8 million rows) per history. A
+// cluster needs GLOBAL IN (report_versions is sharded by report, events
+// by recipient), so the queries are written with GLOBAL IN and
+// Store.sql makes them IN when the database has no Distributed tables
+// (recorded at Open). distributed_product_mode = 'global' cannot do it:
+// 18.16 applies it neither from a SETTINGS clause to nested subqueries
+// nor can clickhouse-go send a string setting to 18.16.
+//
+// Stats: counting each event id once in the class of its highest version
+// (argMax ... GROUP BY id) over a day's events, with the set check, took
+// 1.4 s at 10 million events, and 0.5 to 1.3 s even on time-sorted
+// copies of the tables; the cost is the deduplication, not the reading.
+// So Stats reads counts made ahead: stats_minutes holds, per minute,
+// the exact counts by (class, reason, provider) and the reports
+// received, and a window is the sum of its whole minutes (1,440 minutes
+// for 24 hours, each a few dozen rows) plus a recount of its partial
+// first minute from stats_log. A materialized view cannot keep such
+// counts: a reclassified set must take the old set's events away, and a
+// row written twice must count once. Instead every Write appends its
+// events, set marks and reports to stats_log and then recounts each
+// minute it touched, from stats_log alone, in one INSERT ... SELECT:
+// per minute and id the highest version (max over the whole row, so
+// equal versions pick the same row whatever the read order), kept when
+// it is a sync event or its report's highest set mark in that minute.
+// A set's marks are written at the times of its events and of the
+// report's earlier sets (looked up in report_versions), so a new set in
+// another minute still retires the old set's events. The recount is
+// stamped with gen, the number of distinct stats_log rows it read.
+// stats_log is append-only and one recount reads it once, from one
+// snapshot of its parts; snapshots of a growing table are nested, so the
+// recount with the higher gen saw every row the other did, and two with
+// one gen saw the same rows and wrote the same counts. Readers take each
+// minute's rows of its highest gen (argMax by gen, then (minute, gen) IN
+// the maximum), so an older recount that lands later changes nothing.
+//
+// What is exact, and the bounds:
+//
+//   - Once every Write that touched a minute has returned nil, the
+//     minute's count is what the rows say, whatever ran concurrently
+//     (two workers writing the same batch, a reclassification racing
+//     ingest): each Write recounts after its own rows are in, and the
+//     recount that started last saw them all. While Writes are in flight,
+//     a minute shows the counts of some consistent snapshot of
+//     stats_log, never a mix. TestStatsRollupExact checks these against
+//     the pre-migration-6 query on one node and a cluster.
+//   - A Write that failed after its rows and before its recount leaves
+//     its minutes short until it is retried (ingest retries before it
+//     acknowledges; the retry appends the stored rows to stats_log
+//     again) or Store.RecountStats runs. Writers older than migration 6
+//     (a rolling upgrade) do not feed stats_log at all: stop them before
+//     migrating, or run RecountStats after.
+//   - The minute is the unit of deduplication: an event id whose
+//     versions lie in two minutes is counted in each. Report events are
+//     not affected (a set's marks retire its report's older versions in
+//     every minute they lie in), but a sync event rewritten under another
+//     time is, and so is a report id stored under received times in two
+//     minutes (concurrent first Writes with different received times, or
+//     a resend after Options.ReportLookback), which the pre-6 query
+//     counted once per window.
+//
+// Costs: a Write recounts the minutes of its batch (one scan of those
+// minutes of stats_log, plus one index lookup in report_versions); the
+// tables add, per event version, one stats_log row and per minute a few
+// dozen stats_minutes rows. Long windows read more minutes (30 days:
+// 43,200 minutes); an hour-grain table would cut that 60-fold, not done.
+//
+// Migration 6 rebuilds events and report_versions (create at
+// granularity 1024, RENAME the old table away and the new one in, copy,
+// drop the old; writers meanwhile write to the new table), and fills
+// stats_log and stats_minutes from the rows stored (RecountStats). Open
+// blocks while it runs: on a large database that is a copy of the events
+// table plus a GROUP BY over all of it; give the DSN
+// max_bytes_before_external_group_by if memory is short.
 //
 // # Cluster
 //
@@ -87,7 +186,9 @@
 // table of the plain name over them (reports sharded by id, events by
 // recipient, so the rows of one sorting key meet on one shard and merges
 // collapse them), plus a schema_migrations table replicated to every node
-// and the row that records the version. Run the statements once, in
+// and the row that records the version. stats_log and stats_minutes are
+// sharded by minute (intDiv(toUInt32(time), 60)), so one recount reads a
+// minute from one shard's snapshot. Run the statements once, in
 // order, on one node: joined by ";" they are a file for
 // clickhouse-client --multiquery (ExampleClusterDDL prints them). Then
 // point Open at any node with the same database name: it finds the
