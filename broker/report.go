@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/bouncer-mail/bouncer/event"
@@ -23,6 +24,14 @@ const MaxEnvelopeBytes = 64 << 10
 
 // DefaultPublishTimeout bounds a publish when Publisher.Timeout is zero.
 const DefaultPublishTimeout = 10 * time.Second
+
+// DefaultPublishAttemptTimeout bounds one attempt of a publish when
+// Publisher.AttemptTimeout is zero.
+const DefaultPublishAttemptTimeout = 4 * time.Second
+
+// publishRetryWait spaces attempts that failed at once (no responders,
+// disconnected).
+const publishRetryWait = 100 * time.Millisecond
 
 // ErrUnavailable is wrapped by Publish errors that mean JetStream could not
 // be reached or did not answer in time: no responders, timeouts, a closed
@@ -55,6 +64,14 @@ type Publisher struct {
 	// Timeout bounds one publish, ack included; DefaultPublishTimeout
 	// when zero.
 	Timeout time.Duration
+	// AttemptTimeout bounds one attempt; a publish unanswered in that
+	// time is sent again, with the same message id, until Timeout. A
+	// request the server lost (it restarted, or its store failed) then
+	// costs an attempt, not the whole Timeout. DefaultPublishAttemptTimeout
+	// when zero.
+	AttemptTimeout time.Duration
+	// Health, when set, learns the outcome of every publish.
+	Health *PublishHealth
 }
 
 // Publish stores raw in StreamReports with env in HeaderEnvelope and env.ID
@@ -84,7 +101,27 @@ func (p *Publisher) Publish(ctx context.Context, env event.Envelope, raw []byte)
 	msg.Header.Set(HeaderEnvelope, string(hdr))
 	// A duplicate ack (PubAck.Duplicate) means the bytes are stored
 	// already: success like any other ack.
-	_, err = p.JS.PublishMsg(ctx, msg, jetstream.WithMsgID(env.ID), jetstream.WithExpectStream(StreamReports))
+	attempt := p.AttemptTimeout
+	if attempt <= 0 {
+		attempt = DefaultPublishAttemptTimeout
+	}
+	for {
+		actx, acancel := context.WithTimeout(ctx, attempt)
+		_, err = p.JS.PublishMsg(actx, msg, jetstream.WithMsgID(env.ID), jetstream.WithExpectStream(StreamReports))
+		acancel()
+		if err == nil || !IsUnavailable(err) || ctx.Err() != nil {
+			break
+		}
+		// Sent again with the same id: JetStream stores it once.
+		select {
+		case <-ctx.Done():
+		case <-time.After(publishRetryWait):
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	p.Health.record(err)
 	if err != nil {
 		if IsUnavailable(err) {
 			return fmt.Errorf("broker: publishing report %s: %w: %w", env.ID, ErrUnavailable, err)
@@ -92,6 +129,64 @@ func (p *Publisher) Publish(ctx context.Context, env event.Envelope, raw []byte)
 		return fmt.Errorf("broker: publishing report %s: %w", env.ID, err)
 	}
 	return nil
+}
+
+// PublishHealth follows the outcome of publishes for a readiness probe:
+// JetStream can fail in ways that leave the connection up and the server
+// answering everything but the publish itself (a file store that keeps a
+// write error times every publish out).
+type PublishHealth struct {
+	// Window is how long a failed publish keeps Err failing when no
+	// publish follows; DefaultPublishHealthWindow when zero. Without a
+	// bound a probe that takes the listener out of service would keep it
+	// out: no publish would come to clear it.
+	Window time.Duration
+
+	mu    sync.Mutex
+	err   error     // the latest publish's error; nil after a success
+	since time.Time // first failure of the current run
+	last  time.Time // latest failure
+	fails int
+}
+
+// DefaultPublishHealthWindow is PublishHealth.Window when zero.
+const DefaultPublishHealthWindow = time.Minute
+
+func (h *PublishHealth) record(err error) {
+	if h == nil {
+		return
+	}
+	now := time.Now()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err == nil {
+		h.err, h.fails = nil, 0
+		return
+	}
+	if h.err == nil {
+		h.since = now
+	}
+	h.err, h.last = err, now
+	h.fails++
+}
+
+// Err returns an error naming the failure while the latest publish failed,
+// for Window after it; nil otherwise.
+func (h *PublishHealth) Err() error {
+	if h == nil {
+		return nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	window := h.Window
+	if window <= 0 {
+		window = DefaultPublishHealthWindow
+	}
+	if h.err == nil || time.Since(h.last) > window {
+		return nil
+	}
+	return fmt.Errorf("broker: publishing reports failing since %s (%d attempts): %w",
+		h.since.UTC().Format(time.RFC3339), h.fails, h.err)
 }
 
 // DecodeReport is Publish's inverse: the envelope and raw report of a

@@ -35,6 +35,7 @@ func runDiskFull(ctx context.Context, e *Env, c Config) (Result, error) {
 	}
 	defer b.Kill()
 	ballast := filepath.Join(mnt, "ballast")
+	var probeErr error // the probes said ready while the disk was full
 	run := newRun()
 	load := c.startLoad(b.SMTPAddr, run)
 	inject := func() error {
@@ -45,6 +46,15 @@ func runDiskFull(ctx context.Context, e *Env, c Config) (Result, error) {
 	recover := func() error {
 		if !b.Running() {
 			r.Notes = append(r.Notes, "bouncer exited while the disk was full: "+lastLines(b.LogPath, 3))
+		}
+		if b.Running() {
+			// bouncer must say it cannot take reports: /readyz fails
+			// while JetStream cannot store.
+			healthz, readyz := probe(ctx, b.HTTPAddr, "/healthz"), probe(ctx, b.HTTPAddr, "/readyz")
+			r.Notes = append(r.Notes, fmt.Sprintf("disk full: /healthz %s, /readyz %s (%s)", healthz, readyz, grepLog(b.LogPath, "api: not ready")))
+			if readyz == "200" {
+				probeErr = errors.New("/readyz answered 200 while the disk was full and JetStream could not store")
+			}
 		}
 		if err := os.Remove(ballast); err != nil {
 			return err
@@ -57,7 +67,14 @@ func runDiskFull(ctx context.Context, e *Env, c Config) (Result, error) {
 				sleep(ctx, 100*time.Millisecond)
 			}
 			if load.Ledger.Counts().Acked > acked {
-				r.Notes = append(r.Notes, fmt.Sprintf("space freed: bouncer answered 250 again by itself after %.1fs", time.Since(freed).Seconds()))
+				healed := time.Since(freed)
+				readyz := probe(ctx, b.HTTPAddr, "/readyz")
+				for readyz != "200" && time.Now().Before(deadline) && ctx.Err() == nil {
+					sleep(ctx, 100*time.Millisecond)
+					readyz = probe(ctx, b.HTTPAddr, "/readyz")
+				}
+				r.Notes = append(r.Notes, fmt.Sprintf("space freed: bouncer answered 250 again by itself after %.1fs, /readyz %s after %.1fs (%s)",
+					healed.Seconds(), readyz, time.Since(freed).Seconds(), grepLog(b.LogPath, "embedded server restarted")))
 				return nil
 			}
 			r.Notes = append(r.Notes, fmt.Sprintf("space freed: no 250 within %s, while /healthz answered %s and /readyz %s; bouncer restarted (SIGTERM)",
@@ -77,7 +94,7 @@ func runDiskFull(ctx context.Context, e *Env, c Config) (Result, error) {
 	}
 	// Not drained: still compare, to tell a stall from a loss.
 	drainErr := check(ctx, c, &r, b, b.NATSURL, load, sqliteReader(b.DataDir, run), nil)
-	return r, errors.Join(drainErr, b.Stop())
+	return r, errors.Join(drainErr, probeErr, b.Stop())
 }
 
 // fill writes path until the file system is full and returns the bytes

@@ -14,7 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -40,7 +39,7 @@ type Service struct {
 
 	SMTPAddr, HTTPAddr, NATSURL string // where it listens, known after Start
 
-	nats    *server.Server
+	nats    *broker.Embedded
 	nc      *nats.Conn
 	smtp    *smtpd.Server
 	http    *http.Server
@@ -92,7 +91,7 @@ func Start(ctx context.Context, opts Options, log *slog.Logger, reg *prometheus.
 
 	natsURL := opts.NATSURL
 	if natsURL == "" {
-		s.nats, err = broker.StartEmbedded(broker.EmbeddedConfig{Listen: opts.NATSListen, StoreDir: filepath.Join(opts.DataDir, "nats"), Logger: log})
+		s.nats, err = broker.StartEmbeddedServer(broker.EmbeddedConfig{Listen: opts.NATSListen, StoreDir: filepath.Join(opts.DataDir, "nats"), Logger: log})
 		if err != nil {
 			return nil, fmt.Errorf("embedded NATS: %w", err)
 		}
@@ -118,6 +117,16 @@ func Start(ctx context.Context, opts Options, log *slog.Logger, reg *prometheus.
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
+	if s.nats != nil {
+		// A full disk leaves nats-server's file store failing until a
+		// restart; restart it in place once there is room again.
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.nats.Heal(runCtx, broker.HealConfig{Logger: log.With("component", "nats")})
+		}()
+	}
+	published := &broker.PublishHealth{}
 	pipe, err := ingest.New(ingest.Config{JS: js, Store: s.store, Classifier: classify.New(rs), Logger: log.With("component", "ingest"), Registerer: reg, Policy: policy})
 	if err != nil {
 		return nil, err
@@ -134,7 +143,7 @@ func Start(ctx context.Context, opts Options, log *slog.Logger, reg *prometheus.
 	if err != nil {
 		return nil, err
 	}
-	handler, err := api.New(api.Config{Store: s.store, Logger: log.With("component", "api"), Gatherer: reg, Ready: pipe.Ready, ReadTokens: read, AdminTokens: admin, Normalize: policy.Normalize})
+	handler, err := api.New(api.Config{Store: s.store, Logger: log.With("component", "api"), Gatherer: reg, Ready: s.ready(pipe, published), ReadTokens: read, AdminTokens: admin, Normalize: policy.Normalize})
 	if err != nil {
 		return nil, err
 	}
@@ -166,7 +175,7 @@ func Start(ctx context.Context, opts Options, log *slog.Logger, reg *prometheus.
 		MaxConnections: opts.MaxConnections, MaxConnsPerIP: opts.MaxConnsPerIP,
 		ReadTimeout: opts.ReadTimeout, WriteTimeout: opts.WriteTimeout,
 		CommandTimeout: opts.CommandTimeout, EnvelopeTimeout: opts.EnvelopeTimeout,
-		TLSConfig: tlsConfig, Publisher: &broker.Publisher{JS: js, Timeout: smtpd.DefaultPublishTimeout},
+		TLSConfig: tlsConfig, Publisher: &broker.Publisher{JS: js, Timeout: smtpd.DefaultPublishTimeout, Health: published},
 		Logger: log.With("component", "smtpd"), Registerer: reg,
 	})
 	if err != nil {
@@ -219,13 +228,29 @@ func (s *Service) Stop(ctx context.Context) error {
 		}
 		if s.nats != nil {
 			s.nats.Shutdown()
-			s.nats.WaitForShutdown()
 		}
 		if s.store != nil {
 			s.store.Close()
 		}
 	})
 	return err
+}
+
+// ready is /readyz's check: ingest's, then whether reports can be made
+// durable — the embedded JetStream can store (a full disk fails it), and
+// the listener's latest publish did not fail.
+func (s *Service) ready(pipe *ingest.Pipeline, published *broker.PublishHealth) func() error {
+	return func() error {
+		if err := pipe.Ready(); err != nil {
+			return err
+		}
+		if s.nats != nil {
+			if err := s.nats.Check(); err != nil {
+				return err
+			}
+		}
+		return published.Err()
+	}
 }
 
 // openStore opens ClickHouse when --clickhouse-dsn is set, else SQLite
