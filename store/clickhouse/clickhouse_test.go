@@ -806,14 +806,6 @@ func TestStatsRollupExact(t *testing.T) {
 	}
 }
 
-// Migration 6's backfill is the recount Write runs, over every minute.
-func TestBackfillIsRecount(t *testing.T) {
-	want := "INSERT INTO stats_minutes " + statsMinutesTable.columnList() + "\n" + recountSelect("")
-	if backfillStatsMinutes != want {
-		t.Errorf("backfillStatsMinutes\n got %s\nwant %s", backfillStatsMinutes, want)
-	}
-}
-
 // A database at schema version 5 with rows in it migrates to 6, also
 // when an earlier run of migration 6 stopped after any of its
 // statements: histories and Stats read what they read before, the

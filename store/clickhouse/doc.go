@@ -173,10 +173,12 @@
 // Migration 6 rebuilds events and report_versions (create at
 // granularity 1024, RENAME the old table away and the new one in, copy,
 // drop the old; writers meanwhile write to the new table), and fills
-// stats_log and stats_minutes from the rows stored (RecountStats). Open
-// blocks while it runs: on a large database that is a copy of the events
-// table plus a GROUP BY over all of it; give the DSN
-// max_bytes_before_external_group_by if memory is short.
+// stats_log and stats_minutes from the rows stored (RecountStats), the
+// recount an hour of stats_log at a time (one GROUP BY over all of it
+// needed more than the server's 9.3 GiB per query at 10 million events).
+// Open blocks while it runs: on a large database that is a copy of the
+// events and report_versions tables and of stats_log's rows, plus one
+// recount per hour of data.
 //
 // # Cluster
 //

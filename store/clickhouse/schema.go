@@ -481,13 +481,13 @@ ORDER BY (minute, total, class, reason, provider)`,
 		backfillStatsLogEvents,
 		backfillStatsLogSets,
 		backfillStatsLogReports,
-		backfillStatsMinutes,
+		recountStatsStatement,
 	},
 }
 
 // Migration 6's backfill of the Stats rollup, which RecountStats runs
 // again: stats_log's rows for every event, set and report stored, then
-// every minute recounted. stats_log only grows, and a row it holds twice
+// every minute recounted (recountStatsStatement). stats_log only grows, and a row it holds twice
 // counts once, so running them again is harmless.
 const (
 	backfillStatsLogEvents = `INSERT INTO stats_log (time, kind, report_id, id, version, class, reason, provider)
@@ -496,31 +496,10 @@ SELECT time, 'event', report_id, id, version, class, reason, provider FROM event
 SELECT time, 'set', report_id, '', version, 'unknown', '', '' FROM report_versions`
 	backfillStatsLogReports = `INSERT INTO stats_log (time, kind, report_id, id, version, class, reason, provider)
 SELECT min(received), 'report', id, '', 0, 'unknown', '', '' FROM reports GROUP BY id`
-	// Every minute recounted: recountSelect(""), as it was at migration
-	// 6 (TestBackfillIsRecount compares them).
-	backfillStatsMinutes = `INSERT INTO stats_minutes (minute, gen, total, class, reason, provider, events, reports)
-SELECT minute, gen, e.1, e.2, e.3, e.4, if(e.1 = 1, 0, count()), if(e.1 = 1, any(reports), 0)
-FROM (
-	SELECT minute, sum(keys) AS gen, sum(reps) AS reports,
-		arrayPushFront(groupArrayArray(counted), (toUInt8(1), 'unknown', '', '')) AS elems
-	FROM (
-		SELECT minute, report_id, sum(keys) AS keys, countIf(kind = 'report') AS reps,
-			maxIf(top.1, kind = 'set') AS setv, countIf(kind = 'set') > 0 AS committed,
-			arrayMap(x -> (x.2, x.3, x.4, x.5), arrayFilter(x -> report_id = '' OR (committed AND x.1 = setv),
-				groupArrayIf(top, kind = 'event'))) AS counted
-		FROM (
-			SELECT toStartOfMinute(time) AS minute, kind, report_id, id,
-				uniqExact(time, version, class, reason, provider) AS keys,
-				max(tuple(version, toUInt8(0), toString(class), reason, provider)) AS top
-			FROM stats_log
-			GROUP BY minute, kind, report_id, id
-		)
-		GROUP BY minute, report_id
-	)
-	GROUP BY minute
-)
-ARRAY JOIN elems AS e
-GROUP BY minute, gen, e`
+	// recountStatsStatement is not SQL: applyStatement runs recountAll
+	// for it, which recounts stats_log hour by hour (one GROUP BY over
+	// all of it needs more than 9 GiB at 10 million events).
+	recountStatsStatement = "-- bouncer: recount every hour of stats_log into stats_minutes (Store.RecountStats)"
 )
 
 // quoteIdent quotes a ClickHouse identifier, so reserved words and odd

@@ -11,6 +11,7 @@ import (
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/ext"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/bouncer-mail/bouncer/event"
 	"github.com/bouncer-mail/bouncer/store"
@@ -292,16 +293,52 @@ func (s *Store) recount(ctx context.Context, rows []statsLogRow) error {
 // from the rows stored before it. Running it is harmless at any time
 // (rows stats_log holds twice count once), and repairs minutes a Write
 // that failed midway, and was never retried, left short. It reads the
-// whole events table; on a large database, give the DSN
-// max_bytes_before_external_group_by.
+// whole events table, and stats_log an hour at a time.
 func (s *Store) RecountStats(ctx context.Context) error {
 	if err := s.gate.Enter(); err != nil {
 		return err
 	}
 	defer s.gate.Leave()
-	for _, stmt := range []string{backfillStatsLogEvents, backfillStatsLogSets, backfillStatsLogReports, backfillStatsMinutes} {
-		if err := s.conn.Exec(ch.Context(ctx, ch.WithSettings(insertSettings)), stmt); err != nil {
+	for _, stmt := range []string{backfillStatsLogEvents, backfillStatsLogSets, backfillStatsLogReports, recountStatsStatement} {
+		if err := applyStatement(ch.Context(ctx, ch.WithSettings(insertSettings)), s.conn, stmt); err != nil {
 			return fmt.Errorf("clickhouse: recounting stats: %w", err)
+		}
+	}
+	return nil
+}
+
+// recountHour recounts the minutes of one hour.
+var recountHour = "INSERT INTO stats_minutes " + statsMinutesTable.columnList() + "\n" +
+	recountSelect("time >= toDateTime(?) AND time < toDateTime(?)")
+
+// recountAll recounts every minute of stats_log, an hour at a time, so
+// the memory a recount needs is bounded by an hour's rows.
+func recountAll(ctx context.Context, conn driver.Conn) error {
+	rows, err := conn.Query(ctx, "SELECT DISTINCT toUInt32(toStartOfHour(time)) FROM stats_log")
+	if err != nil {
+		return fmt.Errorf("listing the hours of stats_log: %w", err)
+	}
+	var hours []uint32
+	for rows.Next() {
+		var h uint32
+		if err := rows.Scan(&h); err != nil {
+			rows.Close()
+			return err
+		}
+		hours = append(hours, h)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	slices.Sort(hours)
+	for _, h := range hours {
+		end := uint64(h) + 3600
+		if end > math.MaxUint32 {
+			end = math.MaxUint32
+		}
+		if err := conn.Exec(ctx, recountHour, h, uint32(end)); err != nil {
+			return fmt.Errorf("recounting the hour from %d: %w", h, err)
 		}
 	}
 	return nil
