@@ -764,6 +764,10 @@ func TestStatsRollupExact(t *testing.T) {
 		{"reclassified twice at once", []func(*Store) error{write(r1, e1),
 			concurrently(reclass("a", 20, 0, 2, event.ClassSoft), reclass("a", 20, 0, 2, event.ClassSoft))}, 40},
 		{"stopped before the rollup, then retried", []func(*Store) error{rowsOnly(r1, e1), write(r1, e1)}, 40},
+		{"at DateTime's last second", []func(*Store) error{func(s *Store) error {
+			e := testEvent("last", 0, "last@example.com", event.ClassHard, maxTime)
+			return s.Write(ctx, []store.Report{{Envelope: event.Envelope{ID: "last", Received: maxTime}}}, []store.Event{e})
+		}}, 1},
 		{"old version written after the new", []func(*Store) error{
 			reclass("a", 20, 0, 2, event.ClassSoft), write(r1, e1)}, 40},
 	}

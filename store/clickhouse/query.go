@@ -3,6 +3,7 @@ package clickhouse
 import (
 	"context"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"time"
@@ -185,9 +186,9 @@ ARRAY JOIN elems AS e
 GROUP BY minute, gen, e`
 }
 
-// selectRecountRange recounts the stats_log rows of [from, to): the
-// partial first minute of a Stats window.
-var selectRecountRange = recountSelect("time >= toDateTime(?) AND time < toDateTime(?)")
+// selectRecountRange recounts the stats_log rows from one time to
+// another, both included: the partial first minute of a Stats window.
+var selectRecountRange = recountSelect("time >= toDateTime(?) AND time <= toDateTime(?)")
 
 // Stats counts reports received and events by class since a time; see
 // store.Store. The two counts are separate queries: ClickHouse has no
@@ -210,10 +211,10 @@ func (s *Store) stats(ctx context.Context, since time.Time) (store.Stats, error)
 	from := clampSeconds(since)
 	// Whole minutes from the rollup; the seconds of a window that starts
 	// inside a minute recounted from stats_log.
-	whole := from
-	if from%60 != 0 && from < uint32(maxTime.Unix())-60 {
-		whole = from - from%60 + 60
-		rows, err := s.conn.Query(ctx, selectRecountRange, from, whole)
+	whole := uint64(from)
+	if from%60 != 0 {
+		whole = whole - whole%60 + 60
+		rows, err := s.conn.Query(ctx, selectRecountRange, from, uint32(min(whole-1, math.MaxUint32)))
 		if err != nil {
 			return st, err
 		}
@@ -223,7 +224,8 @@ func (s *Store) stats(ctx context.Context, since time.Time) (store.Stats, error)
 			return st, err
 		}
 	}
-	rows, err := s.conn.Query(ctx, s.sql(selectStatsMinutes), whole, whole)
+	whole = min(whole, math.MaxUint32) // a window in DateTime's last minute has no whole minute
+	rows, err := s.conn.Query(ctx, s.sql(selectStatsMinutes), uint32(whole), uint32(whole))
 	if err != nil {
 		return st, err
 	}

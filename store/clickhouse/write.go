@@ -24,15 +24,11 @@ var (
 	insertEvents   = "INSERT INTO events " + eventsTable.columnList()
 	insertVersions = "INSERT INTO report_versions " + reportVersionsTable.columnList()
 	insertStatsLog = "INSERT INTO stats_log " + statsLogTable.columnList()
-	// recountMinutes recounts the minutes given (UInt32 seconds, a
-	// GroupSet) within [from, to) into stats_minutes.
-	recountMinutes = "INSERT INTO stats_minutes " + statsMinutesTable.columnList() + "\n" +
-		recountSelect("time >= toDateTime(?) AND time < toDateTime(?) AND toUInt32(toStartOfMinute(time)) IN ?")
 )
 
-// recountChunk bounds the minutes of one recount statement, so it stays
-// far below max_query_size (256 KiB).
-const recountChunk = 2000
+// recountRuns bounds the runs of consecutive minutes one recount
+// statement names, so it stays far below max_query_size (256 KiB).
+const recountRuns = 500
 
 // insertSettings go with every INSERT. insert_distributed_sync makes an
 // INSERT into a Distributed table (the cluster schema) return only after
@@ -260,28 +256,36 @@ func (s *Store) insertStatsLog(ctx context.Context, rows []statsLogRow) error {
 	return b.Send()
 }
 
-// recount recounts the minutes the rows lie in, in chunks of
-// recountChunk minutes.
+// recount recounts the minutes the rows lie in. The minutes are sent as
+// time ranges, one per run of consecutive minutes, which the sorting key
+// of stats_log (time, ...) prunes to, so a batch spread over a month
+// reads its minutes only.
 func (s *Store) recount(ctx context.Context, rows []statsLogRow) error {
 	seen := make(map[uint32]bool)
 	for _, r := range rows {
 		secs := uint32(r.time.Unix())
 		seen[secs-secs%60] = true
 	}
-	minutes := slices.Sorted(maps.Keys(seen))
-	for len(minutes) > 0 {
-		chunk := minutes[:min(len(minutes), recountChunk)]
-		minutes = minutes[len(chunk):]
-		set := make([]any, len(chunk))
-		for i, m := range chunk {
-			set[i] = m
+	type run struct{ from, to uint64 } // [from, to) seconds
+	var runs []run
+	for _, m := range slices.Sorted(maps.Keys(seen)) {
+		if n := len(runs); n > 0 && runs[n-1].to == uint64(m) {
+			runs[n-1].to += 60
+			continue
 		}
-		from, to := chunk[0], uint64(chunk[len(chunk)-1])+60
-		if to > math.MaxUint32 {
-			to = math.MaxUint32
+		runs = append(runs, run{uint64(m), uint64(m) + 60})
+	}
+	for len(runs) > 0 {
+		chunk := runs[:min(len(runs), recountRuns)]
+		runs = runs[len(chunk):]
+		ranges := make([]string, len(chunk))
+		for i, r := range chunk {
+			// Numbers the program made, not input: formatted in place.
+			ranges[i] = fmt.Sprintf("(time >= toDateTime(%d) AND time <= toDateTime(%d))", r.from, min(r.to-1, math.MaxUint32))
 		}
-		if err := s.conn.Exec(ch.Context(ctx, ch.WithSettings(insertSettings)), recountMinutes,
-			from, uint32(to), ch.GroupSet{Value: set}); err != nil {
+		q := "INSERT INTO stats_minutes " + statsMinutesTable.columnList() + "\n" +
+			recountSelect(strings.Join(ranges, " OR "))
+		if err := s.conn.Exec(ch.Context(ctx, ch.WithSettings(insertSettings)), q); err != nil {
 			return err
 		}
 	}
@@ -309,7 +313,7 @@ func (s *Store) RecountStats(ctx context.Context) error {
 
 // recountHour recounts the minutes of one hour.
 var recountHour = "INSERT INTO stats_minutes " + statsMinutesTable.columnList() + "\n" +
-	recountSelect("time >= toDateTime(?) AND time < toDateTime(?)")
+	recountSelect("time >= toDateTime(?) AND time <= toDateTime(?)")
 
 // recountAll recounts every minute of stats_log, an hour at a time, so
 // the memory a recount needs is bounded by an hour's rows.
@@ -333,11 +337,8 @@ func recountAll(ctx context.Context, conn driver.Conn) error {
 	}
 	slices.Sort(hours)
 	for _, h := range hours {
-		end := uint64(h) + 3600
-		if end > math.MaxUint32 {
-			end = math.MaxUint32
-		}
-		if err := conn.Exec(ctx, recountHour, h, uint32(end)); err != nil {
+		last := min(uint64(h)+3599, math.MaxUint32) // DateTime's last hour ends early
+		if err := conn.Exec(ctx, recountHour, h, uint32(last)); err != nil {
 			return fmt.Errorf("recounting the hour from %d: %w", h, err)
 		}
 	}
