@@ -143,41 +143,79 @@ func (e *Embedded) Heal(ctx context.Context, cfg HealConfig) {
 	}
 	t := time.NewTicker(cfg.Interval)
 	defer t.Stop()
-	var waiting bool // logged that the restart waits for space
+	var st healState
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		e.healOnce(ctx, cfg, log, &waiting)
+		e.healOnce(ctx, cfg, log, &st)
 	}
 }
 
+// Bounds of the wait between restarts: a store that fails again right
+// after a restart (it was not the disk: permissions, a broken file) must
+// not restart the server every Interval.
+const (
+	healBackoffMin = 10 * time.Second
+	healBackoffMax = 5 * time.Minute
+)
+
+// healState is what Heal remembers between checks.
+type healState struct {
+	waiting     bool      // logged that the restart waits for space
+	lastRestart time.Time // zero: none yet
+	backoff     time.Duration
+}
+
+// due reports whether a restart may be tried at now.
+func (st *healState) due(now time.Time) bool {
+	return st.lastRestart.IsZero() || now.Sub(st.lastRestart) >= st.backoff
+}
+
+// restarted notes a restart tried at now: the wait before the next one
+// doubles while restarts follow each other, and starts again from
+// healBackoffMin after a quiet healBackoffMax.
+func (st *healState) restarted(now time.Time) {
+	if st.lastRestart.IsZero() || now.Sub(st.lastRestart) > healBackoffMax {
+		st.backoff = healBackoffMin
+	} else {
+		st.backoff = min(2*st.backoff, healBackoffMax)
+	}
+	st.lastRestart = now
+}
+
 // healOnce is one check of Heal: it restarts the server when its store
-// failed and the disk has room, and reports whether it did.
-func (e *Embedded) healOnce(ctx context.Context, cfg HealConfig, log *slog.Logger, waiting *bool) bool {
+// failed, the disk has room and no restart was tried too recently, and
+// reports whether it did.
+func (e *Embedded) healOnce(ctx context.Context, cfg HealConfig, log *slog.Logger, st *healState) bool {
 	err := e.Check()
 	if !errors.Is(err, ErrStoreFailed) {
-		*waiting = false
+		st.waiting = false
 		return false
 	}
 	free, ferr := freeBytes(e.cfg.StoreDir)
 	if ferr == nil && free < cfg.MinFree {
-		if !*waiting {
+		if !st.waiting {
 			log.Warn("nats: JetStream cannot store; restarting the embedded server once the disk has room",
 				"err", err, "free_bytes", free, "need_bytes", cfg.MinFree, "store_dir", e.cfg.StoreDir)
-			*waiting = true
+			st.waiting = true
 		}
 		return false
 	}
-	*waiting = false
-	log.Warn("nats: JetStream cannot store; restarting the embedded server", "err", err, "free_bytes", free)
-	if rerr := e.restart(ctx); rerr != nil {
-		log.Error("nats: restarting the embedded server failed; trying again", "err", rerr, "in", cfg.Interval)
+	st.waiting = false
+	now := time.Now()
+	if !st.due(now) {
 		return false
 	}
-	log.Info("nats: embedded server restarted", "check", errString(e.Check()))
+	st.restarted(now)
+	log.Warn("nats: JetStream cannot store; restarting the embedded server", "err", err, "free_bytes", free)
+	if rerr := e.restart(ctx); rerr != nil {
+		log.Error("nats: restarting the embedded server failed; trying again", "err", rerr, "in", st.backoff)
+		return false
+	}
+	log.Info("nats: embedded server restarted", "check", errString(e.Check()), "next_restart_after", st.backoff)
 	return true
 }
 

@@ -109,8 +109,8 @@ func TestHealAfterDiskFull(t *testing.T) {
 	}
 	cfg := HealConfig{MinFree: 1 << 20}
 	log := slog.New(slog.DiscardHandler)
-	var waiting bool
-	if e.healOnce(ctx, cfg, log, &waiting) {
+	var hs healState
+	if e.healOnce(ctx, cfg, log, &hs) {
 		t.Fatal("restarted while the disk is still full")
 	}
 
@@ -129,7 +129,7 @@ func TestHealAfterDiskFull(t *testing.T) {
 		p := &Publisher{JS: js, Timeout: time.Minute, AttemptTimeout: 500 * time.Millisecond, Health: health}
 		retried <- p.Publish(ctx, env, raw)
 	}()
-	if !e.healOnce(ctx, cfg, log, &waiting) {
+	if !e.healOnce(ctx, cfg, log, &hs) {
 		t.Fatal("no restart once the disk has room")
 	}
 	if err := e.Check(); err != nil {
@@ -159,5 +159,35 @@ func TestHealAfterDiskFull(t *testing.T) {
 	}
 	if e.Restarts() != 1 {
 		t.Errorf("Restarts = %d, want 1", e.Restarts())
+	}
+}
+
+// TestHealBackoff: restarts that follow each other wait longer and longer,
+// up to healBackoffMax; after a quiet healBackoffMax the wait starts over.
+func TestHealBackoff(t *testing.T) {
+	var st healState
+	now := time.Date(2026, 11, 25, 20, 0, 0, 0, time.UTC)
+	if !st.due(now) {
+		t.Fatal("the first restart is not due at once")
+	}
+	waits := []time.Duration{}
+	for range 8 {
+		st.restarted(now)
+		waits = append(waits, st.backoff)
+		if st.due(now.Add(st.backoff - time.Second)) {
+			t.Fatalf("a restart is due %s after the last, before its wait %s", st.backoff-time.Second, st.backoff)
+		}
+		now = now.Add(st.backoff)
+		if !st.due(now) {
+			t.Fatalf("no restart due after the wait %s", st.backoff)
+		}
+	}
+	want := []time.Duration{10 * time.Second, 20 * time.Second, 40 * time.Second, 80 * time.Second, 160 * time.Second, 5 * time.Minute, 5 * time.Minute, 5 * time.Minute}
+	if fmt.Sprint(waits) != fmt.Sprint(want) {
+		t.Errorf("waits %v, want %v", waits, want)
+	}
+	st.restarted(now.Add(healBackoffMax + time.Second))
+	if st.backoff != healBackoffMin {
+		t.Errorf("after a quiet %s the wait is %s, want %s", healBackoffMax, st.backoff, healBackoffMin)
 	}
 }
