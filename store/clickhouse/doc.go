@@ -27,7 +27,7 @@
 //     time), index_granularity 1024. The commit marks of report sets, a
 //     row per set and time of its events.
 //   - stats_log: MergeTree, PARTITION BY toYYYYMM(time), ORDER BY (time,
-//     report_id, id). Append-only and narrow: what Stats counts (event
+//     report_id, id), index_granularity 1024. Append-only and narrow: what Stats counts (event
 //     versions with class, reason, provider; set marks; reports).
 //   - stats_minutes: ReplacingMergeTree(gen), PARTITION BY
 //     toYYYYMM(minute), ORDER BY (minute, total, class, reason,
@@ -136,8 +136,10 @@
 // snapshot of its parts; snapshots of a growing table are nested, so the
 // recount with the higher gen saw every row the other did, and two with
 // one gen saw the same rows and wrote the same counts. Readers take each
-// minute's rows of its highest gen (argMax by gen, then (minute, gen) IN
-// the maximum), so an older recount that lands later changes nothing.
+// minute's rows of its highest gen, in one pass (GROUP BY minute, the
+// rows as a groupUniqArray filtered by max(gen)), so an older recount
+// that lands later changes nothing, and the same recount stored twice
+// counts once.
 //
 // What is exact, and the bounds:
 //

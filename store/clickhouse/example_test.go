@@ -141,7 +141,8 @@ func ExampleClusterDDL() {
 	// )
 	// ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/bouncer/stats_log_local', '{replica}')
 	// PARTITION BY toYYYYMM(time)
-	// ORDER BY (time, report_id, id);
+	// ORDER BY (time, report_id, id)
+	// SETTINGS index_granularity = 1024;
 	//
 	// CREATE TABLE IF NOT EXISTS `bouncer`.`stats_minutes_local` ON CLUSTER `mail` (
 	// 	minute DateTime('UTC'),

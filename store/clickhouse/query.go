@@ -139,14 +139,18 @@ func (s *Store) RecipientEvents(ctx context.Context, address string, limit int) 
 // once, and each event id once, in the class of its highest version,
 // only when that version is its report's highest committed set.
 const (
-	selectStatsMinutes = `SELECT total, class, reason, provider, sum(n), sum(r) FROM (
-	SELECT minute, total, class, reason, provider, max(gen) AS g, argMax(events, gen) AS n, argMax(reports, gen) AS r
+	// One pass over the window's minutes: per minute the rows of its
+	// highest gen (groupUniqArray drops the identical rows of two
+	// recounts with one gen), then summed by group.
+	selectStatsMinutes = `SELECT x.2, x.3, x.4, x.5, sum(x.6), sum(x.7) FROM (
+	SELECT minute, max(gen) AS g, groupUniqArray(tuple(gen, total, class, reason, provider, events, reports)) AS recounts
 	FROM stats_minutes
 	WHERE minute >= toDateTime(?)
-	GROUP BY minute, total, class, reason, provider
+	GROUP BY minute
 )
-WHERE (minute, g) GLOBAL IN (SELECT minute, max(gen) FROM stats_minutes WHERE minute >= toDateTime(?) GROUP BY minute)
-GROUP BY total, class, reason, provider`
+ARRAY JOIN recounts AS x
+WHERE x.1 = g
+GROUP BY x.2, x.3, x.4, x.5`
 )
 
 // recountSelect counts the minutes of stats_log's rows that match where
@@ -225,7 +229,7 @@ func (s *Store) stats(ctx context.Context, since time.Time) (store.Stats, error)
 		}
 	}
 	whole = min(whole, math.MaxUint32) // a window in DateTime's last minute has no whole minute
-	rows, err := s.conn.Query(ctx, s.sql(selectStatsMinutes), uint32(whole), uint32(whole))
+	rows, err := s.conn.Query(ctx, selectStatsMinutes, uint32(whole))
 	if err != nil {
 		return st, err
 	}

@@ -175,6 +175,9 @@ var statsLogTable = table{
 	orderBy:     "(time, report_id, id)",
 	shardingKey: "intDiv(toUInt32(time), 60)",
 	appendOnly:  true,
+	// A recount reads a minute, a few hundred rows at 10 million events
+	// a month: granules of 1,024 rows instead of 8,192 per part.
+	settings: "index_granularity = 1024",
 }
 
 // statsMinutesTable holds exact per-minute counts: one recount of a
@@ -464,7 +467,8 @@ USING report_id`,
 )
 ENGINE = MergeTree
 PARTITION BY toYYYYMM(time)
-ORDER BY (time, report_id, id)`,
+ORDER BY (time, report_id, id)
+SETTINGS index_granularity = 1024`,
 		`CREATE TABLE IF NOT EXISTS stats_minutes (
 	minute   DateTime('UTC'),
 	gen      UInt64,            -- distinct stats_log keys the recount saw

@@ -26,9 +26,21 @@ var (
 	insertStatsLog = "INSERT INTO stats_log " + statsLogTable.columnList()
 )
 
-// recountRuns bounds the runs of consecutive minutes one recount
-// statement names, so it stays far below max_query_size (256 KiB).
-const recountRuns = 500
+// recountMinutes recounts the minutes given (UInt32 seconds, a
+// GroupSet) that lie between two times (both included).
+var recountMinutes = "INSERT INTO stats_minutes " + statsMinutesTable.columnList() + "\n" +
+	recountSelect("time >= toDateTime(?) AND time <= toDateTime(?) AND toUInt32(toStartOfMinute(time)) IN ?")
+
+// A recount statement names at most recountChunk minutes (staying far
+// below max_query_size, 256 KiB) within recountSpan: its time range is
+// what the sorting key of stats_log (time, ...) prunes to, so a batch
+// spread over a month reads a day at a time, not the month per
+// statement. (A time range per run of minutes, OR'ed, made 18.16 take
+// seconds for a batch over 1,000 hours.)
+const (
+	recountChunk = 2000
+	recountSpan  = 24 * 3600
+)
 
 // insertSettings go with every INSERT. insert_distributed_sync makes an
 // INSERT into a Distributed table (the cluster schema) return only after
@@ -256,36 +268,29 @@ func (s *Store) insertStatsLog(ctx context.Context, rows []statsLogRow) error {
 	return b.Send()
 }
 
-// recount recounts the minutes the rows lie in. The minutes are sent as
-// time ranges, one per run of consecutive minutes, which the sorting key
-// of stats_log (time, ...) prunes to, so a batch spread over a month
-// reads its minutes only.
+// recount recounts the minutes the rows lie in, in chunks of at most
+// recountChunk minutes within recountSpan.
 func (s *Store) recount(ctx context.Context, rows []statsLogRow) error {
 	seen := make(map[uint32]bool)
 	for _, r := range rows {
 		secs := uint32(r.time.Unix())
 		seen[secs-secs%60] = true
 	}
-	type run struct{ from, to uint64 } // [from, to) seconds
-	var runs []run
-	for _, m := range slices.Sorted(maps.Keys(seen)) {
-		if n := len(runs); n > 0 && runs[n-1].to == uint64(m) {
-			runs[n-1].to += 60
-			continue
+	minutes := slices.Sorted(maps.Keys(seen))
+	for len(minutes) > 0 {
+		n := 1
+		for n < len(minutes) && n < recountChunk && minutes[n]-minutes[0] < recountSpan {
+			n++
 		}
-		runs = append(runs, run{uint64(m), uint64(m) + 60})
-	}
-	for len(runs) > 0 {
-		chunk := runs[:min(len(runs), recountRuns)]
-		runs = runs[len(chunk):]
-		ranges := make([]string, len(chunk))
-		for i, r := range chunk {
-			// Numbers the program made, not input: formatted in place.
-			ranges[i] = fmt.Sprintf("(time >= toDateTime(%d) AND time <= toDateTime(%d))", r.from, min(r.to-1, math.MaxUint32))
+		chunk := minutes[:n]
+		minutes = minutes[n:]
+		set := make([]any, len(chunk))
+		for i, m := range chunk {
+			set[i] = m
 		}
-		q := "INSERT INTO stats_minutes " + statsMinutesTable.columnList() + "\n" +
-			recountSelect(strings.Join(ranges, " OR "))
-		if err := s.conn.Exec(ch.Context(ctx, ch.WithSettings(insertSettings)), q); err != nil {
+		last := min(uint64(chunk[len(chunk)-1])+59, math.MaxUint32)
+		if err := s.conn.Exec(ch.Context(ctx, ch.WithSettings(insertSettings)), recountMinutes,
+			chunk[0], uint32(last), ch.GroupSet{Value: set}); err != nil {
 			return err
 		}
 	}
