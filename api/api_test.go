@@ -203,6 +203,15 @@ func TestReadyz(t *testing.T) {
 		t.Errorf("logged \"not ready\" %d times over two probes, want 1:\n%s", n, e.logs)
 	}
 
+	// Another cause under the same reason is logged too (it is the
+	// operator's only way to see it).
+	setReady(errors.New("broker: JetStream cannot store: no space left on device"))
+	e.get(t, "/readyz")
+	e.get(t, "/readyz")
+	if n := strings.Count(e.logs.String(), "api: not ready"); n != 2 || !strings.Contains(e.logs.String(), "no space left") {
+		t.Errorf("a second cause: logged \"not ready\" %d times, want 2 with the new cause:\n%s", n, e.logs)
+	}
+
 	setReady(nil)
 	if status, body, _ := e.get(t, "/readyz"); status != http.StatusOK {
 		t.Errorf("ready again: GET /readyz = %d %s", status, body)

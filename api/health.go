@@ -43,11 +43,18 @@ func (s *server) readyz(w http.ResponseWriter, r *http.Request) {
 	s.writeJSON(w, r, http.StatusOK, readyBody{Status: "ready"})
 }
 
-// noteReadiness logs a change of readiness once, not on every probe.
+// noteReadiness logs a change of readiness once, not on every probe. The
+// body of a failed probe says only reason, so as not to show internal
+// addresses to whoever probes; the log has the cause, and a new cause
+// under the same reason (the store failing after NATS did) is a change.
 func (s *server) noteReadiness(r *http.Request, reason string, err error) {
+	state := reason
+	if err != nil {
+		state += ": " + err.Error()
+	}
 	s.readyM.Lock()
-	changed := s.unfit != reason
-	s.unfit = reason
+	changed := s.unfit != state
+	s.unfit = state
 	s.readyM.Unlock()
 	if !changed {
 		return

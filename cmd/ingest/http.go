@@ -32,9 +32,15 @@ func newHandler(st store.Store, ready func() error, g prometheus.Gatherer, log *
 		last = "" // the readiness failure logged last, "" when ready
 	)
 	note := func(reason string, err error) {
+		// A new cause under the same reason is a change too: the body
+		// says only the reason, the log is where the cause shows.
+		state := reason
+		if err != nil {
+			state += ": " + err.Error()
+		}
 		mu.Lock()
-		changed := last != reason
-		last = reason
+		changed := last != state
+		last = state
 		mu.Unlock()
 		switch {
 		case !changed:
