@@ -10,6 +10,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"text/tabwriter"
@@ -104,11 +105,35 @@ func check(c config, b *bouncerProc, chPid int) error {
 			float64(chCPU.Microseconds())/float64(max(n, 1)), 100*chCPU.Seconds()/wall.Seconds())
 	}
 	fmt.Fprintf(w, "load generator CPU\t%.0f%% of one core\t\n", 100*selfCPU.Seconds()/wall.Seconds())
+	fmt.Fprintf(w, "p99 by 10 s of the run\t%s\t\n", windowP99(results, c.rate, 10*time.Second))
 	w.Flush()
 	if errs > 0 {
 		return fmt.Errorf("%d of %d requests failed; first: %v", errs, n, firstErr)
 	}
 	return nil
+}
+
+// windowP99 is the p99 latency of each window of d, by scheduled time
+// (request i is scheduled at i/rate), in milliseconds: whether a bad
+// p99 is a steady state or a stretch of the run.
+func windowP99(results []checkResult, rate int, d time.Duration) string {
+	per := max(1, int(d.Seconds()*float64(rate)))
+	var parts []string
+	for lo := 0; lo < len(results); lo += per {
+		var ls []time.Duration
+		for _, r := range results[lo:min(len(results), lo+per)] {
+			if r.err == nil {
+				ls = append(ls, r.latency)
+			}
+		}
+		if len(ls) == 0 {
+			parts = append(parts, "-")
+			continue
+		}
+		slices.Sort(ls)
+		parts = append(parts, fmt.Sprintf("%.2f", ms(ls[min(len(ls)-1, len(ls)*99/100)])))
+	}
+	return strings.Join(parts, " ") + " ms"
 }
 
 var errWrongAnswer = fmt.Errorf("wrong answer")

@@ -70,6 +70,8 @@ type config struct {
 	workDir      string
 	exportLimit  time.Duration
 	load         string
+	settle       time.Duration
+	floor        int
 	idleShare    float64
 	idleLimit    time.Duration
 }
@@ -81,6 +83,8 @@ func main() {
 	flag.StringVar(&c.bouncer, "bouncer", "", "bouncer `binary` to test; empty: go build ./cmd/bouncer into the work dir")
 	flag.IntVar(&c.suppressions, "suppressions", 1_000_000, "suppressions loaded (one per address, all in force)")
 	flag.StringVar(&c.load, "load", "store", "how the suppressions are loaded: store (PutSuppressions, the import API's write) or sql (bulk SQL straight into the tables, seconds)")
+	flag.DurationVar(&c.settle, "settle", 0, "wait this long after bouncer is ready before the first round (ClickHouse's check filter re-reads every key written in the last minute; see README.md)")
+	flag.IntVar(&c.floor, "ch-floor", 0, "clickhouse: before bouncer starts, time this many SELECT 1 and as many point reads of suppressed addresses, one at a time (0: skip)")
 	flag.IntVar(&c.rate, "rate", 1000, "check: requests per second, open loop")
 	flag.DurationVar(&c.duration, "duration", 30*time.Second, "check: how long the measured load runs")
 	flag.DurationVar(&c.warmup, "warmup", 3*time.Second, "check: load at the same rate before the measured part, not counted")
@@ -199,7 +203,13 @@ func runEngine(c config, engine string) error {
 	if err != nil {
 		return fmt.Errorf("loading: %w", err)
 	}
-	fmt.Printf("loaded in %.1f s\n", time.Since(start).Seconds())
+	loaded := time.Now()
+	fmt.Printf("loaded in %.1f s\n", loaded.Sub(start).Seconds())
+	if engine == "clickhouse" && c.floor > 0 {
+		if err := chFloor(dsn, c.suppressions, c.floor); err != nil {
+			return fmt.Errorf("floor: %w", err)
+		}
+	}
 
 	b, err := startBouncer(c.bouncer, dataDir, dsn)
 	if err != nil {
@@ -207,11 +217,16 @@ func runEngine(c config, engine string) error {
 	}
 	defer b.stop()
 	fmt.Printf("bouncer ready %.1f s after start, RSS %.1f MiB\n", b.readyAfter.Seconds(), float64(b.status("VmRSS"))/1024)
+	if c.settle > 0 {
+		fmt.Printf("settling for %s\n", c.settle)
+		time.Sleep(c.settle)
+	}
 	var failed []string
 	for _, mode := range c.modes {
 		for r := 1; r <= c.rounds; r++ {
 			waitIdle(c.idleShare, c.idleLimit)
-			fmt.Printf("\n-- %s %s, round %d of %d (load %s)\n", engine, mode, r, c.rounds, loadAvg())
+			fmt.Printf("\n-- %s %s, round %d of %d (load %s; %.0f s after the load ended)\n",
+				engine, mode, r, c.rounds, loadAvg(), time.Since(loaded).Seconds())
 			var err error
 			switch mode {
 			case "check":
