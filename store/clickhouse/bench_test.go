@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -393,4 +394,66 @@ func BenchmarkRefoldCalls(b *testing.B) {
 		}
 		b.ReportMetric(float64(500*b.N)/b.Elapsed().Seconds(), "recipients/s")
 	})
+}
+
+// BenchmarkMigrateVersion6 is Open of a version-5 database holding
+// BOUNCER_MIGRATE_EVENTS events (default 10 million; one in five a sync
+// event, the others one report each, with their reports and
+// report_versions rows, over 30 days), which applies migration 6: the
+// rebuild of events and report_versions, then stats_log and
+// stats_minutes filled. One migration per op:
+//
+//	go test -run '^$' -bench MigrateVersion6 -benchtime 1x ./store/clickhouse/
+func BenchmarkMigrateVersion6(b *testing.B) {
+	n := 10_000_000
+	if v := os.Getenv("BOUNCER_MIGRATE_EVENTS"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil {
+			b.Fatal(err)
+		}
+	}
+	srv := clickhousetest.NewServer(b)
+	ctx := context.Background()
+	const report = "lower(hex(SHA256(toString(number))))"
+	const at = "toDateTime(1764000000 - number % 2592000)"
+	for i := range b.N {
+		b.StopTimer()
+		dsn := srv.DSN(fmt.Sprintf("bench_migrate_%d", i))
+		conn := openVersion5(b, dsn)
+		for _, q := range []string{
+			`INSERT INTO events ` + eventsTable.columnList() + `
+SELECT lower(hex(MD5(toString(number)))), toUInt32(1), if(number % 5 = 0, '', ` + report + `), 0, ` + at + `,
+	if(number % 5 = 0, 'sync', 'ndr'), concat('user', toString(cityHash64(number) % 1000000), '@example.com'),
+	toUInt8(1 + number % 7), 'userunknown', 'recipient', '5.1.1', 550, 'failed',
+	'smtp; 550 5.1.1 <user@example.com>: Recipient address rejected: User unknown', 'mx1.example.org', 'mta.example.com',
+	'RCPT', 'gmail', 'rfc3464', '', concat('<', toString(number), '@example.com>'), '', ''
+FROM numbers(` + strconv.Itoa(n) + `)`,
+			`INSERT INTO reports (id, received, return_path, recipients, client_ip, helo, tls, raw, parse_error)
+SELECT ` + report + `, ` + at + `, '', [], '192.0.2.1', 'mx', '', 'raw', '' FROM numbers(` + strconv.Itoa(n) + `) WHERE number % 5 != 0`,
+			`INSERT INTO report_versions (report_id, version)
+SELECT ` + report + `, toUInt32(1) FROM numbers(` + strconv.Itoa(n) + `) WHERE number % 5 != 0`,
+		} {
+			if err := conn.Exec(ctx, q); err != nil {
+				b.Fatal(err)
+			}
+		}
+		conn.Close()
+		b.StartTimer()
+		start := time.Now()
+		s := openDSN(b, dsn, Options{ReadTimeout: 30 * time.Minute})
+		b.Logf("migration 6 of %d events: %.1f s", n, time.Since(start).Seconds())
+		b.StopTimer()
+		st, err := s.Stats(ctx, time.Time{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		var total int64
+		for _, c := range st.EventsByClass {
+			total += c
+		}
+		if total != int64(n) || st.ReportsReceived != int64(n-n/5) {
+			b.Errorf("after the migration, Stats counts %d events and %d reports, want %d and %d", total, st.ReportsReceived, n, n-n/5)
+		}
+		s.Close()
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/bouncer-mail/bouncer/event"
 	"github.com/bouncer-mail/bouncer/store"
@@ -820,31 +821,8 @@ func TestMigrateFromVersion5(t *testing.T) {
 	for _, stopAfter := range []int{0, 1, 2, 3, 4, 7, 9, 12, len(v6) - 1} {
 		t.Run(fmt.Sprintf("stopped after statement %d", stopAfter), func(t *testing.T) {
 			dsn := clickhousetest.Start(t)
-			co, err := ch.ParseDSN(dsn)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := createDatabase(ctx, *co, co.Auth.Database); err != nil {
-				t.Fatal(err)
-			}
-			conn, err := ch.Open(co)
-			if err != nil {
-				t.Fatal(err)
-			}
+			conn := openVersion5(t, dsn)
 			defer conn.Close()
-			if err := conn.Exec(ctx, createMigrations); err != nil {
-				t.Fatal(err)
-			}
-			for v, stmts := range migrations[:5] {
-				for _, stmt := range stmts {
-					if err := applyStatement(ctx, conn, stmt); err != nil {
-						t.Fatal(err)
-					}
-				}
-				if err := conn.Exec(ctx, insertVersion, uint32(v+1)); err != nil {
-					t.Fatal(err)
-				}
-			}
 			// Version 5's rows, as its Write stored them: a report
 			// reclassified to a smaller set, a second report, a sync event.
 			for _, q := range []string{
@@ -907,4 +885,37 @@ SELECT 'e0', 2, 'r0', 0, toDateTime(1764081481), 'ndr', 'u0@example.com', 'soft'
 			}
 		})
 	}
+}
+
+// openVersion5 creates the DSN's database at schema version 5 and
+// returns a connection to it.
+func openVersion5(t testing.TB, dsn string) driver.Conn {
+	t.Helper()
+	ctx := context.Background()
+	co, err := ch.ParseDSN(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := createDatabase(ctx, *co, co.Auth.Database); err != nil {
+		t.Fatal(err)
+	}
+	co.ReadTimeout = 30 * time.Minute
+	conn, err := ch.Open(co)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Exec(ctx, createMigrations); err != nil {
+		t.Fatal(err)
+	}
+	for v, stmts := range migrations[:5] {
+		for _, stmt := range stmts {
+			if err := applyStatement(ctx, conn, stmt); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := conn.Exec(ctx, insertVersion, uint32(v+1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return conn
 }
