@@ -230,3 +230,37 @@ func TestOpenUpgrade(t *testing.T) {
 		t.Errorf("Open of an old cluster schema: %v; want it to say what to do", err)
 	}
 }
+
+// A recount reads a minute of stats_log from one snapshot only when all
+// of the minute's rows are on one shard (doc.go "Query plans"), and a
+// minute's recounts collapse in merges only on one shard: both tables
+// shard by minute, and not all minutes to one shard.
+func TestClusterShardsByMinute(t *testing.T) {
+	s := openDSN(t, clickhousetest.Start(t), Options{})
+	defer s.Close()
+	tests := []struct {
+		tbl    table
+		column string
+	}{
+		{statsLogTable, "time"},
+		{statsMinutesTable, "minute"},
+	}
+	for _, tt := range tests {
+		for _, c := range []struct {
+			name string
+			from int // seconds after a minute's start
+			n    int // seconds
+			want uint64
+		}{{"one minute", 0, 60, 1}, {"two minutes", 30, 60, 2}, {"an hour", 0, 3600, 60}} {
+			var got uint64
+			q := fmt.Sprintf("SELECT uniqExact(%s) FROM (SELECT toDateTime(1764081480 + %d + number) AS %s FROM numbers(%d))",
+				tt.tbl.shardingKey, c.from, tt.column, c.n)
+			if err := s.conn.QueryRow(context.Background(), q).Scan(&got); err != nil {
+				t.Fatalf("%s: %v", tt.tbl.name, err)
+			}
+			if got != c.want {
+				t.Errorf("%s, %s: %d sharding key values, want %d", tt.tbl.name, c.name, got, c.want)
+			}
+		}
+	}
+}
