@@ -165,6 +165,13 @@
 //     minutes (concurrent first Writes with different received times, or
 //     a resend after Options.ReportLookback), which the pre-6 query
 //     counted once per window.
+//   - A set's marks reach the minutes of the report's earlier sets as
+//     stored when its Write looked them up. Two Writes of different sets
+//     of one report at once, whose events lie in different minutes, may
+//     miss each other's minutes: the lower set's events then stay counted
+//     in their minute until a later Write of that report. Sets of one
+//     report share a time in practice (ingest and reclassify both use the
+//     report's received time), so no minute differs.
 //
 // Costs: a Write recounts the minutes of its batch (one scan of those
 // minutes of stats_log, plus one index lookup in report_versions); the
