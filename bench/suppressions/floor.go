@@ -58,5 +58,22 @@ func chFloor(dsn string, n, reads int) error {
 	fmt.Printf("ClickHouse from Go, one at a time, %d each (load %s):\n", reads, loadAvg())
 	fmt.Printf("  SELECT 1                               %s\n", quantiles(one))
 	fmt.Printf("  AddressSuppressions of a suppressed one %s\n", quantiles(point))
+
+	// The check filter's full read: what its first load costs, and what
+	// each of its refreshes (four a second) costs while every key was
+	// written within store.DefaultFilterOverlap, as after a large import.
+	var feed []time.Duration
+	for range 3 {
+		start, k := time.Now(), 0
+		if err := s.SuppressionAddressesSince(ctx, time.Time{}, func(string) error { k++; return nil }); err != nil {
+			return err
+		}
+		feed = append(feed, time.Since(start))
+		if k < n {
+			return fmt.Errorf("feed: %d addresses, want at least %d", k, n)
+		}
+	}
+	fmt.Printf("  SuppressionAddressesSince(all), 3 reads %.0f, %.0f, %.0f ms (load %s)\n",
+		ms(feed[0]), ms(feed[1]), ms(feed[2]), loadAvg())
 	return nil
 }
