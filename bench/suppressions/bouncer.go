@@ -56,6 +56,9 @@ func startBouncer(bin, dataDir, clickhouseDSN string) (*bouncerProc, error) {
 		}
 	}
 	b.cmd.Env = env
+	// Should this tool be killed, bouncer goes too (SIGTERM: it shuts
+	// down as it would at the end of a run).
+	b.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	b.cmd.Stdout, b.cmd.Stderr = logf, logf
 	start := time.Now()
 	if err := b.cmd.Start(); err != nil {
