@@ -64,7 +64,7 @@ func (s *Store) RecipientsEvents(ctx context.Context, addresses []string, limit 
 	}
 	out := make(map[string][]store.Event, len(addresses))
 	err := eachChunk(addresses, func(chunk ch.GroupSet) error {
-		rows, err := s.conn.Query(ctx, selectRecipientsEvents, chunk, chunk, uint64(limit))
+		rows, err := s.conn.Query(ctx, s.sql(selectRecipientsEvents), chunk, chunk, uint64(limit))
 		if err != nil {
 			return err
 		}
