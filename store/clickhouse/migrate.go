@@ -56,6 +56,18 @@ func migrate(ctx context.Context, conn driver.Conn) error {
 				current, len(migrations))
 		}
 	}
+	if current == len(migrations) {
+		return nil
+	}
+	release, err := acquireMigrationLock(ctx, conn)
+	if err != nil {
+		return err
+	}
+	defer release()
+	// Another process may have migrated while this one waited.
+	if current, err = schemaVersion(ctx, conn); err != nil {
+		return err
+	}
 	for v := current + 1; v <= len(migrations); v++ {
 		for i, stmt := range migrations[v-1] {
 			if err := applyStatement(ctx, conn, stmt); err != nil {
