@@ -15,7 +15,12 @@
 // Open creates the database if absent and applies the migrations it
 // lacks (schema.go), recording each version in schema_migrations. The
 // statements are idempotent, as ClickHouse has no DDL transactions: an
-// interrupted or concurrent migration is safe to run again.
+// interrupted migration is safe to run again. Processes opening one
+// database at once migrate one after the other: the first to create the
+// schema_migrations_lock table migrates (writing a heartbeat into it every
+// 5 s) and drops it, the others wait and find the schema current; a lock
+// whose heartbeat stopped 60 s ago (a crash) is taken over
+// (migrate_lock.go).
 //
 //   - reports: ReplacingMergeTree, PARTITION BY toYYYYMM(received),
 //     ORDER BY id. One row per raw report; id is the hex SHA-256 of raw.
