@@ -61,6 +61,7 @@ type config struct {
 	conns     int
 	poll      time.Duration
 	apiSample int
+	apiPoll   time.Duration
 	drainWait time.Duration
 
 	// query
@@ -91,6 +92,7 @@ func main() {
 	flag.DurationVar(&c.duration, "duration", 30*time.Second, "lag: how long the paced load runs")
 	flag.IntVar(&c.conns, "conns", 50, "lag: SMTP connections, each kept open across messages")
 	flag.DurationVar(&c.poll, "poll", 20*time.Millisecond, "lag: interval of the store polls (the lag's resolution)")
+	flag.DurationVar(&c.apiPoll, "api-poll", 250*time.Millisecond, "lag: interval of each sampled report's API poll (at 20ms, a hundred sampled reports in a backlog each asked 50 times a second, which on ClickHouse cost more than ingest)")
 	flag.IntVar(&c.apiSample, "api-sample", 200, "lag: also poll GET /v1/recipients/{address}/events for 1 report in this many (0: never)")
 	flag.DurationVar(&c.drainWait, "drain-wait", 2*time.Minute, "lag: how long to wait after the load for the last events")
 	flag.IntVar(&c.events, "events", 10_000_000, "query: events generated")
