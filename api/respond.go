@@ -43,12 +43,17 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, status int, 
 }
 
 // storeError answers a failed store call: 503 when the store is closed or
-// the client gave up, 500 otherwise; the error itself goes to the log.
+// busy (with Retry-After) or the client gave up, 500 otherwise; the error itself goes to the log.
 func (s *server) storeError(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.Is(err, store.ErrClosed):
 		s.log.WarnContext(r.Context(), "api: store closed", "path", r.URL.Path)
 		s.writeError(w, r, http.StatusServiceUnavailable, "store unavailable")
+	case errors.Is(err, store.ErrBusy):
+		// Overload, answered at once: a retry shortly is the remedy.
+		// Not logged per request: it comes in floods.
+		w.Header().Set("Retry-After", "1")
+		s.writeError(w, r, http.StatusServiceUnavailable, "store busy, retry")
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 		// The client went away; nobody reads the answer.
 		s.log.DebugContext(r.Context(), "api: request canceled", "path", r.URL.Path)

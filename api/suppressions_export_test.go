@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -173,5 +174,24 @@ func TestSuppressionExportStoreFails(t *testing.T) {
 			t.Errorf("%s: store failing at row 2500: status %d, read %d bytes, error %v; want 200 and a cut transfer",
 				format, resp.StatusCode, len(body), err)
 		}
+	}
+}
+
+// busyStore is a store whose check is refused as overloaded. A fake: the
+// real refusal (store/clickhouse's TestCheckSuppressionsBusy) needs every
+// read slot of a ClickHouse store taken, which this package's tests do
+// not run; here only the API's answer to it is checked.
+type busyStore struct{ store.Store }
+
+func (b busyStore) CheckSuppressions(ctx context.Context, address string, now time.Time) ([]store.Suppression, error) {
+	return nil, fmt.Errorf("engine: 8 reads in progress: %w", store.ErrBusy)
+}
+
+// An overloaded store is a 503 with Retry-After, at once, not a 500.
+func TestSuppressionCheckBusy(t *testing.T) {
+	e := startSup(t, busyStore{newReadCounter(t)}, nil)
+	r := e.call(t, http.MethodGet, "/v1/suppressions/"+url.PathEscape("a@example.com"), readToken, nil)
+	if r.status != http.StatusServiceUnavailable || r.header.Get("Retry-After") != "1" || !strings.Contains(string(r.body), "busy") {
+		t.Errorf("check on a busy store = %d, Retry-After %q, %s; want 503, 1, store busy", r.status, r.header.Get("Retry-After"), r.body)
 	}
 }

@@ -140,3 +140,8 @@ type Store interface {
 
 // ErrClosed is returned by a Store used after Close.
 var ErrClosed = errors.New("store: closed")
+
+// ErrBusy is returned by a read the engine refused at once rather than
+// queue: every connection it may use for that read is taken. The caller
+// may retry shortly; the API answers 503 with Retry-After.
+var ErrBusy = errors.New("store: busy")

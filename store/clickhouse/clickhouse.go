@@ -79,6 +79,10 @@ type Store struct {
 	gate store.Gate
 
 	checks checkFilter // CheckSuppressions' membership filter (suppressions.go)
+	// checkReads bounds the checks read from ClickHouse at once
+	// (CheckSuppressions), so they leave connections to the filter's
+	// refresh and to ingest.
+	checkReads chan struct{}
 }
 
 var _ store.Store = (*Store)(nil)
@@ -138,7 +142,8 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		conn.Close()
 		return nil, fmt.Errorf("clickhouse: migrating %s: %w", db, err)
 	}
-	return &Store{conn: conn, database: db, reportLookback: opts.ReportLookback}, nil
+	return &Store{conn: conn, database: db, reportLookback: opts.ReportLookback,
+		checkReads: make(chan struct{}, checkReadSlots(co.MaxOpenConns))}, nil
 }
 
 // createDatabase creates db over a connection to the server's default

@@ -1,0 +1,66 @@
+package clickhouse
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/bouncer-mail/bouncer/event"
+	"github.com/bouncer-mail/bouncer/store"
+	"github.com/bouncer-mail/bouncer/store/clickhouse/clickhousetest"
+)
+
+// With every check read slot taken, a check that must read ClickHouse (a
+// suppressed address) is refused with store.ErrBusy after a short wait,
+// not queued; one the filter answers (an address never suppressed) is
+// still answered; once a slot frees, the read goes through.
+func TestCheckSuppressionsBusy(t *testing.T) {
+	s := openDSN(t, clickhousetest.Start(t), Options{MaxOpenConns: 3})
+	defer s.Close()
+	if got := cap(s.checkReads); got != 1 {
+		t.Fatalf("read slots with 3 connections = %d, want 1 (two kept for the refresh and ingest)", got)
+	}
+	ctx := context.Background()
+	now := time.Now()
+	row := store.Suppression{Address: "gone@example.com", Source: store.SourceManual, Class: event.ClassHard,
+		Reason: event.ReasonUserUnknown, Since: now.Add(-time.Hour), Actor: "ops", Note: "test"}
+	if err := s.PutSuppressions(ctx, []store.Suppression{row}); err != nil {
+		t.Fatal(err)
+	}
+	// The first check starts the filter and waits for its first read.
+	if got, err := s.CheckSuppressions(ctx, "gone@example.com", now); err != nil || len(got) != 1 {
+		t.Fatalf("check with a free slot = %d rows, %v; want 1", len(got), err)
+	}
+
+	s.checkReads <- struct{}{} // every slot taken
+	began := time.Now()
+	_, err := s.CheckSuppressions(ctx, "gone@example.com", now)
+	if !errors.Is(err, store.ErrBusy) {
+		t.Errorf("check with every slot taken = %v, want store.ErrBusy", err)
+	}
+	if waited := time.Since(began); waited < checkQueueWait {
+		t.Errorf("refused after %v, before checkQueueWait (%v)", waited, checkQueueWait)
+	}
+	if got, err := s.CheckSuppressions(ctx, "never@example.com", now); err != nil || len(got) != 0 {
+		t.Errorf("check of an address the filter answers, slots taken = %d rows, %v; want 0, nil", len(got), err)
+	}
+	canceled, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := s.CheckSuppressions(canceled, "gone@example.com", now); !errors.Is(err, context.Canceled) {
+		t.Errorf("canceled check with every slot taken = %v, want context.Canceled", err)
+	}
+
+	<-s.checkReads // a slot frees
+	if got, err := s.CheckSuppressions(ctx, "gone@example.com", now); err != nil || len(got) != 1 {
+		t.Errorf("check once a slot is free = %d rows, %v; want 1", len(got), err)
+	}
+}
+
+func TestCheckReadSlots(t *testing.T) {
+	for _, tt := range []struct{ open, want int }{{1, 1}, {2, 1}, {3, 1}, {10, 8}, {50, 48}} {
+		if got := checkReadSlots(tt.open); got != tt.want {
+			t.Errorf("checkReadSlots(%d) = %d, want %d", tt.open, got, tt.want)
+		}
+	}
+}
