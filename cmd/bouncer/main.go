@@ -34,6 +34,7 @@ commands:
   verp sign|verify ...                      make or check a VERP return path
   reclassify --since DURATION [--dry-run]   classify stored reports again with the current rules
   suppressions export|import ...            export or import suppressions over the HTTP API
+  recount-stats --clickhouse-dsn DSN        rebuild ClickHouse's per-minute Stats rollup from the stored rows
 `
 
 // run dispatches a command line and returns the process exit status.
@@ -50,6 +51,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return runReclassify(args[1:], stdout, stderr)
 	case "suppressions":
 		return runSuppressions(args[1:], stdin, stdout, stderr)
+	case "recount-stats":
+		return runRecountStats(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
