@@ -3,6 +3,7 @@ package rules
 import (
 	"regexp"
 	"strings"
+	"unicode/utf8"
 )
 
 // Header is what format recognition reads of a message's own header.
@@ -276,10 +277,7 @@ func (f *Format) Extract(text, lowerText string) []Found {
 		for i := range out {
 			if strings.EqualFold(out[i].Recipient, cur.Recipient) {
 				if cur.Diagnostic != "" && len(out[i].Diagnostic) < maxDiagnosticLen {
-					out[i].Diagnostic = strings.TrimSpace(out[i].Diagnostic + " " + cur.Diagnostic)
-					if len(out[i].Diagnostic) > maxDiagnosticLen {
-						out[i].Diagnostic = out[i].Diagnostic[:maxDiagnosticLen]
-					}
+					out[i].Diagnostic = clipDiagnostic(strings.TrimSpace(out[i].Diagnostic + " " + cur.Diagnostic))
 				}
 				cur = nil
 				return
@@ -336,7 +334,10 @@ func (f *Format) Extract(text, lowerText string) []Found {
 			}
 			for _, re := range f.diagnostic {
 				if m := re.FindStringSubmatch(block); m != nil {
-					out[i].Diagnostic = collapseSpace(m[re.SubexpIndex("diag")])
+					// The format's own pattern may match any length of
+					// text: bounded like the lines read above (a fuzzed
+					// "notes" format gave 2,715 bytes).
+					out[i].Diagnostic = clipDiagnostic(collapseSpace(m[re.SubexpIndex("diag")]))
 					break
 				}
 			}
@@ -353,10 +354,20 @@ func (fd *Found) add(s string, rows *int) {
 	if fd.Diagnostic != "" {
 		fd.Diagnostic += " "
 	}
-	fd.Diagnostic += collapseSpace(s)
-	if len(fd.Diagnostic) > maxDiagnosticLen {
-		fd.Diagnostic = fd.Diagnostic[:maxDiagnosticLen]
+	fd.Diagnostic = clipDiagnostic(fd.Diagnostic + collapseSpace(s))
+}
+
+// clipDiagnostic cuts s to at most maxDiagnosticLen bytes, at the start
+// of a UTF-8 sequence so no character is cut in two.
+func clipDiagnostic(s string) string {
+	if len(s) <= maxDiagnosticLen {
+		return s
 	}
+	end := maxDiagnosticLen
+	for end > 0 && !utf8.RuneStart(s[end]) {
+		end--
+	}
+	return s[:end]
 }
 
 func matchRecipient(patterns []*regexp.Regexp, line, lowerLine string) (rcpt, diag string, ok bool) {

@@ -312,3 +312,26 @@ func TestExtractGenericSameLine(t *testing.T) {
 		t.Errorf("Extract:\n got %+v\nwant %+v", got, want)
 	}
 }
+
+func TestClipDiagnostic(t *testing.T) {
+	ascii := strings.Repeat("a", maxDiagnosticLen)
+	for _, tt := range []struct {
+		name, in, want string
+	}{
+		{"short", "550 user unknown", "550 user unknown"},
+		{"at the limit", ascii, ascii},
+		{"over, ASCII", ascii + "bcd", ascii},
+		{"over, a 2-byte character across the limit", ascii[:maxDiagnosticLen-1] + "é" + "x", ascii[:maxDiagnosticLen-1]},
+		{"over, a 3-byte character across the limit", ascii[:maxDiagnosticLen-2] + "€", ascii[:maxDiagnosticLen-2]},
+		{"invalid bytes", ascii[:maxDiagnosticLen-1] + "\xd3\xd3\xd3", ascii[:maxDiagnosticLen-1] + "\xd3"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got := clipDiagnostic(tt.in)
+			if got != tt.want || len(got) > maxDiagnosticLen {
+				t.Errorf("clipDiagnostic: %d bytes ending %q, want %d bytes ending %q", len(got), tail(got), len(tt.want), tail(tt.want))
+			}
+		})
+	}
+}
+
+func tail(s string) string { return s[max(0, len(s)-4):] }
