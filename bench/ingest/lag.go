@@ -121,8 +121,8 @@ func lagRun(c config, co *corpus, kind string, rate, round int) (lagResult, erro
 		if chs, err = startClickHouse(dir + "-clickhouse"); err != nil {
 			return res, err
 		}
-		defer chs.stop()
-		chDSN = chs.dsn("bench_lag")
+		defer chs.Stop()
+		chDSN = chs.DSN("bench_lag")
 	}
 	bouncerDSN := chDSN
 	if bouncerDSN != "" {

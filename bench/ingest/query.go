@@ -98,8 +98,8 @@ func queries(c config) error {
 		if err != nil {
 			return err
 		}
-		defer chs.stop()
-		dsn = chs.dsn(queryDB)
+		defer chs.Stop()
+		dsn = chs.DSN(queryDB)
 	}
 	ctx := context.Background()
 	s, err := clickhouse.Open(ctx, dsn, clickhouse.Options{ReadTimeout: 10 * time.Minute})

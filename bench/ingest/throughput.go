@@ -92,7 +92,7 @@ func throughput(c config) error {
 			if ch, err = startClickHouse(filepath.Join(c.workDir, "clickhouse-throughput")); err != nil {
 				return err
 			}
-			defer ch.stop()
+			defer ch.Stop()
 		}
 	}
 	results := map[string][]throughputRound{}
@@ -185,7 +185,7 @@ func throughputRun(c config, kind string, chs *chServer, round int, reports []re
 		st, err = sqlite.Open(ctx, filepath.Join(dir, "pipe.db"), sqlite.Options{})
 	case "clickhouse":
 		// log_queries: the statements ingest sends, for the breakdown below.
-		st, err = clickhouse.Open(ctx, chs.dsn(pipeDB)+"&log_queries=1", clickhouse.Options{})
+		st, err = clickhouse.Open(ctx, chs.DSN(pipeDB)+"&log_queries=1", clickhouse.Options{})
 	}
 	if err != nil {
 		return tr, err
@@ -281,7 +281,7 @@ func throughputRun(c config, kind string, chs *chServer, round int, reports []re
 		}
 		tr.bulk, tr.bulkCPU, err = sqliteBulk(ctx, filepath.Join(dir, "pipe.db"), filepath.Join(dir, "bulk.db"))
 	case "clickhouse":
-		n, err := chs.query("SELECT count() FROM " + pipeDB + ".outcomes")
+		n, err := chs.Query("SELECT count() FROM " + pipeDB + ".outcomes")
 		if err != nil {
 			return tr, err
 		}
@@ -301,10 +301,10 @@ func throughputRun(c config, kind string, chs *chServer, round int, reports []re
 // the server, grouped by their first words: where ingest's time goes on
 // ClickHouse.
 func printStatements(chs *chServer, start time.Time) error {
-	if _, err := chs.query("SYSTEM FLUSH LOGS"); err != nil {
+	if _, err := chs.Query("SYSTEM FLUSH LOGS"); err != nil {
 		return err
 	}
-	out, err := chs.query(fmt.Sprintf(`SELECT count() AS statements, sum(query_duration_ms) AS server_ms, round(avg(query_duration_ms), 1) AS avg_ms,
+	out, err := chs.Query(fmt.Sprintf(`SELECT count() AS statements, sum(query_duration_ms) AS server_ms, round(avg(query_duration_ms), 1) AS avg_ms,
 	sum(read_rows) AS rows_read, sum(written_rows) AS rows_written, substring(replaceRegexpAll(query, '[\\s]+', ' '), 1, 60) AS statement
 FROM system.query_log WHERE type = 2 AND query_start_time >= toDateTime(%d) AND query NOT LIKE '%%system.query_log%%'
 GROUP BY statement ORDER BY server_ms DESC LIMIT 8 FORMAT PrettyCompactNoEscapes`, start.Unix()))
@@ -390,7 +390,7 @@ func (s *chServer) cpu() time.Duration {
 	if s == nil {
 		return 0
 	}
-	return procCPU(s.cmd.Process.Pid)
+	return procCPU(s.PID())
 }
 
 // procCPU is a process's user plus system time so far, from /proc.
@@ -530,7 +530,7 @@ func clickhouseBulk(ctx context.Context, chs *chServer, dir, fromDB, toDB, forma
 		if err != nil {
 			return 0, 0, 0, err
 		}
-		cmd := chs.client(ctx, "--query", "SELECT "+t.cols+" FROM "+fromDB+"."+t.name+" FORMAT "+format)
+		cmd := chs.Client(ctx, "--query", "SELECT "+t.cols+" FROM "+fromDB+"."+t.name+" FORMAT "+format)
 		cmd.Stdout = f
 		out := &strings.Builder{}
 		cmd.Stderr = out
@@ -543,7 +543,7 @@ func clickhouseBulk(ctx context.Context, chs *chServer, dir, fromDB, toDB, forma
 			size += fi.Size()
 		}
 	}
-	s, err := clickhouse.Open(ctx, chs.dsn(toDB), clickhouse.Options{})
+	s, err := clickhouse.Open(ctx, chs.DSN(toDB), clickhouse.Options{})
 	if err != nil {
 		return 0, 0, 0, err
 	}
@@ -556,7 +556,7 @@ func clickhouseBulk(ctx context.Context, chs *chServer, dir, fromDB, toDB, forma
 		if err != nil {
 			return 0, 0, 0, err
 		}
-		cmd := chs.client(ctx, "--query", "INSERT INTO "+toDB+"."+t.name+" ("+t.cols+") FORMAT "+format)
+		cmd := chs.Client(ctx, "--query", "INSERT INTO "+toDB+"."+t.name+" ("+t.cols+") FORMAT "+format)
 		cmd.Stdin = f
 		out, err := cmd.CombinedOutput()
 		f.Close()
@@ -571,8 +571,8 @@ func clickhouseBulk(ctx context.Context, chs *chServer, dir, fromDB, toDB, forma
 	cpu += chs.cpu() - srv0
 	// The copy must be whole.
 	for _, t := range tables {
-		a, err1 := chs.query("SELECT count() FROM " + fromDB + "." + t.name)
-		b, err2 := chs.query("SELECT count() FROM " + toDB + "." + t.name)
+		a, err1 := chs.Query("SELECT count() FROM " + fromDB + "." + t.name)
+		b, err2 := chs.Query("SELECT count() FROM " + toDB + "." + t.name)
 		if err1 != nil || err2 != nil || a != b {
 			return 0, 0, 0, fmt.Errorf("bulk copy of %s: %s rows, %s copied (%v %v)", t.name, a, b, err1, err2)
 		}

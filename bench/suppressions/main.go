@@ -186,8 +186,8 @@ func runEngine(c config, engine string) error {
 		if err != nil {
 			return err
 		}
-		defer srv.stop()
-		dsn, chPid = srv.dsn("bench"), srv.pid()
+		defer srv.Stop()
+		dsn, chPid = srv.DSN("bench"), srv.PID()
 	}
 	fmt.Printf("\n== %s: loading %d suppressions (-load %s)\n", engine, c.suppressions, c.load)
 	start := time.Now()
