@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -141,9 +142,19 @@ func TestDiskFull(t *testing.T)    { runScenario(t, "disk-full") }
 
 // TestScenariosHaveTests keeps the list above complete.
 func TestScenariosHaveTests(t *testing.T) {
-	src, err := os.ReadFile("reliability_test.go")
+	// Scenarios registered in other files have their tests in other
+	// *_test.go files.
+	files, err := filepath.Glob("*_test.go")
 	if err != nil {
 		t.Fatal(err)
+	}
+	var src []byte
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		src = append(src, b...)
 	}
 	inSplitFaults := map[string]bool{"ingest-kill9": true, "clickhouse-freeze": true, "clickhouse-kill9": true}
 	for _, s := range Scenarios {
