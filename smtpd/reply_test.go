@@ -25,6 +25,7 @@ func TestReplyFor(t *testing.T) {
 		{"not VERP", fmt.Errorf("verify: %w", verp.ErrNotVERP), 550, smtp.EnhancedCode{5, 7, 1}},
 		{"forged", verp.ErrForged, 550, smtp.EnhancedCode{5, 7, 1}},
 		{"expired", fmt.Errorf("x: %w", verp.ErrExpired), 550, smtp.EnhancedCode{5, 7, 1}},
+		{"line too long", smtp.ErrTooLongLine, 554, smtp.EnhancedCode{5, 6, 0}},
 		{"NATS down", errors.New("nats: no responders available for request"), 451, smtp.EnhancedCode{4, 3, 0}},
 		{"timeout", context.DeadlineExceeded, 451, smtp.EnhancedCode{4, 3, 0}},
 	}

@@ -531,3 +531,24 @@ func TestLimitsAdvertised(t *testing.T) {
 		t.Errorf("a %d-byte command line: %q, want 500", len(long), line)
 	}
 }
+
+// TestLongLineRefused: go-smtp applies the command line limit to DATA
+// lines too and hands the session smtp.ErrTooLongLine; the sender must get
+// a permanent refusal saying why, not the 451 of a store failure (which
+// had it resend the same bytes for days), and nothing is published.
+func TestLongLineRefused(t *testing.T) {
+	h := newHarness(t, nil)
+	c := h.dial()
+	c.expect(250, "EHLO mx.example.net")
+	c.expect(250, "MAIL FROM:<>")
+	c.expect(250, "RCPT TO:<%s>", h.sign("a@example.net"))
+	c.expect(354, "DATA")
+	go fmt.Fprintf(c.conn, "Subject: x\r\nX-Long: %s\r\n\r\nbody\r\n.\r\n", strings.Repeat("l", 2*DefaultMaxLineLength))
+	code, reply := c.read()
+	if code != 554 || !strings.Contains(reply, "5.6.0") || !strings.Contains(reply, "line") {
+		t.Fatalf("a %d-byte line: %q, want 554 5.6.0 naming the line length", 2*DefaultMaxLineLength, reply)
+	}
+	if n := h.stored(); n != 0 {
+		t.Errorf("stream holds %d reports after a refused one", n)
+	}
+}
