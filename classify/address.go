@@ -3,6 +3,7 @@ package classify
 import (
 	"net/mail"
 	"strings"
+	"unicode"
 
 	"github.com/bouncer-mail/bouncer/dsn"
 	"github.com/bouncer-mail/bouncer/event"
@@ -20,13 +21,20 @@ func normalizeAddress(addr string) string {
 			a = a[i+1 : i+j]
 		}
 	}
-	a = strings.Trim(a, "<>\"'`()[]{}:;,. \t")
+	// One pass over punctuation and white space together: trimming them
+	// one after the other left `"\v@0` as "\v@0", which normalised again
+	// to nothing (found by FuzzClassify).
+	a = strings.TrimFunc(a, func(r rune) bool { return unicode.IsSpace(r) || strings.ContainsRune("<>\"'`()[]{}:;,.", r) })
 	at := strings.LastIndexByte(a, '@')
-	if at <= 0 || at == len(a)-1 || strings.ContainsAny(a, " \t\r\n<>;,") {
+	if at <= 0 || at == len(a)-1 || strings.ContainsAny(a, "<>;,") || strings.IndexFunc(a, notInAddress) >= 0 {
 		return ""
 	}
 	return strings.ToLower(a)
 }
+
+// notInAddress reports the runes no address of a report carries: white
+// space and control characters.
+func notInAddress(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }
 
 // isAddressType reports whether s can be an RFC 3464 address type
 // ("rfc822", "utf-8", "x-local"): letters, digits and hyphens.

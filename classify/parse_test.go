@@ -149,6 +149,10 @@ func TestNormalizeAddress(t *testing.T) {
 		{"utf-8; Jürgen@Example.DE", "jürgen@example.de"},
 		{"\"00000000000;@0", ""},  // fuzz: a ';' inside is no address type, and no address
 		{"x y;b@example.com", ""}, // "x y" is no address type
+		{"\"\v@0", ""},            // fuzz: white space behind a quote
+		{"\"\u00a0a@example.com", "a@example.com"},
+		{"a\x00b@example.com", ""},
+		{"a\x7fb@example.com", ""},
 	}
 	for _, tt := range tests {
 		if got := normalizeAddress(tt.in); got != tt.want {
