@@ -1,0 +1,144 @@
+package reliability
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/bouncer-mail/bouncer/smtpd"
+)
+
+func init() {
+	Scenarios = append(Scenarios, Scenario{"nats-partition",
+		"nats-server, the listener, bouncer-ingest and ClickHouse each in a network namespace; nats-server's link cut under load (listener and ingest both lose it), restored after the fault time",
+		runNATSPartition})
+}
+
+// partitionMin is the shortest cut: longer than the listener's publish
+// timeout, so that transfers waiting for JetStream during the cut run out
+// of it and are answered 4xx, which is what the scenario is about. The
+// fault time is used when longer.
+const partitionMin = smtpd.DefaultPublishTimeout + 2*time.Second
+
+// runNATSPartition: four namespaces on a lab's bridge — nats-server
+// (JetStream, sync always), the bouncer listener (--nats-url, and its
+// in-process ingest writing ClickHouse), the bouncer-ingest worker and
+// clickhouse-server — and the load from the harness's namespace. The
+// fault takes nats-server's link down: the listener can reach neither its
+// stream nor can the two ingest processes fetch or ack, while the load
+// still reaches the listener. Transfers then wait for their publish and
+// are answered 4xx when it times out; a batch ingest wrote before the cut
+// is acked after it, or written again when redelivered. After the restore
+// every report answered 250 must be stored once.
+func runNATSPartition(ctx context.Context, e *Env, c Config) (Result, error) {
+	cut := max(c.Fault, partitionMin)
+	r := Result{Scenario: "nats-partition",
+		Injected: fmt.Sprintf("nats-server's network link cut for %s under load (listener and bouncer-ingest in their own namespaces lose it; the senders still reach the listener), then restored", cut)}
+	l, err := e.newLab()
+	if err != nil {
+		return r, err
+	}
+	defer l.Close()
+	nsNATS, err := l.add("nats")
+	if err != nil {
+		return r, err
+	}
+	nsListen, err := l.add("lsn")
+	if err != nil {
+		return r, err
+	}
+	nsIngest, err := l.add("ing")
+	if err != nil {
+		return r, err
+	}
+	nsCH, err := l.add("ch")
+	if err != nil {
+		return r, err
+	}
+	ch, err := e.startClickHouseIn(ctx, nsCH)
+	if err != nil {
+		return r, err
+	}
+	defer ch.Close()
+	ns, err := e.startNATSIn(nsNATS, "nats-partition-nats")
+	if err != nil {
+		return r, err
+	}
+	defer ns.Close()
+	const db = "reliability_nats_partition"
+	dir, err := e.subdir("nats-partition")
+	if err != nil {
+		return r, err
+	}
+	b, err := e.newBouncerIn(nsListen, "nats-partition-bouncer", dir, BouncerOptions{NATSURL: ns.URL, ClickHouseDSN: ch.DSN(db)})
+	if err != nil {
+		return r, err
+	}
+	if err := b.Start(); err != nil {
+		return r, err
+	}
+	defer b.Kill()
+	w, err := e.newIngestWorkerIn(nsIngest, "nats-partition-ingest", ns.URL, ch.DSN(db))
+	if err != nil {
+		return r, err
+	}
+	if err := w.Start(); err != nil {
+		return r, err
+	}
+	defer w.Kill()
+
+	run := newRun()
+	load := c.startLoad(b.SMTPAddr, run)
+	pc := c
+	pc.Fault = cut
+	var cutAt Counts
+	inject := func() error {
+		if st, err := Stream(ctx, ns.URL); err == nil {
+			r.Notes = append(r.Notes, fmt.Sprintf("at the cut: %d reports in the stream, %d delivered to ingest and not acked", st.Msgs, st.AckPending))
+		}
+		cutAt = load.Ledger.Counts()
+		return nsNATS.Cut()
+	}
+	recover := func() error {
+		// Still cut: what the probes say.
+		r.Notes = append(r.Notes, fmt.Sprintf("cut: listener /readyz %s, worker /readyz %s",
+			probe(ctx, b.HTTPAddr, "/readyz"), probe(ctx, w.HTTPAddr, "/readyz")))
+		n := load.Ledger.Counts()
+		if n.TempReplies == cutAt.TempReplies {
+			r.Notes = append(r.Notes, fmt.Sprintf("no 4xx during the %s cut", cut))
+		}
+		return nsNATS.Restore()
+	}
+	loadErr := drive(ctx, e, pc, &r, load, fault{"the partition", inject, recover})
+	if loadErr != nil {
+		return r, loadErr
+	}
+	r.Notes = append(r.Notes, fmt.Sprintf("listener's log: %d reports not accepted (%s)",
+		countLines(b.LogPath, "report not accepted"), grepLog(b.LogPath, "report not accepted")))
+	drainErr := check(ctx, c, &r, b, ns.URL, load, func(ctx context.Context) (StoreView, error) {
+		return ch.Read(ctx, db, prefix(run))
+	}, nil)
+	wn, _ := w.Metric(ctx, "bouncer_reports_processed_total")
+	bn, _ := b.Metric(ctx, "bouncer_reports_processed_total")
+	r.Notes = append(r.Notes, fmt.Sprintf("reports written: worker %v, listener's in-process ingest %v; acks that failed: worker %d, listener %d",
+		wn, bn, countLines(w.LogPath, "ack failed"), countLines(b.LogPath, "ack failed")))
+	var stopErr []error
+	for _, stop := range []func() error{w.Stop, b.Stop} {
+		if err := stop(); err != nil {
+			stopErr = append(stopErr, err)
+		}
+	}
+	return r, errors.Join(drainErr, errors.Join(stopErr...))
+}
+
+// countLines counts the lines of a log holding s.
+func countLines(path, s string) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	return strings.Count(string(b), s)
+}
