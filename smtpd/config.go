@@ -27,6 +27,7 @@ const (
 	DefaultCommandTimeout   = 10 * time.Second // a command line, from its first byte
 	DefaultEnvelopeTimeout  = 60 * time.Second // connect (or the previous message) to DATA
 	DefaultShutdownDeadline = 30 * time.Second
+	DefaultEvictIdleAfter   = time.Second // see Config.EvictIdleAfter
 )
 
 // Config configures a Server.
@@ -60,6 +61,11 @@ type Config struct {
 	// STARTTLS, MAIL, every RCPT), so a client sending whole commands
 	// slowly cannot keep a connection either. Closed with 421 4.4.2 beyond.
 	EnvelopeTimeout time.Duration
+	// EvictIdleAfter: when every slot is taken, a new connection takes
+	// the slot of the oldest connection at least this old that has not
+	// sent a complete command line (evict.go), the slowloris defence.
+	// Zero: DefaultEvictIdleAfter.
+	EvictIdleAfter time.Duration
 
 	TLSConfig *tls.Config // enables STARTTLS when set
 
@@ -103,6 +109,9 @@ func (c Config) withDefaults() Config {
 	if c.EnvelopeTimeout == 0 {
 		c.EnvelopeTimeout = DefaultEnvelopeTimeout
 	}
+	if c.EvictIdleAfter == 0 {
+		c.EvictIdleAfter = DefaultEvictIdleAfter
+	}
 	for i, d := range c.Domains {
 		c.Domains[i] = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(d), "."))
 	}
@@ -122,7 +131,7 @@ func (c Config) Validate() error {
 		c.MaxConnections < 0 || c.MaxConnsPerIP < 0:
 		return errors.New("smtpd: limits must not be negative")
 	case c.ReadTimeout < 0 || c.WriteTimeout < 0 || c.PublishTimeout < 0 ||
-		c.CommandTimeout < 0 || c.EnvelopeTimeout < 0:
+		c.CommandTimeout < 0 || c.EnvelopeTimeout < 0 || c.EvictIdleAfter < 0:
 		return errors.New("smtpd: timeouts must not be negative")
 	}
 	for _, d := range c.Domains {

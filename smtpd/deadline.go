@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -22,7 +23,10 @@ type deadlines struct {
 	// envelope: the DATA (or BDAT) command must come within this long of
 	// connecting or of the end of the previous message (0: no bound).
 	envelope time.Duration
-	hostname string
+	// evictAfter: the least age of a connection evicted for a new one
+	// when the listener is full (evict.go).
+	evictAfter time.Duration
+	hostname   string
 }
 
 // Reasons a connection was closed by one of the listener's deadlines; the
@@ -44,6 +48,9 @@ type limitConn struct {
 
 	inTxn bool // guarded by l.mu
 
+	accepted time.Time   // when the listener accepted it
+	sawLine  atomic.Bool // a complete line (a command) was read: never evicted (evict.go)
+
 	mu         sync.Mutex // guards the fields below; BDAT calls Data on its own goroutine
 	want       time.Time  // the read deadline go-smtp asked for
 	cmdStart   bool       // a command read began (go-smtp set the deadline); its first byte is not read yet
@@ -56,7 +63,7 @@ type limitConn struct {
 }
 
 func newLimitConn(c net.Conn, l *limitListener, ip string) *limitConn {
-	lc := &limitConn{Conn: c, l: l, ip: ip}
+	lc := &limitConn{Conn: c, l: l, ip: ip, accepted: time.Now()}
 	if d := l.deadlines.envelope; d > 0 {
 		lc.envelopeBy = time.Now().Add(d)
 		lc.applyLocked()
@@ -123,6 +130,9 @@ func (c *limitConn) Read(p []byte) (int, error) {
 		return 0, expiredErr(expired, plain)
 	}
 	n, err := c.Conn.Read(p)
+	if n > 0 && !c.sawLine.Load() && bytes.IndexByte(p[:n], '\n') >= 0 {
+		c.sawLine.Store(true)
+	}
 	if n > 0 {
 		c.mu.Lock()
 		if c.cmdStart && !c.inData && c.l.deadlines.command > 0 {

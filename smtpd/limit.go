@@ -51,9 +51,20 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			c.Close()
 			continue
 		}
+		full := l.total >= l.max
+		if full && l.byIP[ip] < l.perIP {
+			// The slowloris defence (evict.go): free the slot of the
+			// oldest connection that never sent a complete line.
+			if victim := l.oldestIdleLocked(time.Now()); victim != nil {
+				l.mu.Unlock()
+				victim.evict()
+				l.mu.Lock()
+				full = l.total >= l.max
+			}
+		}
 		var refuse string
 		switch {
-		case l.total >= l.max:
+		case full:
 			refuse = busyReply
 			l.m.connections.WithLabelValues("refused_total").Inc()
 		case l.byIP[ip] >= l.perIP:

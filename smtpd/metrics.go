@@ -24,7 +24,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		connections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bouncer_smtp_connections_total",
-			Help: "SMTP connections, by result: accepted, or refused over the total or per-IP limit.",
+			Help: "SMTP connections, by result: accepted, refused over the total or per-IP limit, or evicted_idle (closed for a new one while full, having sent no command).",
 		}, []string{"result"}),
 		replies: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bouncer_smtp_replies_total",
@@ -56,7 +56,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, d := range []string{timeoutCommand, timeoutEnvelope} {
 		m.timeouts.WithLabelValues(d)
 	}
-	for _, r := range []string{"accepted", "refused_total", "refused_per_ip"} {
+	for _, r := range []string{"accepted", "refused_total", "refused_per_ip", "evicted_idle"} {
 		m.connections.WithLabelValues(r)
 	}
 	for _, c := range replyCodes {

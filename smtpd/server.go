@@ -62,7 +62,7 @@ func New(cfg Config) (*Server, error) {
 
 // Serve accepts connections on l until Shutdown.
 func (s *Server) Serve(l net.Listener) error {
-	d := deadlines{command: s.cfg.CommandTimeout, envelope: s.cfg.EnvelopeTimeout, hostname: s.cfg.Hostname}
+	d := deadlines{command: s.cfg.CommandTimeout, envelope: s.cfg.EnvelopeTimeout, evictAfter: s.cfg.EvictIdleAfter, hostname: s.cfg.Hostname}
 	ll := newLimitListener(l, s.cfg.MaxConnections, s.cfg.MaxConnsPerIP, d, s.m)
 	s.mu.Lock()
 	s.listeners = append(s.listeners, ll)
