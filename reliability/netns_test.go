@@ -8,6 +8,7 @@ package reliability
 import (
 	"errors"
 	"net"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -110,3 +111,15 @@ func TestLab(t *testing.T) {
 // it. It fails on a lost or twice-stored report and on a backlog that
 // never drains.
 func TestNATSPartition(t *testing.T) { runScenario(t, "nats-partition") }
+
+// TestClockJump steps the clock of the whole host, which every other
+// program on it sees: it runs only with BOUNCER_TEST_CLOCK_JUMP=1 (the
+// scenario itself refuses without it too). It fails on a lost or
+// twice-stored report, and when the API's count of reports disagrees with
+// the store after the steps.
+func TestClockJump(t *testing.T) {
+	if os.Getenv(clockJumpEnv) != "1" {
+		t.Skipf("steps the host's wall clock 10 min forward and back; set %s=1 to run it", clockJumpEnv)
+	}
+	runScenario(t, "clock-jump")
+}
