@@ -148,11 +148,25 @@ func replyKey(line string) string {
 	switch {
 	case len(f) == 0:
 		return "EOF"
-	case len(f) > 1 && strings.Count(f[1], ".") == 2 && !strings.Contains(f[0], "-"):
+	case len(f) > 1 && enhancedCode(f[1]) && !strings.Contains(f[0], "-"):
 		return f[0] + " " + f[1]
 	}
 	code, _, _ := strings.Cut(f[0], "-")
 	return code
+}
+
+// enhancedCode reports whether s is an RFC 3463 status code, "4.7.0".
+func enhancedCode(s string) bool {
+	p := strings.Split(s, ".")
+	if len(p) != 3 || len(p[0]) != 1 || !strings.Contains("245", p[0]) {
+		return false
+	}
+	for _, n := range p[1:] {
+		if _, err := strconv.Atoi(n); err != nil || len(n) > 3 {
+			return false
+		}
+	}
+	return true
 }
 
 func (t *tally) String() string {

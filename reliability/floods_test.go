@@ -18,6 +18,7 @@ func TestReplyKey(t *testing.T) {
 		{"250-bouncer Hello", "250"},
 		{"354 Go ahead. End your data with <CR><LF>.<CR><LF>", "354"},
 		{"", "EOF"},
+		{"220 bouncer.reliability.test ESMTP Service Ready", "220"},
 		{"500 5.5.1 Too many errors. Quiting now", "500 5.5.1"},
 	} {
 		if got := replyKey(tc.line); got != tc.want {
