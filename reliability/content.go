@@ -2,19 +2,23 @@ package reliability
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/bouncer-mail/bouncer/classify"
@@ -264,12 +268,17 @@ func runHostileContent(ctx context.Context, e *Env, c Config) (Result, error) {
 	load := c.startLoad(b.SMTPAddr, run)
 	var h *hostileSender
 	sessions := max(2, c.Sessions/5)
+	var cpuAt [2]time.Duration // bouncer's and the harness's CPU time at inject
+	var wallAt time.Time
 	inject := func() error {
+		cpuAt, wallAt = [2]time.Duration{procCPU(pid), selfCPU()}, time.Now()
 		h, err = startHostile(b.SMTPAddr, run, sessions)
 		return err
 	}
 	recover := func() error {
 		h.finish()
+		r.Notes = append(r.Notes, fmt.Sprintf("while the hostile sender ran (%s, %d sessions): bouncer used %.1f s of CPU, the harness (load, hostile sender building and classifying its messages) %.1f s, on %d CPUs",
+			time.Since(wallAt).Round(100*time.Millisecond), sessions, (procCPU(pid)-cpuAt[0]).Seconds(), (selfCPU()-cpuAt[1]).Seconds(), runtime.NumCPU()))
 		if !b.Running() {
 			return errors.New("bouncer died under the hostile messages: " + lastLines(b.LogPath, 3))
 		}
@@ -289,6 +298,31 @@ func runHostileContent(ctx context.Context, e *Env, c Config) (Result, error) {
 		herr = errors.Join(herr, errors.New("bouncer is not the process started at the beginning: it died"))
 	}
 	return r, errors.Join(drainErr, herr, b.Stop())
+}
+
+// procCPU is the user and system CPU time a process used so far, 0 when
+// unknown (/proc/PID/stat, in clock ticks of 1/100 s).
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	s, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(u+s) * 10 * time.Millisecond
+}
+
+// selfCPU is the CPU time this process used so far.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // hostileStored is what the store holds of one hostile report.
