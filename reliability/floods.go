@@ -132,7 +132,10 @@ type tally struct {
 func newTally() *tally { return &tally{n: map[string]int{}, sample: map[string]string{}} }
 
 func (t *tally) add(line string) {
-	k := replyKey(line)
+	k := line
+	if c := atoiCode(line); c >= 200 && c < 600 || line == "" {
+		k = replyKey(line)
+	}
 	t.mu.Lock()
 	t.n[k]++
 	if _, ok := t.sample[k]; !ok {
@@ -555,15 +558,17 @@ func runCommandFlood(ctx context.Context, e *Env, c Config) (Result, error) {
 				}, prehelo)
 			}),
 			startFlooders(perKind, 5, func(ctx context.Context, ip net.IP) {
-				got := floodSession(ctx, b.SMTPAddr, ip, true, func(int) []string { return []string{"XYZZY", "FOO bar"} }, unknown)
+				// An unknown verb (500 5.5.2) and a line go-smtp cannot
+				// parse as a command (501 5.5.2): both count as errors.
+				got := floodSession(ctx, b.SMTPAddr, ip, true, func(int) []string { return []string{"XYZW", "XYZZY"} }, unknown)
 				if len(got) > 0 && ctx.Err() == nil {
 					n := 0
 					for _, l := range got {
-						if strings.HasPrefix(l, "500 5.5.2") {
+						if k := replyKey(l); k == "500 5.5.2" || k == "501 5.5.2" {
 							n++
 						}
 					}
-					unknown.errsCut.add(fmt.Sprintf("%d errors then %s", n, replyKey(got[len(got)-1])))
+					unknown.errsCut.add(fmt.Sprintf("errors %d, then %s", n, replyKey(got[len(got)-1])))
 				}
 			}),
 		)
@@ -612,9 +617,11 @@ func runCommandFlood(ctx context.Context, e *Env, c Config) (Result, error) {
 	if bad := prehelo.ends.others("421 4.4.2", "421 4.7.0"); len(bad) > 0 || prehelo.ends.get("421 4.4.2") == 0 {
 		errs = append(errs, fmt.Errorf("command-flood: MAIL-before-EHLO sessions not ended by 421 4.4.2: %s", prehelo.ends))
 	}
-	// go-smtp answers four unknown commands 500 5.5.2, then 500 5.5.1
-	// "Too many errors" and closes.
-	if bad := unknown.errsCut.others("4 errors then 500 5.5.1"); len(bad) > 0 || unknown.errsCut.get("4 errors then 500 5.5.1") == 0 {
+	// go-smtp answers four bad commands 500 or 501 5.5.2, then 500
+	// 5.5.1 "Too many errors" and closes (or the session was refused at
+	// the greeting over the per-address limit).
+	const cutAfter4 = "errors 4, then 500 5.5.1"
+	if bad := unknown.errsCut.others(cutAfter4, "errors 0, then 421 4.7.0"); len(bad) > 0 || unknown.errsCut.get(cutAfter4) == 0 {
 		errs = append(errs, fmt.Errorf("command-flood: unknown-command sessions not cut after 4 errors with 500 5.5.1: %s", unknown.errsCut))
 	}
 	if !finishedAlone {

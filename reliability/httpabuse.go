@@ -154,9 +154,9 @@ func runHTTPAbuse(ctx context.Context, e *Env, c Config) (Result, error) {
 	var csv bytes.Buffer
 	csv.WriteString("address,reason\n")
 	for i := range suppressions {
-		fmt.Fprintf(&csv, "user%d@%s,abuse scenario\n", i, abuseDomain)
+		fmt.Fprintf(&csv, "user%d@%s,userunknown\n", i, abuseDomain)
 	}
-	if code, body, _ := h.do(ctx, "setup: import", http.MethodPost, "/v1/suppressions:import", abuseAdminToken, bytes.NewReader(csv.Bytes()), nil); code != http.StatusOK {
+	if code, body, _ := h.do(ctx, "setup: import", http.MethodPost, "/v1/suppressions:import?note=abuse+scenario", abuseAdminToken, bytes.NewReader(csv.Bytes()), nil); code != http.StatusOK {
 		return r, fmt.Errorf("http-abuse: the setup import got HTTP %d: %s", code, body)
 	}
 	nBefore, digestBefore, err := h.suppressionDigest(ctx)
@@ -272,7 +272,7 @@ func (h *httpAbuse) abuse(ctx context.Context, exports, slow, imports, checkers,
 	// Oversize imports: one over the limit, and several just under it
 	// at once whose last line is bad, so nothing is written.
 	big := bytes.Repeat([]byte("x"), 65<<20)
-	code, _, _ = h.do(ctx, "import over 64 MiB", http.MethodPost, "/v1/suppressions:import", abuseAdminToken, bytes.NewReader(append([]byte("address\n"), big...)), nil)
+	code, _, _ = h.do(ctx, "import over 64 MiB", http.MethodPost, "/v1/suppressions:import?note=abuse+scenario", abuseAdminToken, bytes.NewReader(append([]byte("address\n"), big...)), nil)
 	want("65 MiB import", code, 413)
 	var nearly bytes.Buffer
 	nearly.WriteString("address\n")
@@ -286,7 +286,7 @@ func (h *httpAbuse) abuse(ctx context.Context, exports, slow, imports, checkers,
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			code, _, hdr := h.do(ctx, "concurrent 60 MiB imports with a bad last line", http.MethodPost, "/v1/suppressions:import", abuseAdminToken, bytes.NewReader(nearly.Bytes()), nil)
+			code, _, hdr := h.do(ctx, "concurrent 60 MiB imports with a bad last line", http.MethodPost, "/v1/suppressions:import?note=abuse+scenario", abuseAdminToken, bytes.NewReader(nearly.Bytes()), nil)
 			mu.Lock()
 			defer mu.Unlock()
 			if code == 503 && hdr.Get("Retry-After") == "" {
