@@ -104,8 +104,9 @@ func runNATSPartition(ctx context.Context, e *Env, c Config) (Result, error) {
 	}
 	recover := func() error {
 		// Still cut: what the probes say.
-		r.Notes = append(r.Notes, fmt.Sprintf("cut: listener /readyz %s, worker /readyz %s",
-			probe(ctx, b.HTTPAddr, "/readyz"), probe(ctx, w.HTTPAddr, "/readyz")))
+		r.Notes = append(r.Notes, fmt.Sprintf("cut: listener /healthz %s, /readyz %s; worker /healthz %s, /readyz %s",
+			timedProbe(ctx, b.HTTPAddr, "/healthz"), timedProbe(ctx, b.HTTPAddr, "/readyz"),
+			timedProbe(ctx, w.HTTPAddr, "/healthz"), timedProbe(ctx, w.HTTPAddr, "/readyz")))
 		n := load.Ledger.Counts()
 		if n.TempReplies == cutAt.TempReplies {
 			r.Notes = append(r.Notes, fmt.Sprintf("no 4xx during the %s cut", cut))
@@ -141,4 +142,11 @@ func countLines(path, s string) int {
 		return 0
 	}
 	return strings.Count(string(b), s)
+}
+
+// timedProbe is probe with the time the answer took.
+func timedProbe(ctx context.Context, addr, path string) string {
+	start := time.Now()
+	st := probe(ctx, addr, path)
+	return fmt.Sprintf("%s (%.1fs)", st, time.Since(start).Seconds())
 }

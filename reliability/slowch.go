@@ -85,8 +85,8 @@ func runClickHouseSlow(ctx context.Context, e *Env, c Config) (Result, error) {
 	}
 	recover := func() error {
 		// While still slow: what the probes say, what the bucket did.
-		r.Notes = append(r.Notes, fmt.Sprintf("slow link: bouncer /readyz %s, worker /readyz %s",
-			probe(ctx, b.HTTPAddr, "/readyz"), probe(ctx, w.HTTPAddr, "/readyz")))
+		r.Notes = append(r.Notes, fmt.Sprintf("slow link: bouncer /readyz %s, worker /readyz %s (%s)",
+			timedProbe(ctx, b.HTTPAddr, "/readyz"), timedProbe(ctx, w.HTTPAddr, "/readyz"), grepLog(b.LogPath, "not ready")))
 		in, out, err := chNS.shapeStats()
 		if err != nil {
 			return err
