@@ -74,11 +74,20 @@ func StreamConfigs(replicas int) []jetstream.StreamConfig {
 		Name:        StreamReports,
 		Description: "raw reports accepted by the bouncer listener",
 		Subjects:    []string{SubjectReports},
-		// Work queue: a report leaves the stream once ingest acked it,
-		// which it does only after the store committed it. Nothing ages
-		// out: when the disk fills, publishes fail and the listener
-		// answers 451, so the remote MTA keeps the report.
-		Retention:   jetstream.WorkQueuePolicy,
+		// Limits retention with no limits: nothing ages out, and a
+		// report leaves the stream only when Trim purges it, once every
+		// consumer acked it, which ingest does only after the store
+		// committed it. When the disk fills, publishes fail and the
+		// listener answers 451, so the remote MTA keeps the report.
+		//
+		// Not a work queue, although that is what this is: a work queue
+		// removes each acked message on its own, and under the
+		// listener's sync-always file store that is a tombstone written
+		// and fsynced per report, one at a time, which held ingest to a
+		// fraction of the store's rate. Trim removes a batch with one
+		// purge. A stream created as a work queue by an older bouncer
+		// stays one (EnsureStreams; docs/deploy.md).
+		Retention:   jetstream.LimitsPolicy,
 		Discard:     jetstream.DiscardNew,
 		Storage:     jetstream.FileStorage,
 		Replicas:    replicas,
@@ -119,8 +128,18 @@ func StreamConfigs(replicas int) []jetstream.StreamConfig {
 // EnsureStreams creates bouncer's streams, or updates them to
 // StreamConfigs(replicas) when they exist. Every process that publishes
 // or consumes calls it at start; it is idempotent.
+//
+// The reports stream of an older bouncer is a work queue, and JetStream
+// cannot change a stream's retention to or from a work queue: such a
+// stream keeps its retention, and works as before, acked reports leaving
+// it one by one (docs/deploy.md says how to move it).
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, replicas int) error {
 	for _, cfg := range StreamConfigs(replicas) {
+		if cfg.Name == StreamReports {
+			if s, err := js.Stream(ctx, cfg.Name); err == nil && s.CachedInfo().Config.Retention == jetstream.WorkQueuePolicy {
+				cfg.Retention = jetstream.WorkQueuePolicy
+			}
+		}
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
 			return fmt.Errorf("broker: ensuring stream %s (%s): %w", cfg.Name, cfg.Subjects[0], err)
 		}

@@ -35,6 +35,10 @@ type Pipeline struct {
 	storeSince time.Time // when the store started failing
 	storeFails int       // failed writes in a row
 	natsErr    error     // the last consumer or fetch error, nil after a success
+
+	trimMu    sync.Mutex
+	untrimmed bool      // acks since the last trim
+	lastTrim  time.Time // when the last trim began
 }
 
 // source is one stream the pipeline consumes: the raw reports, and the sync
@@ -43,6 +47,9 @@ type source struct {
 	stream  string
 	subject string
 	durable string
+	// trim: what every consumer acked is purged from the stream
+	// (broker.Trim); the reports stream keeps it until then.
+	trim bool
 }
 
 // New checks cfg and registers the pipeline's metrics on cfg.Registerer.
@@ -75,7 +82,7 @@ func Run(ctx context.Context, cfg Config) error {
 // streams must exist (broker.EnsureStreams).
 func (p *Pipeline) Run(ctx context.Context) error {
 	sources := []source{
-		{stream: broker.StreamReports, subject: broker.SubjectReports, durable: p.cfg.Durable},
+		{stream: broker.StreamReports, subject: broker.SubjectReports, durable: p.cfg.Durable, trim: true},
 		{stream: broker.StreamAttempts, subject: broker.SubjectAttempts, durable: p.cfg.Durable + "-attempts"},
 	}
 	var wg sync.WaitGroup
@@ -134,7 +141,7 @@ func (p *Pipeline) consume(ctx context.Context, src source) {
 	// They are finished before consume returns.
 	done := make(chan committed, 1)
 	var finishing sync.WaitGroup
-	finishing.Go(func() { p.finish(done) })
+	finishing.Go(func() { p.finish(src, done) })
 	defer finishing.Wait()
 	defer close(done)
 	var cons jetstream.Consumer
@@ -187,6 +194,10 @@ func (p *Pipeline) consume(ctx context.Context, src source) {
 			sleep(ctx, d)
 		case len(msgs) > 0:
 			bo.reset()
+		case src.trim:
+			// Idle: the last batch's acks may have reached the ack
+			// floor only after the trim that followed them.
+			p.trim(ctx, src, 0)
 		}
 	}
 }
@@ -238,4 +249,35 @@ func sleep(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-t.C:
 	}
+}
+
+// trimEvery is how often a busy pipeline trims the reports stream: after
+// a batch's acks, when the last trim is at least this old. An idle one
+// trims once its last acks are in.
+const trimEvery = time.Second
+
+// trim purges from src's stream what every consumer acked
+// (broker.Trim), when there were acks since the last trim and that trim
+// began at least every ago. A failure is logged; the next trim removes
+// the same messages.
+func (p *Pipeline) trim(ctx context.Context, src source, every time.Duration) {
+	p.trimMu.Lock()
+	defer p.trimMu.Unlock()
+	now := time.Now()
+	if !p.untrimmed || now.Sub(p.lastTrim) < every {
+		return
+	}
+	p.untrimmed, p.lastTrim = false, now
+	if _, err := broker.Trim(ctx, p.cfg.JS, src.stream); err != nil {
+		p.untrimmed = true
+		p.m.trimErrors.Inc()
+		p.log.Warn("cannot remove acknowledged reports from the stream; will retry", "error", err)
+	}
+}
+
+// acked notes acks for the next trim.
+func (p *Pipeline) acked() {
+	p.trimMu.Lock()
+	p.untrimmed = true
+	p.trimMu.Unlock()
 }

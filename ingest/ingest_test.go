@@ -201,8 +201,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// streamMsgs is the number of messages in a stream; in the work-queue
-// reports stream, the ones not acked yet.
+// streamMsgs is the number of messages in a stream; in the reports
+// stream, the ones ingest has not acked and trimmed yet (broker.Trim).
 func (e *env) streamMsgs(name string) uint64 {
 	e.t.Helper()
 	st, err := e.js.Stream(context.Background(), name)
@@ -313,7 +313,7 @@ func TestIngestReport(t *testing.T) {
 		t.Errorf("event return path %q, stream %q; want b+tok@bounces.example.com and none", ev.ReturnPath, ev.Stream)
 	}
 
-	// Acked: gone from the work queue, nothing pending.
+	// Acked, and trimmed from the stream: nothing pending.
 	waitFor(t, "the ack", func() bool { return e.streamMsgs(broker.StreamReports) == 0 })
 	if ci := e.consumerInfo(); ci.NumAckPending != 0 || ci.NumPending != 0 {
 		t.Errorf("consumer: %d ack pending, %d pending, want 0", ci.NumAckPending, ci.NumPending)

@@ -54,6 +54,7 @@ type metrics struct {
 	reports            prometheus.Counter
 	skipped            prometheus.Counter
 	panics             prometheus.Counter
+	trimErrors         prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -125,6 +126,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		// Same name and help as the listener's: one family, one series
 		// per component.
+		trimErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bouncer_ingest_trim_errors_total",
+			Help: "Failed removals of acknowledged reports from the reports stream; they stay on disk until a later one succeeds.",
+		}),
 		panics: prometheus.NewCounter(prometheus.CounterOpts{
 			Name:        "bouncer_panics_total",
 			Help:        "Panics recovered, by component.",
@@ -167,7 +172,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			m.corrections.WithLabelValues(p, o[0], o[1], o[2])
 		}
 	}
-	for _, c := range []prometheus.Collector{m.batches, m.batchSize, m.writeErrors, m.refoldErrors, m.outcomes, m.corrections, m.suppressions, m.suppressionsLifted, m.suppressErrors, m.deadLetters, m.lag, m.events, m.attempts, m.reports, m.skipped, m.panics} {
+	for _, c := range []prometheus.Collector{m.batches, m.batchSize, m.writeErrors, m.refoldErrors, m.outcomes, m.corrections, m.suppressions, m.suppressionsLifted, m.suppressErrors, m.deadLetters, m.lag, m.events, m.attempts, m.reports, m.skipped, m.panics, m.trimErrors} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {

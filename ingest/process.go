@@ -27,9 +27,6 @@ import (
 // writes; a reclassification writes a higher one.
 const ClassificationVersion uint32 = 1
 
-// ackConcurrency bounds the acks in flight after a write.
-const ackConcurrency = 32
-
 // What refold groups per recipient (docs/outcomes.md): its newest events,
 // and the window within which a report with no key joins the sync group
 // before it. The same as api's GET /v1/recipients/{address}/outcomes.
@@ -169,10 +166,14 @@ func (p *Pipeline) process(ctx context.Context, msgs []jetstream.Msg, nakDelay t
 // redelivered. A crash between the acks and the re-fold leaves those
 // recipients' outcomes as they were until their next event re-folds them
 // from every stored event.
-func (p *Pipeline) finish(batches <-chan committed) {
+func (p *Pipeline) finish(src source, batches <-chan committed) {
 	for b := range batches {
 		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.WriteTimeout)
 		p.ackAll(ctx, b.msgs)
+		if src.trim {
+			p.acked()
+			p.trim(ctx, src, trimEvery)
+		}
 		if len(b.events) > 0 {
 			p.refold(ctx, b.events)
 		}
@@ -554,21 +555,28 @@ func reportReturnPath(env event.Envelope) string {
 	return strings.ToLower(strings.TrimSpace(env.Recipients[0]))
 }
 
-// ackAll acks msgs, each confirmed by the server. A failed ack is logged:
-// the message comes back after AckWait and is written again, to no effect.
+// ackAll acks msgs, then waits until the server has them all: one round
+// trip for the batch rather than one per message. An ack lost on the way
+// (the connection broke) is logged: the message comes back after AckWait
+// and is written again, to no effect.
 func (p *Pipeline) ackAll(ctx context.Context, msgs []jetstream.Msg) {
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, ackConcurrency)
+	failed := 0
 	for _, msg := range msgs {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			if err := msg.DoubleAck(ctx); err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
+		if err := msg.Ack(); err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
+			failed++
+			if failed == 1 {
 				p.log.Warn("ack failed; the message will be redelivered", "error", err, "seq", sequence(msg))
 			}
-		})
+		}
 	}
-	wg.Wait()
+	if failed > 1 {
+		p.log.Warn("acks failed; the messages will be redelivered", "messages", failed)
+	}
+	if nc := p.cfg.JS.Conn(); nc != nil && failed < len(msgs) {
+		if err := nc.FlushWithContext(ctx); err != nil {
+			p.log.Warn("acks not confirmed; unconfirmed messages will be redelivered", "error", err, "messages", len(msgs)-failed)
+		}
+	}
 }
 
 // nak asks for msg again after delay; should that fail too, AckWait

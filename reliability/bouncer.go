@@ -298,9 +298,10 @@ type StreamState struct {
 }
 
 // Idle reports whether the ingest consumer has nothing left to do:
-// everything delivered and acked. The stream itself should then be empty
-// too (a work queue drops what was acked); Msgs above zero then are
-// reports the consumer holds as acked that the stream failed to drop.
+// everything delivered and acked. The stream itself is then empty too
+// within a moment (ingest trims what it acked, broker.Trim); Msgs that
+// stay above zero are reports the consumer holds as acked that the stream
+// failed to drop.
 func (s StreamState) Idle() bool { return s.AckPending == 0 && s.Pending == 0 }
 
 // Stream reads the reports stream and the ingest consumer from natsURL.
@@ -339,7 +340,7 @@ func Stream(ctx context.Context, natsURL string) (StreamState, error) {
 }
 
 // StreamLeftovers returns the report ids (Nats-Msg-Id) of the messages
-// still in the reports stream, at most limit of them: after a drain that
+// still in the reports stream and not acked by ingest, at most limit of them: after a drain that
 // did not finish, they tell a stall (ids stored already, or never
 // delivered) from a loss.
 func StreamLeftovers(ctx context.Context, natsURL string, limit int) ([]string, error) {
@@ -362,8 +363,16 @@ func StreamLeftovers(ctx context.Context, natsURL string, limit int) ([]string, 
 	if err != nil {
 		return nil, err
 	}
+	// What ingest acked may still be there until its next trim: start
+	// above the consumer's ack floor.
+	first := info.State.FirstSeq
+	if c, err := s.Consumer(ctx, ingest.DefaultDurable); err == nil {
+		if ci, err := c.Info(ctx); err == nil && ci.AckFloor.Stream >= first {
+			first = ci.AckFloor.Stream + 1
+		}
+	}
 	var ids []string
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && len(ids) < limit && info.State.Msgs > 0; seq++ {
+	for seq := first; seq <= info.State.LastSeq && len(ids) < limit && info.State.Msgs > 0; seq++ {
 		m, err := s.GetMsg(ctx, seq)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			continue

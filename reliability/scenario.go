@@ -115,8 +115,8 @@ func waitDrained(ctx context.Context, natsURL string, timeout time.Duration, sta
 		if err == nil && st.Idle() {
 			return nil
 		}
-		// Progress is acks: they move the ack floor and, the stream being
-		// a work queue, drop messages. Deliveries alone are not: a
+		// Progress is acks: they move the ack floor and, once ingest
+		// trims, drop messages. Deliveries alone are not: a
 		// livelocked ingest keeps fetching.
 		if err == nil && (st.AckFloor > last.AckFloor || st.Msgs < last.Msgs || last == (StreamState{})) {
 			last, progressed = st, time.Now()

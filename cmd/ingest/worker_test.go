@@ -242,7 +242,7 @@ func checkStored(t *testing.T, st store.Store, js jetstream.JetStream, since tim
 		t.Errorf("consumer %s: %d ack pending, %d pending, %d redelivered; want 0, 0, 0", Durable, info.NumAckPending, info.NumPending, info.NumRedelivered)
 	}
 	if msgs != 0 {
-		t.Errorf("stream %s still holds %d messages; a work queue keeps only unacked ones", broker.StreamReports, msgs)
+		t.Errorf("stream %s still holds %d messages; once acked, ingest trims them (broker.Trim)", broker.StreamReports, msgs)
 	}
 }
 
