@@ -270,6 +270,9 @@ func (p *Pipeline) trim(ctx context.Context, src source, every time.Duration) {
 	p.untrimmed, p.lastTrim = false, now
 	if _, err := broker.Trim(ctx, p.cfg.JS, src.stream); err != nil {
 		p.untrimmed = true
+		if ctx.Err() != nil {
+			return // shutting down: the next start trims
+		}
 		p.m.trimErrors.Inc()
 		p.log.Warn("cannot remove acknowledged reports from the stream; will retry", "error", err)
 	}
