@@ -1,0 +1,218 @@
+package reliability
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+func init() {
+	Scenarios = append(Scenarios, Scenario{"soak",
+		"none: the all-in-one (embedded NATS, SQLite) under a steady load for the whole -load time (1 hour: -load 1h), RSS and accept latency sampled",
+		runSoak})
+}
+
+// soakSamples is about how many times a soak samples bouncer.
+const soakSamples = 60
+
+// soakRSSBound bounds the all-in-one's resident set at any sample of a
+// soak: the idle process is about 30 MiB, the listener bench's peak under
+// a 50-session load 101 MiB (bench/README.md).
+const soakRSSBound = 512 << 20
+
+// latencyMetric is the listener's accept latency: MAIL FROM to the reply
+// to the end of DATA.
+const latencyMetric = "bouncer_smtp_accept_latency_seconds"
+
+// soakSample is one look at bouncer during a soak.
+type soakSample struct {
+	at      time.Duration // since the load began
+	acked   int           // the load's 250s so far
+	rss     int64         // KiB
+	lag     float64       // bouncer_ingest_lag_seconds
+	buckets map[float64]float64
+}
+
+// runSoak is the sustained load of issue 7: no fault, a steady load for
+// c.Load, with the invariant of every scenario checked at the end and
+// what a long run can show sampled along: the rate that held, bouncer's
+// accept latency per window, its RSS (flat, or growing) and ingest's lag.
+func runSoak(ctx context.Context, e *Env, c Config) (Result, error) {
+	r := Result{Scenario: "soak", Injected: fmt.Sprintf("none: %s of steady load (%d sessions, %.0f reports/s asked, %d bytes each)", c.Load, c.Sessions, c.Rate, c.Size)}
+	dir, err := e.subdir("soak")
+	if err != nil {
+		return r, err
+	}
+	b, err := e.NewBouncer("soak-bouncer", dir, BouncerOptions{})
+	if err != nil {
+		return r, err
+	}
+	if err := b.Start(); err != nil {
+		return r, err
+	}
+	defer b.Kill()
+	run := newRun()
+	load := c.startLoad(b.SMTPAddr, run)
+	start := time.Now()
+	every := max(c.Load/soakSamples, time.Second)
+	var samples []soakSample
+	take := func() error {
+		s := soakSample{at: time.Since(start), acked: load.Ledger.Counts().Acked, rss: vmRSS(b.Pid())}
+		var err error
+		if s.buckets, s.lag, err = scrapeLatency(ctx, "http://"+b.HTTPAddr+"/metrics"); err != nil {
+			return err
+		}
+		samples = append(samples, s)
+		if s.rss<<10 > soakRSSBound {
+			return fmt.Errorf("bouncer's RSS is %d MiB after %s, over the %d MiB bound", s.rss>>10, s.at.Round(time.Second), soakRSSBound>>20)
+		}
+		if !b.Running() {
+			return errors.New("bouncer died: " + lastLines(b.LogPath, 3))
+		}
+		return nil
+	}
+	var sampleErr error
+	for time.Since(start) < c.Load && sampleErr == nil && ctx.Err() == nil {
+		sleep(ctx, min(every, c.Load-time.Since(start)))
+		sampleErr = take()
+	}
+	loadTime := time.Since(start)
+	if sampleErr != nil {
+		load.Finish(ctx, 0)
+		return r, sampleErr
+	}
+	err = load.Finish(ctx, c.DrainWait)
+	r.Counts = load.Ledger.Counts()
+	r.Notes = append(r.Notes, soakNotes(samples, loadTime)...)
+	if err != nil {
+		return r, err
+	}
+	drainErr := check(ctx, c, &r, b, b.NATSURL, load, sqliteReader(b.DataDir, run), nil)
+	return r, errors.Join(drainErr, b.Stop())
+}
+
+// soakNotes describes the samples: the rate that held, the accept latency
+// over the run and per tenth of it, RSS along the run, the worst lag.
+func soakNotes(samples []soakSample, loadTime time.Duration) []string {
+	if len(samples) == 0 {
+		return nil
+	}
+	last := samples[len(samples)-1]
+	notes := []string{fmt.Sprintf("sustained: %d reports answered 250 in %s of load, %.0f/s", last.acked, loadTime.Round(time.Second), float64(last.acked)/loadTime.Seconds())}
+	notes = append(notes, fmt.Sprintf("accept latency over the run: p50 %s, p99 %s (histogram bucket bounds)",
+		quantile(last.buckets, nil, 0.5), quantile(last.buckets, nil, 0.99)))
+	// Per tenth of the run: a p99 that climbs is a slow leak of time.
+	var windows []string
+	step := max(len(samples)/10, 1)
+	for i := step - 1; i < len(samples); i += step {
+		var prev map[float64]float64
+		from := 0
+		if i-step >= 0 {
+			prev, from = samples[i-step].buckets, samples[i-step].acked
+		}
+		s := samples[i]
+		windows = append(windows, fmt.Sprintf("%s: %.0f/s p99 %s", s.at.Round(time.Second),
+			float64(s.acked-from)/(s.at-atOr0(samples, i-step)).Seconds(), quantile(s.buckets, prev, 0.99)))
+	}
+	notes = append(notes, "per window: "+strings.Join(windows, "; "))
+	var rss []string
+	maxRSS, maxLag := int64(0), 0.0
+	for i, s := range samples {
+		maxRSS, maxLag = max(maxRSS, s.rss), math.Max(maxLag, s.lag)
+		if i%step == step-1 || i == 0 {
+			rss = append(rss, fmt.Sprintf("%s %d MiB", s.at.Round(time.Second), s.rss>>10))
+		}
+	}
+	notes = append(notes, fmt.Sprintf("RSS: %s; peak %d MiB", strings.Join(rss, ", "), maxRSS>>10))
+	notes = append(notes, fmt.Sprintf("ingest lag (bouncer_ingest_lag_seconds) at most %.2f s at a sample", maxLag))
+	return notes
+}
+
+func atOr0(samples []soakSample, i int) time.Duration {
+	if i < 0 {
+		return 0
+	}
+	return samples[i].at
+}
+
+// quantile is the upper bound of the histogram bucket holding quantile q
+// of the observations in cum less those in prev (both cumulative bucket
+// counts by upper bound; prev may be nil).
+func quantile(cum, prev map[float64]float64, q float64) string {
+	les := make([]float64, 0, len(cum))
+	for le := range cum {
+		les = append(les, le)
+	}
+	sort.Float64s(les)
+	if len(les) == 0 {
+		return "?"
+	}
+	total := cum[les[len(les)-1]] - prev[les[len(les)-1]]
+	if total <= 0 {
+		return "no observations"
+	}
+	for _, le := range les {
+		if cum[le]-prev[le] >= q*total {
+			if math.IsInf(le, 1) {
+				return "> " + strconv.FormatFloat(les[len(les)-2]*1000, 'f', -1, 64) + " ms"
+			}
+			return "≤ " + strconv.FormatFloat(le*1000, 'f', -1, 64) + " ms"
+		}
+	}
+	return "?"
+}
+
+// scrapeLatency reads the accept-latency histogram's cumulative buckets
+// and the ingest lag from a /metrics page.
+func scrapeLatency(ctx context.Context, u string) (map[float64]float64, float64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer resp.Body.Close()
+	buckets := map[float64]float64{}
+	var lag float64
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if v, ok := strings.CutPrefix(line, "bouncer_ingest_lag_seconds "); ok {
+			lag, _ = strconv.ParseFloat(v, 64)
+			continue
+		}
+		rest, ok := strings.CutPrefix(line, latencyMetric+`_bucket{le="`)
+		if !ok {
+			continue
+		}
+		le, val, ok := strings.Cut(rest, `"} `)
+		if !ok {
+			continue
+		}
+		bound, err1 := strconv.ParseFloat(le, 64)
+		n, err2 := strconv.ParseFloat(val, 64)
+		if err1 != nil || err2 != nil {
+			return nil, 0, fmt.Errorf("metrics line %q", line)
+		}
+		buckets[bound] = n
+	}
+	if err := sc.Err(); err != nil {
+		return nil, 0, err
+	}
+	if len(buckets) == 0 {
+		return nil, 0, errors.New("no " + latencyMetric + " histogram in /metrics")
+	}
+	return buckets, lag, nil
+}

@@ -1,0 +1,40 @@
+package reliability
+
+import "testing"
+
+// TestSoak is the sustained load in its CI size: a few seconds. The hour
+// is run by hand (docs/reliability.md).
+func TestSoak(t *testing.T) { runScenario(t, "soak") }
+
+// TestQuantile checks the bucket arithmetic the soak's notes rest on.
+func TestQuantile(t *testing.T) {
+	inf := 1.0 / zero
+	cum := map[float64]float64{0.001: 50, 0.01: 90, 0.1: 99, 1: 100, inf: 100}
+	prev := map[float64]float64{0.001: 50, 0.01: 50, 0.1: 50, 1: 50, inf: 50}
+	tests := []struct {
+		prev map[float64]float64
+		q    float64
+		want string
+	}{
+		{nil, 0.5, "≤ 1 ms"},
+		{nil, 0.9, "≤ 10 ms"},
+		{nil, 0.99, "≤ 100 ms"},
+		{nil, 1, "≤ 1000 ms"},
+		// Of the 50 since prev: 40 by 10 ms, 49 by 100 ms, 50 by 1 s.
+		{prev, 0.5, "≤ 10 ms"},
+		{prev, 0.98, "≤ 100 ms"},
+		{prev, 0.99, "≤ 1000 ms"},
+		{cum, 0.99, "no observations"},
+	}
+	for _, tt := range tests {
+		if got := quantile(cum, tt.prev, tt.q); got != tt.want {
+			t.Errorf("quantile(q=%v, prev %v) = %q, want %q", tt.q, tt.prev != nil, got, tt.want)
+		}
+	}
+	over := map[float64]float64{0.5: 1, inf: 10}
+	if got := quantile(over, nil, 0.99); got != "> 500 ms" {
+		t.Errorf("quantile past the last bound = %q, want > 500 ms", got)
+	}
+}
+
+var zero float64
