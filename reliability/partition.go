@@ -94,12 +94,15 @@ func runNATSPartition(ctx context.Context, e *Env, c Config) (Result, error) {
 	load := c.startLoad(b.SMTPAddr, run)
 	pc := c
 	pc.Fault = cut
-	var cutAt Counts
+	var (
+		cutAt             Counts
+		cutTime, restTime time.Time
+	)
 	inject := func() error {
 		if st, err := Stream(ctx, ns.URL); err == nil {
 			r.Notes = append(r.Notes, fmt.Sprintf("at the cut: %d reports in the stream, %d delivered to ingest and not acked", st.Msgs, st.AckPending))
 		}
-		cutAt = load.Ledger.Counts()
+		cutAt, cutTime = load.Ledger.Counts(), time.Now()
 		return nsNATS.Cut()
 	}
 	recover := func() error {
@@ -112,6 +115,7 @@ func runNATSPartition(ctx context.Context, e *Env, c Config) (Result, error) {
 		n := load.Ledger.Counts()
 		r.Notes = append(r.Notes, fmt.Sprintf("from the cut to its end: +%d answered 250, +%d 4xx replies",
 			n.Acked-cutAt.Acked, n.TempReplies-cutAt.TempReplies))
+		restTime = time.Now()
 		return nsNATS.Restore()
 	}
 	loadErr := drive(ctx, e, pc, &r, load, fault{"the partition", inject, recover})
@@ -120,6 +124,10 @@ func runNATSPartition(ctx context.Context, e *Env, c Config) (Result, error) {
 	}
 	r.Notes = append(r.Notes, fmt.Sprintf("listener's log: %d reports not accepted (%s)",
 		countLines(b.LogPath, "report not accepted"), grepLog(b.LogPath, "report not accepted")))
+	if ts := logTimes(b.LogPath, `msg="report not accepted"`); len(ts) > 0 {
+		r.Notes = append(r.Notes, fmt.Sprintf("the listener's 451s were logged %.1fs to %.1fs after the cut; the link was restored %.1fs after it",
+			ts[0].Sub(cutTime).Seconds(), ts[len(ts)-1].Sub(cutTime).Seconds(), restTime.Sub(cutTime).Seconds()))
+	}
 	drainErr := check(ctx, c, &r, b, ns.URL, load, func(ctx context.Context) (StoreView, error) {
 		return ch.Read(ctx, db, prefix(run))
 	}, nil)
@@ -150,4 +158,23 @@ func timedProbe(ctx context.Context, addr, path string) string {
 	start := time.Now()
 	st := probe(ctx, addr, path)
 	return fmt.Sprintf("%s (%.1fs)", st, time.Since(start).Seconds())
+}
+
+// logTimes returns the times of the log lines holding s, in order.
+func logTimes(path, s string) []time.Time {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	var ts []time.Time
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.Contains(line, s) {
+			continue
+		}
+		v, _, _ := strings.Cut(strings.TrimPrefix(line, "time="), " ")
+		if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+			ts = append(ts, t)
+		}
+	}
+	return ts
 }
