@@ -294,6 +294,7 @@ func runHostileContent(ctx context.Context, e *Env, c Config) (Result, error) {
 	drainErr := check(ctx, c, &r, b, b.NATSURL, load, sqliteReader(b.DataDir, run), nil)
 	peak := rss.end()
 	herr := checkHostile(ctx, &r, b, h, load, peak, rss.first.Load())
+	r.Notes = append(r.Notes, fmt.Sprintf("bouncer RSS once ingest drained: %d MiB", vmRSS(pid)>>10))
 	if b.Pid() != pid || !b.Running() {
 		herr = errors.Join(herr, errors.New("bouncer is not the process started at the beginning: it died"))
 	}
