@@ -69,6 +69,8 @@ type server struct {
 
 	norm   suppress.Normalization
 	routes []string // every pattern New registered, in order
+
+	imports chan struct{} // a slot per import in progress (maxImportsAtOnce)
 }
 
 // access is what a route requires of its caller.
@@ -112,7 +114,7 @@ func newServer(cfg Config) (*server, *http.ServeMux, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, nil, err
 	}
-	s := &server{store: cfg.Store, log: cfg.Logger, ready: cfg.Ready, norm: cfg.Normalize}
+	s := &server{store: cfg.Store, log: cfg.Logger, ready: cfg.Ready, norm: cfg.Normalize, imports: make(chan struct{}, maxImportsAtOnce)}
 	for _, t := range cfg.ReadTokens {
 		if t = strings.TrimSpace(t); t != "" {
 			s.readTokens = append(s.readTokens, []byte(t))

@@ -7,10 +7,18 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/bouncer-mail/bouncer/store"
+)
+
+// maxImportsAtOnce is how many imports may be in progress; another one is
+// answered 503 with Retry-After: importRetryAfter seconds.
+const (
+	maxImportsAtOnce = 2
+	importRetryAfter = 5
 )
 
 // importError is a client's mistake in an import, answered 400.
@@ -37,6 +45,17 @@ func (s *server) importSuppressions(w http.ResponseWriter, r *http.Request) {
 	note := strings.TrimSpace(q.Get("note"))
 	if err := checkText("note", note); err != nil {
 		s.writeError(w, r, http.StatusBadRequest, err.Error())
+		return
+	}
+	// Each import holds its whole body in memory (up to twice
+	// maxImportBytes while it grows): bound how many run at once, or
+	// concurrent imports take as much memory as clients send.
+	select {
+	case s.imports <- struct{}{}:
+		defer func() { <-s.imports }()
+	default:
+		w.Header().Set("Retry-After", strconv.Itoa(importRetryAfter))
+		s.writeError(w, r, http.StatusServiceUnavailable, fmt.Sprintf("%d imports are in progress, retry later", maxImportsAtOnce))
 		return
 	}
 	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(importReadWindow))
