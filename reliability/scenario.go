@@ -169,6 +169,9 @@ func streamIDs(ctx context.Context, r *Result, natsURL string) map[string]bool {
 // reports the store holds: the harness's database is fresh.
 func check(ctx context.Context, c Config, r *Result, b *Bouncer, natsURL string, load *Load, read func(context.Context) (StoreView, error), stalled func() bool) error {
 	drainErr := waitDrained(ctx, natsURL, c.DrainWait, stalled)
+	if drainErr == nil {
+		r.Notes = append(r.Notes, trimmed(ctx, natsURL))
+	}
 	inStream := streamIDs(ctx, r, natsURL)
 	v, err := read(ctx)
 	if err != nil {
@@ -194,6 +197,29 @@ func check(ctx context.Context, c Config, r *Result, b *Bouncer, natsURL string,
 		r.Notes = append(r.Notes, fmt.Sprintf("of the reports left in the stream, %d are stored already (written, but the ack did not land or the stream did not drop them)", stored))
 	}
 	return drainErr
+}
+
+// trimWait bounds the wait for ingest to trim what it acked, once drained:
+// it trims at least every second while busy and once idle.
+const trimWait = 10 * time.Second
+
+// trimmed waits until the drained reports stream is empty, ingest having
+// trimmed what it acked, and says how long that took, or how many acked
+// reports stayed in the stream (docs/reliability.md, finding 3).
+func trimmed(ctx context.Context, natsURL string) string {
+	start := time.Now()
+	var st StreamState
+	var err error
+	for time.Since(start) < trimWait && ctx.Err() == nil {
+		if st, err = Stream(ctx, natsURL); err == nil && st.Msgs == 0 {
+			return fmt.Sprintf("reports stream empty %.1f s after the drain (ingest trimmed what it acked)", time.Since(start).Seconds())
+		}
+		sleep(ctx, 200*time.Millisecond)
+	}
+	if err != nil {
+		return fmt.Sprintf("reports stream not read after the drain: %v", err)
+	}
+	return fmt.Sprintf("**%d acked reports still in the reports stream %s after the drain** (not trimmed)", st.Msgs, trimWait)
 }
 
 // startLoad starts the load of a scenario on addr.
