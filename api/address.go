@@ -33,6 +33,11 @@ func parseAddress(s string) (string, error) {
 	if local == "" || domain == "" {
 		return "", errors.New("address needs a local part and a domain")
 	}
+	// White space is part of an address only inside a quoted local part
+	// ("john doe"@example.com).
+	if strings.ContainsFunc(local, unicode.IsSpace) && !(len(local) >= 2 && local[0] == '"' && local[len(local)-1] == '"') {
+		return "", errors.New("address has white space outside a quoted local part")
+	}
 	// A domain is labels of letters, digits, hyphens and dots, or an
 	// address literal in brackets; none holds a slash or a space.
 	if strings.ContainsFunc(domain, func(r rune) bool { return r == '/' || r == '\\' || unicode.IsSpace(r) }) {

@@ -26,6 +26,10 @@ func TestParseAddress(t *testing.T) {
 		{"x@../../etc", ""},
 		{`x@..\..\etc`, ""},
 		{"user@exa mple.com", ""},
+		{" @0", ""}, // fuzz: a space is a local part only when quoted
+		{"jo hn@example.com", ""},
+		{" john@example.com", ""},
+		{`"john doe "@example.com`, `"john doe "@example.com`},
 		{"user\x00@example.com", ""},
 		{"user@example.com\r\n", ""},
 		{"us\ter@example.com", ""},

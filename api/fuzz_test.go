@@ -68,8 +68,13 @@ func FuzzParseAddress(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if got != strings.ToLower(got) || !strings.Contains(got, "@") || strings.ContainsAny(got, "\r\n\x00 ") {
+		if got != strings.ToLower(got) || !strings.Contains(got, "@") || strings.ContainsAny(got, "\r\n\x00") {
 			t.Fatalf("parseAddress(%q) = %q", in, got)
+		}
+		// A space only within a quoted local part.
+		if local := got[:strings.LastIndexByte(got, '@')]; strings.ContainsRune(got, ' ') &&
+			(strings.ContainsRune(got[len(local):], ' ') || len(local) < 2 || local[0] != '"' || local[len(local)-1] != '"') {
+			t.Fatalf("parseAddress(%q) = %q: a space outside a quoted local part", in, got)
 		}
 	})
 }
