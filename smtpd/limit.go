@@ -55,7 +55,7 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		if full && l.byIP[ip] < l.perIP {
 			// The slowloris defence (evict.go): free the slot of the
 			// oldest connection that never sent a complete line.
-			if victim := l.oldestIdleLocked(time.Now()); victim != nil {
+			if victim := l.oldestIdleLocked(time.Now(), ip); victim != nil {
 				l.mu.Unlock()
 				victim.evict()
 				l.mu.Lock()
