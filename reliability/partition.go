@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -97,19 +99,33 @@ func runNATSPartition(ctx context.Context, e *Env, c Config) (Result, error) {
 	var (
 		cutAt             Counts
 		cutTime, restTime time.Time
+		probes            []*pendingProbe
 	)
 	inject := func() error {
 		if st, err := Stream(ctx, ns.URL); err == nil {
 			r.Notes = append(r.Notes, fmt.Sprintf("at the cut: %d reports in the stream, %d delivered to ingest and not acked", st.Msgs, st.AckPending))
 		}
+		// Counted once the link is down: `ip` takes a while to run on a
+		// loaded machine, and transfers go on meanwhile.
+		err := nsNATS.Cut()
 		cutAt, cutTime = load.Ledger.Counts(), time.Now()
-		return nsNATS.Cut()
+		return err
 	}
 	recover := func() error {
-		// Still cut: what the probes say.
-		r.Notes = append(r.Notes, fmt.Sprintf("cut: listener /healthz %s, /readyz %s; worker /healthz %s, /readyz %s",
-			timedProbe(ctx, b.HTTPAddr, "/healthz"), timedProbe(ctx, b.HTTPAddr, "/readyz"),
-			timedProbe(ctx, w.HTTPAddr, "/healthz"), timedProbe(ctx, w.HTTPAddr, "/readyz")))
+		// Still cut: what the probes say. They get probeGrace to answer
+		// before the link comes back, so that a hanging one does not
+		// lengthen the cut; a late answer is noted with its time.
+		probes = []*pendingProbe{
+			startProbe(ctx, "listener /healthz", b.HTTPAddr, "/healthz"), startProbe(ctx, "listener /readyz", b.HTTPAddr, "/readyz"),
+			startProbe(ctx, "worker /healthz", w.HTTPAddr, "/healthz"), startProbe(ctx, "worker /readyz", w.HTTPAddr, "/readyz"),
+		}
+		grace := time.After(probeGrace)
+		for _, p := range probes {
+			select {
+			case <-p.done:
+			case <-grace:
+			}
+		}
 		// From the moment the link went down (drive's "during" also
 		// counts the stream read above, before it).
 		n := load.Ledger.Counts()
@@ -119,6 +135,13 @@ func runNATSPartition(ctx context.Context, e *Env, c Config) (Result, error) {
 		return nsNATS.Restore()
 	}
 	loadErr := drive(ctx, e, pc, &r, load, fault{"the partition", inject, recover})
+	if len(probes) > 0 {
+		var ps []string
+		for _, p := range probes {
+			ps = append(ps, p.result(restTime))
+		}
+		r.Notes = append(r.Notes, "probes at the end of the cut: "+strings.Join(ps, "; "))
+	}
 	if loadErr != nil {
 		return r, loadErr
 	}
@@ -153,11 +176,50 @@ func countLines(path, s string) int {
 	return strings.Count(string(b), s)
 }
 
-// timedProbe is probe with the time the answer took.
-func timedProbe(ctx context.Context, addr, path string) string {
-	start := time.Now()
-	st := probe(ctx, addr, path)
-	return fmt.Sprintf("%s (%.1fs)", st, time.Since(start).Seconds())
+// probeGrace is how long the probes at the end of the cut may take before
+// the link is restored anyway.
+const probeGrace = 2 * time.Second
+
+// pendingProbe is an HTTP probe running in the background.
+type pendingProbe struct {
+	what   string
+	start  time.Time
+	done   chan struct{}
+	status string
+	end    time.Time
+}
+
+func startProbe(ctx context.Context, what, addr, path string) *pendingProbe {
+	p := &pendingProbe{what: what, start: time.Now(), done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
+		if err == nil {
+			var resp *http.Response
+			if resp, err = http.DefaultClient.Do(req); err == nil {
+				resp.Body.Close()
+				p.status = strconv.Itoa(resp.StatusCode)
+			}
+		}
+		if err != nil {
+			p.status = err.Error()
+		}
+		p.end = time.Now()
+	}()
+	return p
+}
+
+// result waits for the probe and says what it answered and when,
+// relative to restored, the link's restore.
+func (p *pendingProbe) result(restored time.Time) string {
+	<-p.done
+	s := fmt.Sprintf("%s %s in %.1fs", p.what, p.status, p.end.Sub(p.start).Seconds())
+	if !restored.IsZero() && p.end.After(restored) {
+		s += fmt.Sprintf(", %.1fs after the link was restored", p.end.Sub(restored).Seconds())
+	}
+	return s
 }
 
 // logTimes returns the times of the log lines holding s, in order.

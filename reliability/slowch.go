@@ -203,3 +203,10 @@ func (w *lagWatch) stop() lagSummary {
 	return lagSummary{d: time.Since(w.start), samples: w.samples, errs: w.errs,
 		first: w.first.Msgs, last: w.last.Msgs, most: w.max, ackPending: w.last.AckPending}
 }
+
+// timedProbe is probe with the time the answer took.
+func timedProbe(ctx context.Context, addr, path string) string {
+	start := time.Now()
+	st := probe(ctx, addr, path)
+	return fmt.Sprintf("%s (%.1fs)", st, time.Since(start).Seconds())
+}
