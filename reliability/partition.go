@@ -16,7 +16,67 @@ import (
 func init() {
 	Scenarios = append(Scenarios, Scenario{"nats-partition",
 		"nats-server, the listener, bouncer-ingest and ClickHouse each in a network namespace; nats-server's link cut under load (listener and ingest both lose it), restored after the fault time",
-		runNATSPartition})
+		runNATSPartition},
+		Scenario{"clickhouse-partition",
+			"clickhouse-server in its own network namespace; its link cut under load (both ingest processes lose it), restored after the fault time",
+			runClickHousePartition})
+}
+
+// runClickHousePartition: chLink (slowch.go), whose link the fault cuts.
+// Unlike SIGSTOP (clickhouse-freeze), the server runs on; the writers'
+// connections retransmit into nothing. Ingest cannot write, so it does not
+// ack; the listener goes on answering 250; once the link is back the
+// backlog must drain with every report stored once.
+func runClickHousePartition(ctx context.Context, e *Env, c Config) (Result, error) {
+	r := Result{Scenario: "clickhouse-partition", Injected: "ClickHouse's network link cut under load (bouncer's in-process ingest and the bouncer-ingest worker lose it), restored after the fault time"}
+	s, err := e.startCHLink(ctx, r.Scenario)
+	if err != nil {
+		return r, err
+	}
+	defer s.close()
+	run := newRun()
+	load := c.startLoad(s.b.SMTPAddr, run)
+	var (
+		watch    *lagWatch
+		probes   []*pendingProbe
+		restored time.Time
+	)
+	inject := func() error {
+		err := s.ns.Cut()
+		watch = watchLag(ctx, s.b.NATSURL)
+		return err
+	}
+	recover := func() error {
+		probes = []*pendingProbe{
+			startProbe(ctx, "bouncer /readyz", s.b.HTTPAddr, "/readyz"), startProbe(ctx, "worker /readyz", s.w.HTTPAddr, "/readyz"),
+		}
+		grace := time.After(probeGrace)
+		for _, p := range probes {
+			select {
+			case <-p.done:
+			case <-grace:
+			}
+		}
+		r.Notes = append(r.Notes, "during the cut: "+watch.stop().String())
+		watch = watchLag(ctx, s.b.NATSURL)
+		restored = time.Now()
+		return s.ns.Restore()
+	}
+	loadErr := drive(ctx, e, c, &r, load, fault{"the partition", inject, recover})
+	if len(probes) > 0 {
+		var ps []string
+		for _, p := range probes {
+			ps = append(ps, p.result(restored))
+		}
+		r.Notes = append(r.Notes, "probes at the end of the cut: "+strings.Join(ps, "; "))
+	}
+	if watch != nil {
+		r.Notes = append(r.Notes, "after the link was back: "+watch.stop().String())
+	}
+	if loadErr != nil {
+		return r, loadErr
+	}
+	return r, s.finish(ctx, c, &r, load, run)
 }
 
 // partitionMin is the shortest cut: longer than the listener's publish

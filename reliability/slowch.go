@@ -26,50 +26,113 @@ func init() {
 // reports of 4 kB takes 16 s to send, close to ingest's WriteTimeout.
 var slowRate = shapeRate{Rate: "1mbit", Burst: "16kb", Queue: "1s"}
 
-// runClickHouseSlow is the split topology with ClickHouse across a real
-// network link: the bouncer (listener, embedded NATS, in-process ingest)
-// and the bouncer-ingest worker in the harness's namespace, ClickHouse in
-// a namespace of a lab, reached over the lab's bridge. The fault shapes
-// that link; both writers then write slowly, the stream's backlog grows,
-// and once the link is back it must drain with every report stored once.
+// chLink is the split topology with ClickHouse across a real network
+// link: the bouncer (listener, embedded NATS, in-process ingest) and the
+// bouncer-ingest worker in the harness's namespace, clickhouse-server in a
+// namespace of a lab, reached over the lab's bridge.
+type chLink struct {
+	l  *lab
+	ns *netns // ClickHouse's
+	ch *nsClickHouse
+	db string
+	b  *Bouncer
+	w  *IngestWorker
+}
+
+func (e *Env) startCHLink(ctx context.Context, name string) (*chLink, error) {
+	s := &chLink{db: "reliability_" + strings.ReplaceAll(name, "-", "_")}
+	var err error
+	if s.l, err = e.newLab(); err != nil {
+		return nil, err
+	}
+	if s.ns, err = s.l.add("ch"); err != nil {
+		s.close()
+		return nil, err
+	}
+	if s.ch, err = e.startClickHouseIn(ctx, s.ns); err != nil {
+		s.close()
+		return nil, err
+	}
+	dir, err := e.subdir(name)
+	if err != nil {
+		s.close()
+		return nil, err
+	}
+	if s.b, err = e.NewBouncer(name+"-bouncer", dir, BouncerOptions{ClickHouseDSN: s.ch.DSN(s.db)}); err != nil {
+		s.close()
+		return nil, err
+	}
+	if err = s.b.Start(); err != nil {
+		s.close()
+		return nil, err
+	}
+	if s.w, err = e.NewIngestWorker(name+"-ingest", s.b.NATSURL, s.ch.DSN(s.db)); err != nil {
+		s.close()
+		return nil, err
+	}
+	if err = s.w.Start(); err != nil {
+		s.close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// close kills the processes and removes the lab.
+func (s *chLink) close() {
+	if s.w != nil {
+		s.w.Kill()
+	}
+	if s.b != nil {
+		s.b.Kill()
+	}
+	if s.ch != nil {
+		s.ch.Close()
+	}
+	if s.l != nil {
+		s.l.Close()
+	}
+}
+
+// finish waits for ingest to drain, checks the store, notes what the
+// processes did, and stops them.
+func (s *chLink) finish(ctx context.Context, c Config, r *Result, load *Load, run string) error {
+	drained := time.Now()
+	drainErr := check(ctx, c, r, s.b, s.b.NATSURL, load, func(ctx context.Context) (StoreView, error) {
+		return s.ch.Read(ctx, s.db, prefix(run))
+	}, nil)
+	r.Notes = append(r.Notes, fmt.Sprintf("drained %.1fs after the load ended; /readyz then: bouncer %s, worker %s",
+		time.Since(drained).Seconds(), probe(ctx, s.b.HTTPAddr, "/readyz"), probe(ctx, s.w.HTTPAddr, "/readyz")))
+	wn, _ := s.w.Metric(ctx, "bouncer_reports_processed_total")
+	we, _ := s.w.Metric(ctx, "bouncer_ingest_write_errors_total")
+	bn, _ := s.b.Metric(ctx, "bouncer_reports_processed_total")
+	be, _ := s.b.Metric(ctx, "bouncer_ingest_write_errors_total")
+	r.Notes = append(r.Notes, fmt.Sprintf("reports written (write errors): worker %v (%v), bouncer's in-process ingest %v (%v)", wn, we, bn, be))
+	if n, _, _ := signatureLines(s.w.LogPath); n > 0 {
+		r.Notes = append(r.Notes, fmt.Sprintf("the worker logged %d acks that ran out of time: %s", n, grepLog(s.w.LogPath, "ack failed")))
+	}
+	if w := grepLog(s.w.LogPath, "level=WARN", "level=ERROR"); w != "" {
+		r.Notes = append(r.Notes, "worker's warnings: "+w)
+	}
+	var stopErr []error
+	for _, stop := range []func() error{s.w.Stop, s.b.Stop} {
+		if err := stop(); err != nil {
+			stopErr = append(stopErr, err)
+		}
+	}
+	return errors.Join(drainErr, errors.Join(stopErr...))
+}
+
+// runClickHouseSlow: chLink, whose link the fault shapes. Both writers
+// then write slowly, the stream's backlog grows, and once the link is back
+// it must drain with every report stored once.
 func runClickHouseSlow(ctx context.Context, e *Env, c Config) (Result, error) {
 	r := Result{Scenario: "clickhouse-slow", Injected: fmt.Sprintf("ClickHouse's link throttled to %s each way (tc tbf in a network namespace) under load, for the fault time", slowRate.Rate)}
-	l, err := e.newLab()
+	s, err := e.startCHLink(ctx, r.Scenario)
 	if err != nil {
 		return r, err
 	}
-	defer l.Close()
-	chNS, err := l.add("ch")
-	if err != nil {
-		return r, err
-	}
-	ch, err := e.startClickHouseIn(ctx, chNS)
-	if err != nil {
-		return r, err
-	}
-	defer ch.Close()
-	const db = "reliability_clickhouse_slow"
-	dir, err := e.subdir("clickhouse-slow")
-	if err != nil {
-		return r, err
-	}
-	b, err := e.NewBouncer("clickhouse-slow-bouncer", dir, BouncerOptions{ClickHouseDSN: ch.DSN(db)})
-	if err != nil {
-		return r, err
-	}
-	if err := b.Start(); err != nil {
-		return r, err
-	}
-	defer b.Kill()
-	w, err := e.NewIngestWorker("clickhouse-slow-ingest", b.NATSURL, ch.DSN(db))
-	if err != nil {
-		return r, err
-	}
-	if err := w.Start(); err != nil {
-		return r, err
-	}
-	defer w.Kill()
-
+	defer s.close()
+	b, w := s.b, s.w
 	run := newRun()
 	load := c.startLoad(b.SMTPAddr, run)
 	var (
@@ -77,7 +140,7 @@ func runClickHouseSlow(ctx context.Context, e *Env, c Config) (Result, error) {
 		shapedErr error // the shaping held nothing back: the fault did not happen
 	)
 	inject := func() error {
-		if err := chNS.shape(slowRate); err != nil {
+		if err := s.ns.shape(slowRate); err != nil {
 			return err
 		}
 		watch = watchLag(ctx, b.NATSURL)
@@ -87,7 +150,7 @@ func runClickHouseSlow(ctx context.Context, e *Env, c Config) (Result, error) {
 		// While still slow: what the probes say, what the bucket did.
 		r.Notes = append(r.Notes, fmt.Sprintf("slow link: bouncer /readyz %s, worker /readyz %s (%s)",
 			timedProbe(ctx, b.HTTPAddr, "/readyz"), timedProbe(ctx, w.HTTPAddr, "/readyz"), grepLog(b.LogPath, "not ready")))
-		in, out, err := chNS.shapeStats()
+		in, out, err := s.ns.shapeStats()
 		if err != nil {
 			return err
 		}
@@ -96,7 +159,7 @@ func runClickHouseSlow(ctx context.Context, e *Env, c Config) (Result, error) {
 		if in.Overlimits+out.Overlimits == 0 {
 			shapedErr = fmt.Errorf("the token buckets on ClickHouse's link held no packet back (%d and %d bytes through them): the link was not slow", in.Bytes, out.Bytes)
 		}
-		err = chNS.unshape()
+		err = s.ns.unshape()
 		r.Notes = append(r.Notes, watch.stop().String())
 		watch = watchLag(ctx, b.NATSURL)
 		return err
@@ -108,31 +171,7 @@ func runClickHouseSlow(ctx context.Context, e *Env, c Config) (Result, error) {
 	if loadErr != nil {
 		return r, loadErr
 	}
-	drained := time.Now()
-	drainErr := check(ctx, c, &r, b, b.NATSURL, load, func(ctx context.Context) (StoreView, error) {
-		return ch.Read(ctx, db, prefix(run))
-	}, nil)
-	r.Notes = append(r.Notes, fmt.Sprintf("drained %.1fs after the load ended; /readyz then: bouncer %s, worker %s",
-		time.Since(drained).Seconds(), probe(ctx, b.HTTPAddr, "/readyz"), probe(ctx, w.HTTPAddr, "/readyz")))
-	wn, _ := w.Metric(ctx, "bouncer_reports_processed_total")
-	we, _ := w.Metric(ctx, "bouncer_ingest_write_errors_total")
-	bn, _ := b.Metric(ctx, "bouncer_reports_processed_total")
-	be, _ := b.Metric(ctx, "bouncer_ingest_write_errors_total")
-	r.Notes = append(r.Notes, fmt.Sprintf("reports written (write errors): worker %v (%v), bouncer's in-process ingest %v (%v)", wn, we, bn, be))
-	if n, _, _ := signatureLines(w.LogPath); n > 0 {
-		r.Notes = append(r.Notes, fmt.Sprintf("the worker logged %d acks that ran out of time: %s", n, grepLog(w.LogPath, "ack failed")))
-	}
-	if s := grepLog(w.LogPath, "level=WARN", "level=ERROR"); s != "" {
-		r.Notes = append(r.Notes, "worker's warnings: "+s)
-	}
-	var stopErr []error
-	if err := w.Stop(); err != nil {
-		stopErr = append(stopErr, err)
-	}
-	if err := b.Stop(); err != nil {
-		stopErr = append(stopErr, err)
-	}
-	return r, errors.Join(drainErr, shapedErr, errors.Join(stopErr...))
+	return r, errors.Join(s.finish(ctx, c, &r, load, run), shapedErr)
 }
 
 // lagWatch samples the ingest consumer's backlog until stopped.
