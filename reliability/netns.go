@@ -52,6 +52,9 @@ type netns struct {
 	shaped  bool
 }
 
+// labMu serializes the making of labs' bridges.
+var labMu sync.Mutex
+
 // labNet is the first two octets of every lab's /24: 10.213.0.0/16 is
 // otherwise unused here (newLab checks the routes).
 const labNet = "10.213."
@@ -67,6 +70,10 @@ func (e *Env) newLab() (*lab, error) {
 	b := make([]byte, 4)
 	rand.Read(b)
 	l := &lab{id: hex.EncodeToString(b)[:6], ip: ip}
+	// One lab at a time picks its /24 and puts it on its bridge, so that
+	// two scenarios running in parallel do not take the same one.
+	labMu.Lock()
+	defer labMu.Unlock()
 	routes, err := exec.Command(ip, "-4", "route", "show", "table", "all").CombinedOutput()
 	if err != nil {
 		return nil, fmt.Errorf("ip route: %v: %s", err, routes)
