@@ -64,6 +64,7 @@ type hostileSent struct {
 	code      int
 	reply     string
 	attempts  int
+	refused   int // RCPTs answered 550 over every attempt: a resend is refused again
 	err       error
 }
 
@@ -140,6 +141,11 @@ func (h *hostileSender) send(m *hostileMsg) {
 	for hs.attempts < maxHostileAttempts {
 		hs.attempts++
 		hs.rcptCodes, hs.rcptReply, hs.code, hs.reply, hs.err = transact(h.addr, m)
+		for _, c := range hs.rcptCodes {
+			if c == 550 {
+				hs.refused++
+			}
+		}
 		temp := hs.code >= 400 && hs.code < 500
 		inDoubt := hs.code == 0 && hs.err != nil
 		if m.Want != 250 || !(temp || inDoubt) {
@@ -445,10 +451,9 @@ func checkHostile(ctx context.Context, r *Result, b *Bouncer, h *hostileSender, 
 			case hs.rcptCodes[i] != want || (want == 550 && !strings.Contains(hs.rcptReply[i], "5.7.1")):
 				bad = true
 				sample(fmt.Sprintf("%s: RCPT %s answered %q, want %d", m.Kind, m.Rcpts[i], hs.rcptReply[i], want))
-			case want == 550:
-				rcpt550++
 			}
 		}
+		rcpt550 += hs.refused
 		if hs.code != m.Want || !strings.Contains(hs.reply, m.WantText) {
 			bad = true
 			sample(fmt.Sprintf("%s: answered %q (%v), want %d %s", m.Kind, hs.reply, hs.err, m.Want, m.WantText))
