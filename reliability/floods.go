@@ -231,6 +231,7 @@ func percentile(d []time.Duration, p float64) time.Duration {
 // connStats is what the benign senders of connections-10k saw.
 type connStats struct {
 	greetings   *tally // first line of every connection
+	failures    *tally // after a 220: the reply (or "EOF") that ended a transaction without 250
 	dialFailed  atomic.Int64
 	mu          sync.Mutex
 	acceptDelay []time.Duration // dial start to 220, of connections greeted 220
@@ -261,7 +262,7 @@ func runConnections(ctx context.Context, e *Env, c Config) (Result, error) {
 	rss := watchRSS(b.Pid())
 	run := newRun()
 	ledger := &Ledger{}
-	st := &connStats{greetings: newTally()}
+	st := &connStats{greetings: newTally(), failures: newTally()}
 	// Every sender must be done within DrainWait: a sender still retrying
 	// then is a message neither answered 250 nor 5xx.
 	sctx, cancel := context.WithTimeout(ctx, c.DrainWait)
@@ -296,6 +297,7 @@ func runConnections(ctx context.Context, e *Env, c Config) (Result, error) {
 	refIP, _ := b.Metric(ctx, `bouncer_smtp_connections_total{result="refused_per_ip"}`)
 	r.Notes = append(r.Notes,
 		fmt.Sprintf("all %d senders done in %s; greetings: %s; %d connects failed", n, elapsed.Round(time.Second), st.greetings, st.dialFailed.Load()),
+		"after a 220, transactions ended without 250 by: "+st.failures.String(),
 		fmt.Sprintf("bouncer's counters: %.0f connections accepted, %.0f refused over the total, %.0f over the per-address limit; at most %d open at once (sampled)", accepted, refTotal, refIP, peakActive.Load()),
 		fmt.Sprintf("connect to 220 of the %d connections greeted: p50 %s, p99 %s, max %s", len(st.acceptDelay),
 			percentile(st.acceptDelay, 0.5).Round(time.Millisecond), percentile(st.acceptDelay, 0.99).Round(time.Millisecond), percentile(st.acceptDelay, 1).Round(time.Millisecond)),
@@ -303,6 +305,11 @@ func runConnections(ctx context.Context, e *Env, c Config) (Result, error) {
 	var errs []error
 	if bad := st.greetings.others("220", "421 4.7.0"); len(bad) > 0 {
 		errs = append(errs, fmt.Errorf("connections-10k: greetings other than 220 and 421 4.7.0: %s", strings.Join(bad, ", ")))
+	}
+	for _, k := range st.failures.others() {
+		if strings.Contains(k, `"5`) {
+			errs = append(errs, fmt.Errorf("connections-10k: a well-behaved sender got %s", k))
+		}
 	}
 	if st.greetings.get("421 4.7.0") == 0 {
 		errs = append(errs, errors.New("connections-10k: no connection was refused: the limit was not reached"))
@@ -364,6 +371,9 @@ func benignSender(ctx context.Context, addr string, ip net.IP, m *entry, l *Ledg
 			}
 		} else {
 			res = cl.send("", "bounce@"+BounceDomain, m.msg.Raw)
+		}
+		if res.code != 250 || !res.dataSent {
+			st.failures.add(res.reply)
 		}
 		final := l.record(m, res)
 		if res.err == nil {
