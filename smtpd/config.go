@@ -27,7 +27,7 @@ const (
 	DefaultCommandTimeout   = 10 * time.Second // a command line, from its first byte
 	DefaultEnvelopeTimeout  = 60 * time.Second // connect (or the previous message) to DATA
 	DefaultShutdownDeadline = 30 * time.Second
-	DefaultEvictIdleAfter   = time.Second // see Config.EvictIdleAfter
+	DefaultEvictIdleAfter   = 5 * time.Second // see Config.EvictIdleAfter
 )
 
 // Config configures a Server.
@@ -62,9 +62,9 @@ type Config struct {
 	// slowly cannot keep a connection either. Closed with 421 4.4.2 beyond.
 	EnvelopeTimeout time.Duration
 	// EvictIdleAfter: when every slot is taken, a new connection takes
-	// the slot of the oldest connection at least this old that has not
-	// sent a complete command line (evict.go), the slowloris defence.
-	// Zero: DefaultEvictIdleAfter.
+	// the slot of a connection greeted at least this long ago that has
+	// not sent a complete command line since (evict.go), the slowloris
+	// defence. Zero: DefaultEvictIdleAfter.
 	EvictIdleAfter time.Duration
 
 	TLSConfig *tls.Config // enables STARTTLS when set

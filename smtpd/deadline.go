@@ -48,8 +48,8 @@ type limitConn struct {
 
 	inTxn bool // guarded by l.mu
 
-	accepted time.Time   // when the listener accepted it
-	sawLine  atomic.Bool // a complete line (a command) was read: never evicted (evict.go)
+	greetedAt atomic.Int64 // unix nanoseconds of the first write (the greeting); 0: not greeted, never evicted (evict.go)
+	sawLine   atomic.Bool  // a complete line (a command) was read: never evicted (evict.go)
 
 	mu         sync.Mutex // guards the fields below; BDAT calls Data on its own goroutine
 	want       time.Time  // the read deadline go-smtp asked for
@@ -63,7 +63,7 @@ type limitConn struct {
 }
 
 func newLimitConn(c net.Conn, l *limitListener, ip string) *limitConn {
-	lc := &limitConn{Conn: c, l: l, ip: ip, accepted: time.Now()}
+	lc := &limitConn{Conn: c, l: l, ip: ip}
 	if d := l.deadlines.envelope; d > 0 {
 		lc.envelopeBy = time.Now().Add(d)
 		lc.applyLocked()
@@ -199,6 +199,9 @@ func (c *limitConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	if c.wrote && !c.tls && bytes.HasPrefix(p, []byte("220 ")) {
 		c.tls = true
+	}
+	if !c.wrote {
+		c.greetedAt.Store(time.Now().UnixNano())
 	}
 	c.wrote = true
 	c.mu.Unlock()

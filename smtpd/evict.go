@@ -9,12 +9,16 @@ import (
 // attacker trickling bytes (or nothing); the command and envelope
 // deadlines end it eventually, but an attacker reconnecting at once keeps
 // every slot taken. So when every slot is taken, a new connection takes
-// the slot of the oldest one that has not sent a complete line yet and is
-// older than Config.EvictIdleAfter, which is closed with evictReply. A
-// sender that has said EHLO is never evicted, and one that connected
-// within EvictIdleAfter is not either, so each eviction costs an attacker
-// at least that long of its slot while a legitimate client, which speaks
-// at once, gets in. A newcomer whose own address already holds
+// the slot of the connection greeted longest ago, at least
+// Config.EvictIdleAfter ago, that has not sent a complete line since,
+// which is closed with evictReply. A sender that has said EHLO is never
+// evicted; nor is one not greeted yet, or greeted within EvictIdleAfter:
+// age counts from the greeting, not from the accept, because on an
+// overloaded host the greeting itself can take seconds (the
+// connections-10k scenario saw well-behaved senders evicted when it
+// counted from the accept). Each eviction costs an attacker at least
+// EvictIdleAfter of its slot while a legitimate client, which answers the
+// greeting at once, gets in. A newcomer whose own address already holds
 // evictMaxOwnIdle idle connections evicts nobody: otherwise an attacker
 // reconnecting from a few hundred addresses arrives far more often than
 // real senders and takes every slot that falls free (measured with the
@@ -34,8 +38,8 @@ const evictReply = "421 4.7.0 Too many connections, closing an idle one; try aga
 const evictWriteTimeout = 100 * time.Millisecond
 
 // oldestIdleLocked returns the connection to evict for a new one from ip:
-// the oldest of those older than deadlines.evictAfter that have sent no
-// complete line and hold no transaction; nil when there is none, or when
+// the one greeted longest ago, at least deadlines.evictAfter ago, of
+// those that have sent no complete line and hold no transaction; nil when there is none, or when
 // ip itself holds evictMaxOwnIdle idle connections.
 func (l *limitListener) oldestIdleLocked(now time.Time, ip string) *limitConn {
 	var victim *limitConn
@@ -47,10 +51,11 @@ func (l *limitListener) oldestIdleLocked(now time.Time, ip string) *limitConn {
 		if c.ip == ip {
 			own++
 		}
-		if now.Sub(c.accepted) < l.deadlines.evictAfter {
+		greeted := c.greetedAt.Load()
+		if greeted == 0 || now.UnixNano()-greeted < int64(l.deadlines.evictAfter) {
 			continue
 		}
-		if victim == nil || c.accepted.Before(victim.accepted) {
+		if victim == nil || greeted < victim.greetedAt.Load() {
 			victim = c
 		}
 	}
