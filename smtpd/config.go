@@ -1,6 +1,7 @@
 package smtpd
 
 import (
+	"cmp"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -28,6 +29,7 @@ const (
 	DefaultEnvelopeTimeout  = 60 * time.Second // connect (or the previous message) to DATA
 	DefaultShutdownDeadline = 30 * time.Second
 	DefaultEvictIdleAfter   = 5 * time.Second // see Config.EvictIdleAfter
+	DefaultMaxInflightBytes = 128 << 20       // see Config.MaxInflightBytes
 )
 
 // Config configures a Server.
@@ -66,6 +68,12 @@ type Config struct {
 	// not sent a complete command line since (evict.go), the slowloris
 	// defence. Zero: DefaultEvictIdleAfter.
 	EvictIdleAfter time.Duration
+	// MaxInflightBytes bounds the message bytes all sessions hold at
+	// once, read and not yet published (budget.go); a message that
+	// cannot have room within 5 s is answered 451 4.3.1. It must be at
+	// least MaxMessageBytes. Zero: DefaultMaxInflightBytes, or
+	// MaxMessageBytes when that is larger.
+	MaxInflightBytes int64
 
 	TLSConfig *tls.Config // enables STARTTLS when set
 
@@ -112,6 +120,9 @@ func (c Config) withDefaults() Config {
 	if c.EvictIdleAfter == 0 {
 		c.EvictIdleAfter = DefaultEvictIdleAfter
 	}
+	if c.MaxInflightBytes == 0 {
+		c.MaxInflightBytes = max(DefaultMaxInflightBytes, c.MaxMessageBytes+2*budgetChunk)
+	}
 	for i, d := range c.Domains {
 		c.Domains[i] = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(d), "."))
 	}
@@ -133,6 +144,11 @@ func (c Config) Validate() error {
 	case c.ReadTimeout < 0 || c.WriteTimeout < 0 || c.PublishTimeout < 0 ||
 		c.CommandTimeout < 0 || c.EnvelopeTimeout < 0 || c.EvictIdleAfter < 0:
 		return errors.New("smtpd: timeouts must not be negative")
+	case c.MaxInflightBytes < 0:
+		return errors.New("smtpd: MaxInflightBytes must not be negative")
+	case c.MaxInflightBytes > 0 && c.MaxInflightBytes < cmp.Or(c.MaxMessageBytes, DefaultMaxMessageBytes)+2*budgetChunk:
+		return fmt.Errorf("smtpd: MaxInflightBytes %d cannot hold one message of MaxMessageBytes (%d) and its last 64 KiB read",
+			c.MaxInflightBytes, cmp.Or(c.MaxMessageBytes, DefaultMaxMessageBytes))
 	}
 	for _, d := range c.Domains {
 		if d == "" || strings.ContainsAny(d, "@ \t") {

@@ -18,6 +18,9 @@ type metrics struct {
 	panics      prometheus.Counter
 	active      prometheus.Gauge
 	timeouts    *prometheus.CounterVec // by deadline: command, envelope
+	// budgetRefused counts messages answered 451 4.3.1 because the
+	// in-flight budget (budget.go) had no room for them in time.
+	budgetRefused prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -52,6 +55,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "bouncer_smtp_timeouts_total",
 			Help: "SMTP connections closed with 421 by a listener deadline: command (a command line not completed in time) or envelope (no DATA in time).",
 		}, []string{"deadline"}),
+		budgetRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bouncer_smtp_inflight_refusals_total",
+			Help: "Messages answered 451 4.3.1 because the bytes of messages being received and published were at --max-inflight-bytes for 5 s.",
+		}),
 	}
 	for _, d := range []string{timeoutCommand, timeoutEnvelope} {
 		m.timeouts.WithLabelValues(d)
@@ -62,7 +69,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, c := range replyCodes {
 		m.replies.WithLabelValues(strconv.Itoa(c))
 	}
-	for _, c := range []prometheus.Collector{m.connections, m.replies, m.bytes, m.latency, m.panics, m.active, m.timeouts} {
+	for _, c := range []prometheus.Collector{m.connections, m.replies, m.bytes, m.latency, m.panics, m.active, m.timeouts, m.budgetRefused} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

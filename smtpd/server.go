@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/bouncer-mail/bouncer/verp"
 )
@@ -24,6 +25,11 @@ type Server struct {
 	smtp    *smtp.Server
 	backend *backend
 	domains map[string]bool
+
+	// inflight bounds the message bytes held by all sessions; a session
+	// waits up to budgetWait for room.
+	inflight   *budget
+	budgetWait time.Duration
 
 	mu        sync.Mutex
 	listeners []*limitListener
@@ -40,7 +46,14 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, m: m, domains: map[string]bool{}}
+	s := &Server{cfg: cfg, log: cfg.Logger, m: m, domains: map[string]bool{},
+		inflight: newBudget(cfg.MaxInflightBytes), budgetWait: budgetWait}
+	if err := cfg.Registerer.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "bouncer_smtp_inflight_bytes",
+		Help: "Bytes of messages being received and published now, taken from --max-inflight-bytes in 64 KiB steps.",
+	}, func() float64 { return float64(s.inflight.held(cfg.MaxInflightBytes)) })); err != nil {
+		return nil, err
+	}
 	for _, d := range cfg.Domains {
 		s.domains[d] = true
 	}

@@ -1,11 +1,11 @@
 package smtpd
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -120,16 +120,20 @@ func (s *session) Data(r io.Reader) (err error) {
 			s.b.s.m.latency.Observe(time.Since(start).Seconds())
 		}
 	}()
-	var buf bytes.Buffer
-	if _, err := buf.ReadFrom(r); err != nil {
+	raw, taken, err := readBudgeted(s.b.s.inflight, r, s.b.s.budgetWait)
+	if errors.Is(err, errBudget) {
+		s.b.s.m.budgetRefused.Inc()
+		return s.reply(errBusy)
+	}
+	if err != nil {
 		// The size limit (552 5.3.4) or a broken connection. go-smtp needs
 		// r consumed; it discards what is left itself after an error.
 		return s.reply(err)
 	}
+	defer s.b.s.inflight.give(taken)
 	if len(s.recipients) == 0 {
 		return s.reply(errNoRecipients)
 	}
-	raw := buf.Bytes()
 	sum := sha256.Sum256(raw)
 	env := event.Envelope{
 		ID:         hex.EncodeToString(sum[:]),

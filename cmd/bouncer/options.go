@@ -38,15 +38,16 @@ type Options struct {
 	TLSKey         string
 	LogLevel       string
 
-	MaxMessageBytes int64
-	MaxRecipients   int
-	MaxConnections  int
-	MaxConnsPerIP   int
-	ReadTimeout     time.Duration
-	WriteTimeout    time.Duration
-	CommandTimeout  time.Duration
-	EnvelopeTimeout time.Duration
-	ShutdownTimeout time.Duration
+	MaxMessageBytes  int64
+	MaxInflightBytes int64
+	MaxRecipients    int
+	MaxConnections   int
+	MaxConnsPerIP    int
+	ReadTimeout      time.Duration
+	WriteTimeout     time.Duration
+	CommandTimeout   time.Duration
+	EnvelopeTimeout  time.Duration
+	ShutdownTimeout  time.Duration
 }
 
 // stringList is a repeatable flag; a comma-separated env value fills it too.
@@ -115,6 +116,8 @@ func parseOptions(args []string, getenv func(string) string) (Options, *flag.Fla
 	num(&o.MaxConnsPerIP, "max-connections-per-ip", 50, "concurrent SMTP connections from one IP address")
 	maxMsg := 0
 	num(&maxMsg, "max-message-bytes", 10<<20, "largest message accepted, in bytes (552 5.3.4 beyond)")
+	maxInflight := 0
+	num(&maxInflight, "max-inflight-bytes", smtpd.DefaultMaxInflightBytes, "bytes of messages all SMTP sessions may hold at once while receiving and publishing them; beyond, a message waits up to 5 s, then gets 451 4.3.1 (at least --max-message-bytes + 128 KiB)")
 	dur(&o.ReadTimeout, "read-timeout", 60*time.Second, "SMTP read timeout")
 	dur(&o.WriteTimeout, "write-timeout", 60*time.Second, "SMTP write timeout")
 	dur(&o.CommandTimeout, "command-timeout", smtpd.DefaultCommandTimeout, "how long an SMTP command line may take from its first byte to its end (421 4.4.2 beyond)")
@@ -131,6 +134,7 @@ func parseOptions(args []string, getenv func(string) string) (Options, *flag.Fla
 	}
 	o.Domains = domains
 	o.MaxMessageBytes = int64(maxMsg)
+	o.MaxInflightBytes = int64(maxInflight)
 	o.VERPKeys = getenv("BOUNCER_VERP_KEYS")
 	o.APIReadTokens = splitList(getenv("BOUNCER_API_READ_TOKENS"))
 	o.APIAdminTokens = splitList(getenv("BOUNCER_API_ADMIN_TOKENS"))
@@ -166,8 +170,10 @@ func (o Options) Validate() error {
 		return errors.New("--nats-replicas must be 1 to 5")
 	case o.NATSURL == "" && o.NATSReplicas != 1:
 		return errors.New("--nats-replicas above 1 needs a NATS cluster (--nats-url); the embedded server is one node")
-	case o.MaxMessageBytes <= 0 || o.MaxRecipients <= 0 || o.MaxConnections <= 0 || o.MaxConnsPerIP <= 0:
+	case o.MaxMessageBytes <= 0 || o.MaxRecipients <= 0 || o.MaxConnections <= 0 || o.MaxConnsPerIP <= 0 || o.MaxInflightBytes <= 0:
 		return errors.New("limits must be positive")
+	case o.MaxInflightBytes < o.MaxMessageBytes+128<<10:
+		return fmt.Errorf("--max-inflight-bytes %d cannot hold one message of --max-message-bytes %d (it needs 128 KiB more)", o.MaxInflightBytes, o.MaxMessageBytes)
 	case o.ReadTimeout <= 0 || o.WriteTimeout <= 0 || o.ShutdownTimeout <= 0 || o.CommandTimeout <= 0 || o.EnvelopeTimeout <= 0:
 		return errors.New("timeouts must be positive")
 	}

@@ -171,7 +171,7 @@ func Start(ctx context.Context, opts Options, log *slog.Logger, reg *prometheus.
 	}
 	s.smtp, err = smtpd.New(smtpd.Config{
 		Hostname: opts.Hostname, Domains: opts.Domains, Signer: signer, AcceptUnsigned: opts.AcceptUnsigned,
-		MaxMessageBytes: opts.MaxMessageBytes, MaxRecipients: opts.MaxRecipients,
+		MaxMessageBytes: opts.MaxMessageBytes, MaxInflightBytes: opts.MaxInflightBytes, MaxRecipients: opts.MaxRecipients,
 		MaxConnections: opts.MaxConnections, MaxConnsPerIP: opts.MaxConnsPerIP,
 		ReadTimeout: opts.ReadTimeout, WriteTimeout: opts.WriteTimeout,
 		CommandTimeout: opts.CommandTimeout, EnvelopeTimeout: opts.EnvelopeTimeout,

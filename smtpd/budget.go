@@ -1,0 +1,123 @@
+package smtpd
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-smtp"
+)
+
+// budget bounds the message bytes all sessions hold at once: a message is
+// read into memory whole, then copied on its way into JetStream, so
+// without a bound the listener's memory is the connections times the
+// message size limit (1 GiB and more with 50 senders of large messages,
+// docs/reliability.md "Hostile content"). A session takes from it as it
+// reads a message, in chunks, and gives all back once the message is
+// published or refused; when the budget is spent it waits up to
+// budgetWait for another session to give some back, then answers 451
+// 4.3.1 and the sender retries later.
+type budget struct {
+	mu      sync.Mutex
+	free    int64
+	changed chan struct{} // closed, and replaced, whenever bytes come back
+}
+
+func newBudget(n int64) *budget { return &budget{free: n, changed: make(chan struct{})} }
+
+// take takes n bytes, waiting until ctx is done for them.
+func (b *budget) take(ctx context.Context, n int64) error {
+	for {
+		b.mu.Lock()
+		if b.free >= n {
+			b.free -= n
+			b.mu.Unlock()
+			return nil
+		}
+		ch := b.changed
+		b.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// give gives n bytes back.
+func (b *budget) give(n int64) {
+	if n == 0 {
+		return
+	}
+	b.mu.Lock()
+	b.free += n
+	close(b.changed)
+	b.changed = make(chan struct{})
+	b.mu.Unlock()
+}
+
+// held is how many of capacity bytes are taken.
+func (b *budget) held(capacity int64) int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return capacity - b.free
+}
+
+// budgetChunk is how much a session takes from the budget at a time.
+const budgetChunk = 64 << 10
+
+// budgetWait bounds a session's wait for budget: a message that cannot
+// have it by then is answered 451 4.3.1.
+const budgetWait = 5 * time.Second
+
+// errBusy answers a message the budget could not hold.
+var errBusy = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 1}, Message: "Insufficient system resources for this message now, try again later"}
+
+// errBudget is readBudgeted's error when the budget could not be had.
+var errBudget = errors.New("smtpd: in-flight message budget spent")
+
+// readBudgeted reads r whole, taking from b a chunk at a time before it
+// reads into it, and returns the bytes and how many it took, to give back
+// when the message is done with. On an error it has given everything back
+// already. The chunks are joined at the end into one slice of the
+// message's size (one copy, rather than the copies of a doubling buffer).
+func readBudgeted(b *budget, r io.Reader, wait time.Duration) ([]byte, int64, error) {
+	var (
+		chunks [][]byte
+		size   int
+		taken  int64
+	)
+	fail := func(err error) ([]byte, int64, error) {
+		b.give(taken)
+		return nil, 0, err
+	}
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		err := b.take(ctx, budgetChunk)
+		cancel()
+		if err != nil {
+			return fail(errBudget)
+		}
+		taken += budgetChunk
+		c := make([]byte, budgetChunk)
+		n, err := io.ReadFull(r, c)
+		chunks = append(chunks, c[:n])
+		size += n
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			break
+		}
+		if err != nil {
+			return fail(err)
+		}
+	}
+	if len(chunks) == 1 {
+		return chunks[0], taken, nil
+	}
+	raw := make([]byte, 0, size)
+	for _, c := range chunks {
+		raw = append(raw, c...)
+	}
+	return raw, taken, nil
+}

@@ -1,0 +1,123 @@
+package smtpd
+
+import (
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/bouncer-mail/bouncer/broker"
+)
+
+// TestInflightBudget: with the budget held by one message being received,
+// a second message cannot have room, waits, and gets 451 4.3.1; once the
+// first is done, the second goes through on a retry. Over loopback TCP to
+// the real listener and a real embedded JetStream.
+func TestInflightBudget(t *testing.T) {
+	const limit = 1 << 20
+	h := newHarness(t, func(c *Config) {
+		c.MaxMessageBytes = limit
+		c.MaxInflightBytes = limit + 2*budgetChunk
+	})
+	h.srv.budgetWait = 300 * time.Millisecond
+
+	line := strings.Repeat("x", 998) + "\r\n"
+	body := func(n int, tag string) string {
+		return "Subject: " + tag + "\r\n\r\n" + strings.Repeat(line, n/len(line))
+	}
+	// a: a message of 900 KiB sent but not ended; it holds most of the
+	// budget while the listener reads it.
+	a := h.dial()
+	a.expect(250, "EHLO mx.example.net")
+	a.expect(250, "MAIL FROM:<>")
+	a.expect(250, "RCPT TO:<%s>", h.sign("a@example.net"))
+	a.expect(354, "DATA")
+	io.WriteString(a.conn, body(900<<10, "a"))
+	waitHeld(t, h, 800<<10)
+
+	// b: a 300 KiB message finds no room.
+	b := h.dial()
+	b.expect(250, "EHLO mx.example.net")
+	b.expect(250, "MAIL FROM:<>")
+	b.expect(250, "RCPT TO:<%s>", h.sign("b@example.net"))
+	b.expect(354, "DATA")
+	io.WriteString(b.conn, body(300<<10, "b")+".\r\n")
+	code, reply := b.read()
+	if code != 451 || !strings.Contains(reply, "4.3.1") {
+		t.Fatalf("second message while the budget is held: %q, want 451 4.3.1", reply)
+	}
+	if got := counterValue(t, h.reg, "bouncer_smtp_inflight_refusals_total"); got != 1 {
+		t.Errorf("bouncer_smtp_inflight_refusals_total = %v, want 1", got)
+	}
+
+	// a ends: stored, and the budget is free again.
+	io.WriteString(a.conn, ".\r\n")
+	if code, reply := a.read(); code != 250 {
+		t.Fatalf("first message: %q, want 250", reply)
+	}
+	if held := h.srv.inflight.held(h.srv.cfg.MaxInflightBytes); held != 0 {
+		t.Errorf("%d bytes still held after both messages", held)
+	}
+	// b's sender retries, as a 451 asks.
+	if code, reply := b.send(h.sign("b@example.net"), body(300<<10, "b")); code != 250 {
+		t.Fatalf("retried message: %q, want 250", reply)
+	}
+	if n := h.stored(); n != 2 {
+		t.Errorf("stream holds %d reports, want 2", n)
+	}
+}
+
+// waitHeld waits until the listener holds at least n bytes of budget.
+func waitHeld(t *testing.T, h *harness, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for h.srv.inflight.held(h.srv.cfg.MaxInflightBytes) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("the listener holds %d bytes of budget, want %d", h.srv.inflight.held(h.srv.cfg.MaxInflightBytes), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestInflightBudgetConfig: a budget too small for one message is a
+// configuration error, not a listener that refuses every large message.
+func TestInflightBudgetConfig(t *testing.T) {
+	tests := []struct {
+		msg, inflight int64
+		ok            bool
+	}{
+		{0, 0, true},
+		{1 << 20, 0, true},
+		{1 << 20, 1<<20 + 2*budgetChunk, true},
+		{1 << 20, 1 << 20, false},
+		{0, DefaultMaxMessageBytes, false},
+		{0, -1, false},
+	}
+	for _, tt := range tests {
+		// Validate only: the publisher is never called.
+		err := (Config{Publisher: &broker.Publisher{}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registerer: prometheus.NewRegistry(),
+			MaxMessageBytes: tt.msg, MaxInflightBytes: tt.inflight}).Validate()
+		if (err == nil) != tt.ok {
+			t.Errorf("MaxMessageBytes %d, MaxInflightBytes %d: %v, want ok %v", tt.msg, tt.inflight, err, tt.ok)
+		}
+	}
+}
+
+// counterValue is the value of the unlabelled counter name in reg.
+func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
+}
