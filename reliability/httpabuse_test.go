@@ -3,7 +3,7 @@ package reliability
 import "testing"
 
 // TestHTTPAbuse runs http-abuse in its CI size (10 concurrent exports, 5
-// slow readers, 3 concurrent 60 MiB imports, 50 checkers). It fails on a
+// slow readers, 3 concurrent 16 MiB imports, 50 checkers). It fails on a
 // refused request answered other than the expected 4xx (or 503 with
 // Retry-After), a change of the imported suppressions, an RSS peak over
 // httpRSSBound (1 GiB), a failed check after the abuse, the process dying,
