@@ -98,7 +98,8 @@ func Start(ctx context.Context, opts Options, log *slog.Logger, reg *prometheus.
 		natsURL = s.nats.ClientURL()
 	}
 	s.NATSURL = natsURL
-	s.nc, err = nats.Connect(natsURL, nats.Name("bouncer"), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true))
+	s.nc, err = nats.Connect(natsURL, append(broker.ClientOptions(),
+		nats.Name("bouncer"), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true))...)
 	if err != nil {
 		return nil, fmt.Errorf("NATS %s: %w", natsURL, err)
 	}

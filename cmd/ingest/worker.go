@@ -101,13 +101,13 @@ func Start(ctx context.Context, opts Options, log *slog.Logger, reg *prometheus.
 	// A failed first connect is an error (the supervisor restarts us);
 	// once connected, reconnect for ever: the pipeline backs off and
 	// /readyz says so meanwhile.
-	w.nc, err = nats.Connect(opts.NATSURL, nats.Name("bouncer-ingest"), nats.MaxReconnects(-1),
+	w.nc, err = nats.Connect(opts.NATSURL, append(broker.ClientOptions(), nats.Name("bouncer-ingest"), nats.MaxReconnects(-1),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil { // nil: closed by Stop
 				log.Warn("NATS disconnected; reconnecting", "err", err)
 			}
 		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("NATS reconnected", "server", nc.ConnectedUrlRedacted()) }))
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("NATS reconnected", "server", nc.ConnectedUrlRedacted()) }))...)
 	if err != nil {
 		return nil, fmt.Errorf("NATS %s: %w", opts.NATSURL, err)
 	}
