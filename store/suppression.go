@@ -171,9 +171,9 @@ type SuppressionStore interface {
 	AddressSuppressions(ctx context.Context, address string, now time.Time) ([]Suppression, error)
 	// CheckSuppressions answers the check a sending application makes
 	// before each send: what AddressSuppressions answers, except that an
-	// engine may answer from a membership filter (SuppressionFilter) that
-	// sees a suppression written through another Store (another process)
-	// up to MaxCheckStaleness after that write returned. Writes through
+	// engine may answer from memory (SuppressionFilter) that sees a
+	// suppression written through another Store (another process) up
+	// to MaxCheckStaleness after that write returned. Writes through
 	// this Store show at once. Reads that must see every write (the
 	// policy deciding, a change's before and after) use
 	// AddressSuppressions.
@@ -198,8 +198,8 @@ type SuppressionStore interface {
 	// such address comes at least once (it may come more than once), no
 	// other comes, in no particular order; a zero since passes every
 	// address stored. fn returning an error stops the read and is
-	// returned as it is. It is the feed of a SuppressionFilter: a full
-	// read at start, then the writes since the last read.
+	// returned as it is. (The ClickHouse check filter reads versions
+	// instead, SuppressionFeed; bench/suppressions times this read.)
 	SuppressionAddressesSince(ctx context.Context, since time.Time, fn func(address string) error) error
 	// SuppressionHistory returns an address's audit trail, newest first,
 	// at most limit (1 or more). None yields an empty, non-nil slice.

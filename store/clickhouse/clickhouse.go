@@ -45,6 +45,14 @@ type Options struct {
 	// Stats, again. Partitions are months, so the bound prunes whole
 	// months only.
 	ReportLookback time.Duration
+
+	// CheckAddressesOnly keeps only the addresses that have a
+	// suppression row in CheckSuppressions' memory, 8 bytes each, instead
+	// of every key's latest version (about 50 to 150 bytes a suppression,
+	// BenchmarkSuppressionFilter): a check of such an address then reads
+	// ClickHouse (about 2 ms on 18.16, p99 3 ms) instead of answering from
+	// memory. For lists of tens of millions of suppressions.
+	CheckAddressesOnly bool
 }
 
 // Validate reports whether the options are usable.
@@ -142,8 +150,10 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		conn.Close()
 		return nil, fmt.Errorf("clickhouse: migrating %s: %w", db, err)
 	}
-	return &Store{conn: conn, database: db, reportLookback: opts.ReportLookback,
-		checkReads: make(chan struct{}, checkReadSlots(co.MaxOpenConns))}, nil
+	s := &Store{conn: conn, database: db, reportLookback: opts.ReportLookback,
+		checkReads: make(chan struct{}, checkReadSlots(co.MaxOpenConns))}
+	s.checks.opts.AddressesOnly = opts.CheckAddressesOnly
+	return s, nil
 }
 
 // createDatabase creates db over a connection to the server's default

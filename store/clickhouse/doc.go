@@ -194,6 +194,35 @@
 // events and report_versions tables and of stats_log's rows, plus one
 // recount per hour of data.
 //
+// # The check before a send
+//
+// CheckSuppressions (GET /v1/suppressions/{address}, made before each
+// send) does not query: a point read of one address costs about 2 ms
+// on 18.16 (p99 3 ms), SELECT 1 alone 0.7 ms. The first check of a
+// Store starts a store.SuppressionFilter that holds the latest version
+// of every key (address, stream) of the suppressions table, in force,
+// ended or removed, in a compact arena (about 72 bytes a suppression
+// with repeating notes, BenchmarkSuppressionFilter in store), and
+// answers what AddressSuppressions would, field for field. It is fed by
+// checkFeed (check_feed.go): every version at the first read (the whole
+// table), then four times a second the versions
+// written since the previous read less a minute of overlap. The
+// overlap is read incrementally: per second of version, the count and
+// a hash sum of the rows (cityHash64 of address, stream and version)
+// are compared with those of the rows already handed over, and only the
+// seconds that differ are read again; so a large write is read once,
+// not on every refresh for a minute. PutSuppressions and
+// RemoveSuppression hand the versions they wrote to the filter once the
+// insert returned, so a process's own writes show at once; another
+// process's show after at most store.MaxCheckStaleness (1 s), and while
+// the filter has not read successfully for that long every check reads
+// ClickHouse (bounded, see CheckSuppressions). The first read takes
+// about 2.5 s of CPU at a million suppressions; until it has finished a
+// filter of the addresses alone (0.2 s) answers the addresses never
+// suppressed, the others are read. Options.CheckAddressesOnly
+// keeps only the addresses (8 bytes each, a membership filter) for very
+// large lists: checks of a suppressed address then read ClickHouse.
+//
 // # Cluster
 //
 // ClusterDDL returns the same schema for a ClickHouse cluster: per table

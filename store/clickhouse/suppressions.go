@@ -40,9 +40,11 @@ import (
 //     FINAL, and an older version would show through a newer removal.
 //   - The export (EachSuppression) is the same read for every key: FINAL
 //     over the whole table, in key order, the same filters applied in
-//     Go. The check before a send (CheckSuppressions) first asks a
-//     membership filter (store.SuppressionFilter), fed by
-//     SuppressionAddressesSince, a scan of the version column.
+//     Go. The check before a send (CheckSuppressions) is answered from
+//     memory (store.SuppressionFilter: every key's latest version), fed
+//     by the versions written since its last read (checkFeed, a scan of
+//     the version column and of the rows of the seconds that changed;
+//     check_feed.go).
 //   - Listings and stats filter on those columns in SQL, so they take
 //     each key's newest version with argMax(tuple(...), version) GROUP BY
 //     address, stream, as query.go does for events, and filter that.
@@ -223,9 +225,8 @@ var eachSettings = ch.Settings{"max_block_size": 8192}
 // milliseconds) and the address of the versions it keeps.
 const selectAddressesSince = `SELECT address FROM suppressions WHERE version >= ?`
 
-// addressesSinceSettings: one thread. The check filter reads this four
-// times a second; on two cores a read on both would stall the checks it
-// serves for its few milliseconds.
+// addressesSinceSettings: one thread, as for the check filter's feed
+// (checkFeed): a read on both of two cores would stall the checks.
 var addressesSinceSettings = ch.Settings{"max_threads": 1}
 
 // selectSuppressionStats counts the keys whose newest version is in
@@ -309,13 +310,6 @@ func (s *Store) PutSuppressions(ctx context.Context, rows []store.Suppression) e
 	if err != nil {
 		return fmt.Errorf("clickhouse: put suppressions: %w", err)
 	}
-	// The check filter learns the addresses before they are stored, so
-	// that CheckSuppressions sees them once this call returns; a filter
-	// started meanwhile learns them after (see below).
-	filter := s.checks.filter.Load()
-	if filter != nil {
-		filter.Add(suppressionAddresses(rows)...)
-	}
 	now := uint64(time.Now().UnixNano())
 	updated := make([]uint64, len(rows))
 	for i, r := range rows {
@@ -338,12 +332,17 @@ func (s *Store) PutSuppressions(ctx context.Context, rows []store.Suppression) e
 	if err := b.Send(); err != nil {
 		return fmt.Errorf("clickhouse: put suppressions: %w", err)
 	}
-	if filter == nil {
-		// A filter whose first read began before the insert landed may
-		// have missed it.
-		if f := s.checks.filter.Load(); f != nil {
-			f.Add(suppressionAddresses(rows)...)
+	// Stored: the check filter learns the versions, so that
+	// CheckSuppressions answers with them once this call returns. (One
+	// whose insert failed after it landed comes through the filter's
+	// feed, as another process's does.)
+	if s.checks.filter.Load() != nil {
+		versions := make([]store.SuppressionVersion, len(rows))
+		for i, r := range rows {
+			r.Updated = time.Unix(0, int64(updated[i])).UTC()
+			versions[i] = store.SuppressionVersion{Suppression: r}
 		}
+		s.checks.put(versions...)
 	}
 
 	// The suppressions are in; from here a failure loses audit lines only.
@@ -458,6 +457,10 @@ func (s *Store) RemoveSuppression(ctx context.Context, key store.SuppressionKey,
 	if err := b.Send(); err != nil {
 		return fmt.Errorf("clickhouse: remove suppression: %w", err)
 	}
+	if s.checks.filter.Load() != nil { // as in PutSuppressions
+		r.Updated = time.Unix(0, int64(version)).UTC()
+		s.checks.put(store.SuppressionVersion{Suppression: r.Suppression, Removed: true})
+	}
 	change.Action = store.ActionRemove
 	if err := s.insertAudit(ctx, []store.SuppressionChange{change}); err != nil {
 		return fmt.Errorf("clickhouse: remove suppression: removed, but not its audit line: %w", err)
@@ -494,66 +497,116 @@ func (s *Store) AddressSuppressions(ctx context.Context, address string, now tim
 	return out, nil
 }
 
-// checkFilter is the membership filter CheckSuppressions asks first. It
-// is started by the first CheckSuppressions, so a process that never
-// checks (ingest) never reads it, and stops when the Store is closed
-// (its feed answers store.ErrClosed), within one refresh interval.
+// checkFilter is the in-memory answer to CheckSuppressions
+// (store.SuppressionFilter over a checkFeed). It is started by the first
+// CheckSuppressions, so a process that never checks (ingest) never
+// reads it, and stops when the Store is closed (its feed answers
+// store.ErrClosed), within one refresh interval.
+//
+// Its first read, every version of every key, takes a while: 2.4 s of
+// CPU for 1,000,000 suppressions, against 0.17 s for their addresses
+// alone. Until it has loaded, a second filter of the addresses only
+// (starting) answers the addresses never suppressed, as the checks
+// would otherwise all go to ClickHouse meanwhile; it is dropped, and its
+// refreshes stopped, at the first check after the filter has loaded.
+// Options.CheckAddressesOnly makes the filter itself one of the
+// addresses only, and there is no second one.
 type checkFilter struct {
-	once   sync.Once
-	filter atomic.Pointer[store.SuppressionFilter]
-	// Tests set these before the first CheckSuppressions.
+	once     sync.Once
+	filter   atomic.Pointer[store.SuppressionFilter]
+	feed     atomic.Pointer[checkFeed]
+	starting atomic.Pointer[store.SuppressionFilter] // nil once filter has loaded
+	stop     context.CancelFunc                      // ends starting's refreshes
+	// Open and tests set these before the first CheckSuppressions.
 	opts  store.SuppressionFilterOptions
-	noRun bool // no refresh goroutine: the test calls Load and Refresh
+	noRun bool // no refresh goroutines: the test calls Load and Refresh
 }
 
-// suppressionAddresses returns rows' addresses.
-func suppressionAddresses(rows []store.Suppression) []string {
-	out := make([]string, len(rows))
-	for i, r := range rows {
-		out[i] = r.Address
+// begin makes the filters and starts their refreshes.
+func (c *checkFilter) begin(s *Store) {
+	feed := newCheckFeed(s, c.opts)
+	f := store.NewSuppressionFilter(feed, c.opts)
+	c.feed.Store(feed)
+	c.filter.Store(f)
+	if !c.noRun {
+		go f.Run(context.Background())
 	}
-	return out
+	if c.opts.AddressesOnly {
+		return
+	}
+	opts := c.opts
+	opts.AddressesOnly = true
+	starting := store.NewSuppressionFilter(newCheckFeed(s, opts), opts)
+	ctx, cancel := context.WithCancel(context.Background())
+	c.starting.Store(starting)
+	c.stop = cancel
+	if !c.noRun {
+		go starting.Run(ctx)
+	}
+}
+
+// lookup is SuppressionFilter.WaitLookup of the filter, or of the
+// starting one until the filter has loaded.
+func (c *checkFilter) lookup(ctx context.Context, address string, now time.Time) ([]store.Suppression, bool) {
+	f := c.filter.Load()
+	if starting := c.starting.Load(); starting != nil {
+		if !f.Loaded() {
+			return starting.WaitLookup(ctx, address, now, store.MaxCheckStaleness)
+		}
+		if c.starting.CompareAndSwap(starting, nil) {
+			c.stop()
+		}
+	}
+	return f.WaitLookup(ctx, address, now, store.MaxCheckStaleness)
+}
+
+// put hands versions this Store wrote to the filters.
+func (c *checkFilter) put(versions ...store.SuppressionVersion) {
+	if f := c.filter.Load(); f != nil {
+		f.Put(versions...)
+	}
+	if starting := c.starting.Load(); starting != nil {
+		starting.Put(versions...)
+	}
 }
 
 // CheckSuppressions answers the check before a send; see
-// store.SuppressionStore. An address the filter does not hold has no
-// suppression row, in force or not, so the answer is "none" without a
-// query: with ClickHouse 18.16 even a lookup that finds nothing costs
-// about 1 ms of the server (SELECT 1 does) and, at 1,000 checks a
-// second, a core. Any other address is an AddressSuppressions, and so is
-// every address while the filter is not fresh, after waiting up to
-// store.MaxCheckStaleness for a read that makes it fresh
-// (SuppressionFilter.WaitAbsent): at start, before the first read, and
+// store.SuppressionStore. While the filter is fresh it answers from
+// memory, what AddressSuppressions would answer, without a query: with
+// ClickHouse 18.16 even a lookup that finds nothing costs about 1 ms of
+// the server (SELECT 1 does), one that finds a suppression about 2 ms
+// (p99 3 ms), and at 1,000 checks a second a core. It reads ClickHouse
+// (AddressSuppressions) while the filter is not fresh, after waiting up
+// to store.MaxCheckStaleness for a read that makes it fresh
+// (SuppressionFilter.WaitLookup): at start, before the first read, and
 // while the server is too slow to read every 250 ms, the checks would
-// otherwise all go to the server at once and keep it slow.
+// otherwise all go to the server at once and keep it slow. With
+// Options.CheckAddressesOnly it also reads ClickHouse for every address
+// that has a suppression row, in force or not (or shares a hash with
+// one).
 func (s *Store) CheckSuppressions(ctx context.Context, address string, now time.Time) ([]store.Suppression, error) {
 	if err := s.gate.Enter(); err != nil {
 		return nil, err
 	}
-	s.checks.once.Do(func() {
-		f := store.NewSuppressionFilter(s, s.checks.opts)
-		s.checks.filter.Store(f)
-		if !s.checks.noRun {
-			go f.Run(context.Background())
-		}
-	})
-	f := s.checks.filter.Load()
+	s.checks.once.Do(func() { s.checks.begin(s) })
 	s.gate.Leave()
-	if !now.IsZero() && ctx.Err() == nil && f.WaitAbsent(ctx, normalizeAddress(address), store.MaxCheckStaleness) {
-		if err := s.gate.Enter(); err != nil { // closed while waiting
-			return nil, err
+	if !now.IsZero() && ctx.Err() == nil {
+		if rows, ok := s.checks.lookup(ctx, normalizeAddress(address), now); ok {
+			if err := s.gate.Enter(); err != nil { // closed while waiting
+				return nil, err
+			}
+			s.gate.Leave()
+			return rows, nil
 		}
-		s.gate.Leave()
-		return []store.Suppression{}, nil
 	}
-	// A read of ClickHouse: the address is in the filter (a hit, or a
-	// hash collision), or the filter is stale. A stale filter under a
-	// load of checks sends every check here; queued without a bound they
-	// took every connection, so the filter's refresh could not run and
-	// stay stale, and waited out the pool's timeout (bench/suppressions:
-	// 8,032 of 60,000 checks timed out after 10 s, RSS 62 to 324 MiB).
-	// Beyond checkReads reads at once, a check waits checkQueueWait and is
-	// then refused with store.ErrBusy.
+	// A read of ClickHouse: the filter is stale (or, with addresses only
+	// or while starting, holds the address). A stale filter under a load
+	// of checks sends every check here; queued without a bound they took
+	// every connection, so the filter's refresh could not run and stay
+	// stale, and waited out the pool's timeout (bench/suppressions: 8,032
+	// of 60,000 checks timed out after 10 s, RSS 62 to 324 MiB). Beyond
+	// checkReads reads at once, a check waits checkQueueWait and is then
+	// refused with store.ErrBusy.
 	select {
 	case s.checkReads <- struct{}{}:
 		defer func() { <-s.checkReads }()
