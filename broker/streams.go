@@ -64,6 +64,9 @@ const (
 	duplicates = 2 * time.Minute
 )
 
+// EnsureTimeout bounds EnsureStreams when its context has no deadline.
+const EnsureTimeout = time.Minute
+
 // StreamConfigs returns the configuration of every stream bouncer uses,
 // with replicas replicas (values below 1 mean 1).
 func StreamConfigs(replicas int) []jetstream.StreamConfig {
@@ -133,7 +136,16 @@ func StreamConfigs(replicas int) []jetstream.StreamConfig {
 // cannot change a stream's retention to or from a work queue: such a
 // stream keeps its retention, and works as before, acked reports leaving
 // it one by one (docs/deploy.md says how to move it).
+//
+// Without a deadline in ctx, it allows EnsureTimeout for the whole: the
+// client library's own default, 5 s a request, was too short for creating
+// a sync-always file stream on a busy disk (a CI run saw it time out).
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, replicas int) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, EnsureTimeout)
+		defer cancel()
+	}
 	for _, cfg := range StreamConfigs(replicas) {
 		if cfg.Name == StreamReports {
 			if s, err := js.Stream(ctx, cfg.Name); err == nil && s.CachedInfo().Config.Retention == jetstream.WorkQueuePolicy {
