@@ -75,6 +75,24 @@ func (e *Env) NewBouncer(name, dataDir string, o BouncerOptions) (*Bouncer, erro
 	return b, nil
 }
 
+// startBouncer makes the data dir name under the work dir and starts an
+// all-in-one bouncer on it with o, logging to name-bouncer.log: the
+// beginning every single-process scenario shares.
+func (e *Env) startBouncer(name string, o BouncerOptions) (*Bouncer, error) {
+	dir, err := e.subdir(name)
+	if err != nil {
+		return nil, err
+	}
+	b, err := e.NewBouncer(name+"-bouncer", dir, o)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.Start(); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
 // Start runs the process and returns once it greets on SMTP.
 func (b *Bouncer) Start() error {
 	if b.p != nil && b.p.running() {

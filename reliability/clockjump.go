@@ -115,15 +115,8 @@ func runClockJump(ctx context.Context, e *Env, c Config) (Result, error) {
 		return r, err
 	}
 	defer clock.restore() // each fault restores it; this is for an early return
-	dir, err := e.subdir("clock-jump")
+	b, err := e.startBouncer("clock-jump", BouncerOptions{})
 	if err != nil {
-		return r, err
-	}
-	b, err := e.NewBouncer("clock-jump-bouncer", dir, BouncerOptions{})
-	if err != nil {
-		return r, err
-	}
-	if err := b.Start(); err != nil {
 		return r, err
 	}
 	defer b.Kill()

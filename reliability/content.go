@@ -256,15 +256,8 @@ func (s *rssSampler) end() int64 {
 
 func runHostileContent(ctx context.Context, e *Env, c Config) (Result, error) {
 	r := Result{Scenario: "hostile-content", Injected: "hostile messages of 21 kinds mixed into the load by a second sender, round after round, on an all-in-one with VERP keys (unsigned accepted)"}
-	dir, err := e.subdir("hostile-content")
+	b, err := e.startBouncer("hostile-content", BouncerOptions{VERPKeys: contentVERPKey, Args: []string{"--accept-unsigned"}})
 	if err != nil {
-		return r, err
-	}
-	b, err := e.NewBouncer("hostile-content-bouncer", dir, BouncerOptions{VERPKeys: contentVERPKey, Args: []string{"--accept-unsigned"}})
-	if err != nil {
-		return r, err
-	}
-	if err := b.Start(); err != nil {
 		return r, err
 	}
 	defer b.Kill()

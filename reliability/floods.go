@@ -246,15 +246,8 @@ func runConnections(ctx context.Context, e *Env, c Config) (Result, error) {
 		return r, err
 	}
 	r.Notes = append(r.Notes, fmt.Sprintf("harness open-file limit raised to %d (setrlimit; bouncer inherits it)", lim))
-	dir, err := e.subdir("connections-10k")
+	b, err := e.startBouncer("connections-10k", BouncerOptions{Args: []string{"--max-connections-per-ip", "50"}})
 	if err != nil {
-		return r, err
-	}
-	b, err := e.NewBouncer("connections-bouncer", dir, BouncerOptions{Args: []string{"--max-connections-per-ip", "50"}})
-	if err != nil {
-		return r, err
-	}
-	if err := b.Start(); err != nil {
 		return r, err
 	}
 	defer b.Kill()
@@ -529,15 +522,8 @@ func runCommandFlood(ctx context.Context, e *Env, c Config) (Result, error) {
 	envTimeout := floodEnvelopeTimeout(c)
 	const perKind = 40
 	r := Result{Scenario: "command-flood", Injected: fmt.Sprintf("%d connections each of: NOOP/RSET/VRFY/HELP floods (50 a write), MAIL before EHLO, unknown commands; under load; envelope timeout %s, other limits default", perKind, envTimeout)}
-	dir, err := e.subdir("command-flood")
+	b, err := e.startBouncer("command-flood", BouncerOptions{Args: []string{"--max-connections-per-ip", "50", "--envelope-timeout", envTimeout.String()}})
 	if err != nil {
-		return r, err
-	}
-	b, err := e.NewBouncer("command-flood-bouncer", dir, BouncerOptions{Args: []string{"--max-connections-per-ip", "50", "--envelope-timeout", envTimeout.String()}})
-	if err != nil {
-		return r, err
-	}
-	if err := b.Start(); err != nil {
 		return r, err
 	}
 	defer b.Kill()

@@ -275,15 +275,8 @@ func (p *pipelined) refusedRcptSender(ctx context.Context, g int) {
 func runPipeliningAbuse(ctx context.Context, e *Env, c Config) (Result, error) {
 	const perKind = 10
 	r := Result{Scenario: "pipelining-abuse", Injected: fmt.Sprintf("%d connections each of: %d transactions per write with bodies before the 354; %d RCPTs, DATA and body in one write; MAIL, a refused RCPT, DATA and body in one write; under load, default limits", perKind, pipelinedPerWrite, manyRcpts)}
-	dir, err := e.subdir("pipelining-abuse")
+	b, err := e.startBouncer("pipelining-abuse", BouncerOptions{Args: []string{"--max-connections-per-ip", "50"}})
 	if err != nil {
-		return r, err
-	}
-	b, err := e.NewBouncer("pipelining-bouncer", dir, BouncerOptions{Args: []string{"--max-connections-per-ip", "50"}})
-	if err != nil {
-		return r, err
-	}
-	if err := b.Start(); err != nil {
 		return r, err
 	}
 	defer b.Kill()

@@ -107,17 +107,10 @@ func (a *attack) stop() {
 func runSlowloris(ctx context.Context, e *Env, c Config) (Result, error) {
 	r := Result{Scenario: "slowloris", Injected: fmt.Sprintf("%d slowloris connections (a byte every %s) from %d loopback addresses under load, default connection limits",
 		c.Attack, slowlorisEvery, (c.Attack+perIPAttack-1)/perIPAttack)}
-	dir, err := e.subdir("slowloris")
-	if err != nil {
-		return r, err
-	}
 	// The default limits: 1,000 connections, 50 per address. The load
 	// comes from 127.0.0.1 with c.Sessions connections.
-	b, err := e.NewBouncer("slowloris-bouncer", dir, BouncerOptions{Args: []string{"--max-connections-per-ip", "50"}})
+	b, err := e.startBouncer("slowloris", BouncerOptions{Args: []string{"--max-connections-per-ip", "50"}})
 	if err != nil {
-		return r, err
-	}
-	if err := b.Start(); err != nil {
 		return r, err
 	}
 	defer b.Kill()

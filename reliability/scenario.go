@@ -275,15 +275,8 @@ func drive(ctx context.Context, e *Env, c Config, r *Result, load *Load, faults 
 
 func runKill9(ctx context.Context, e *Env, c Config) (Result, error) {
 	r := Result{Scenario: "kill9", Injected: "kill -9 of the all-in-one bouncer under load, restart on the same data dir"}
-	dir, err := e.subdir("kill9")
+	b, err := e.startBouncer("kill9", BouncerOptions{})
 	if err != nil {
-		return r, err
-	}
-	b, err := e.NewBouncer("kill9-bouncer", dir, BouncerOptions{})
-	if err != nil {
-		return r, err
-	}
-	if err := b.Start(); err != nil {
 		return r, err
 	}
 	defer b.Stop()
@@ -304,15 +297,8 @@ func runNATSKill9(ctx context.Context, e *Env, c Config) (Result, error) {
 		return r, err
 	}
 	defer ns.Close()
-	dir, err := e.subdir("nats-kill9")
+	b, err := e.startBouncer("nats-kill9", BouncerOptions{NATSURL: ns.URL})
 	if err != nil {
-		return r, err
-	}
-	b, err := e.NewBouncer("nats-kill9-bouncer", dir, BouncerOptions{NATSURL: ns.URL})
-	if err != nil {
-		return r, err
-	}
-	if err := b.Start(); err != nil {
 		return r, err
 	}
 	defer b.Kill()

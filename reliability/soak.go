@@ -46,15 +46,8 @@ type soakSample struct {
 // accept latency per window, its RSS (flat, or growing) and ingest's lag.
 func runSoak(ctx context.Context, e *Env, c Config) (Result, error) {
 	r := Result{Scenario: "soak", Injected: fmt.Sprintf("none: %s of steady load (%d sessions, %.0f reports/s asked, %d bytes each)", c.Load, c.Sessions, c.Rate, c.Size)}
-	dir, err := e.subdir("soak")
+	b, err := e.startBouncer("soak", BouncerOptions{})
 	if err != nil {
-		return r, err
-	}
-	b, err := e.NewBouncer("soak-bouncer", dir, BouncerOptions{})
-	if err != nil {
-		return r, err
-	}
-	if err := b.Start(); err != nil {
 		return r, err
 	}
 	defer b.Kill()
