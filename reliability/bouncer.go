@@ -88,9 +88,33 @@ func (e *Env) startBouncer(name string, o BouncerOptions) (*Bouncer, error) {
 		return nil, err
 	}
 	if err := b.Start(); err != nil {
+		b.Kill() // a process that did not greet in time may run still
 		return nil, err
 	}
 	return b, nil
+}
+
+// startBouncerAndWorker starts the split topology's two processes on the
+// ClickHouse database at dsn: an all-in-one bouncer first (it creates the
+// database and the streams), then a bouncer-ingest worker sharing its
+// NATS and its durable consumer. With an error, the bouncer it started
+// is killed.
+func (e *Env) startBouncerAndWorker(name, dsn string) (*Bouncer, *IngestWorker, error) {
+	b, err := e.startBouncer(name, BouncerOptions{ClickHouseDSN: dsn})
+	if err != nil {
+		return nil, nil, err
+	}
+	w, err := e.NewIngestWorker(name+"-ingest", b.NATSURL, dsn)
+	if err == nil {
+		if err = w.Start(); err != nil {
+			w.Kill()
+		}
+	}
+	if err != nil {
+		b.Kill()
+		return nil, nil, err
+	}
+	return b, w, nil
 }
 
 // Start runs the process and returns once it greets on SMTP.

@@ -53,24 +53,7 @@ func (e *Env) startCHLink(ctx context.Context, name string) (*chLink, error) {
 		s.close()
 		return nil, err
 	}
-	dir, err := e.subdir(name)
-	if err != nil {
-		s.close()
-		return nil, err
-	}
-	if s.b, err = e.NewBouncer(name+"-bouncer", dir, BouncerOptions{ClickHouseDSN: s.ch.DSN(s.db)}); err != nil {
-		s.close()
-		return nil, err
-	}
-	if err = s.b.Start(); err != nil {
-		s.close()
-		return nil, err
-	}
-	if s.w, err = e.NewIngestWorker(name+"-ingest", s.b.NATSURL, s.ch.DSN(s.db)); err != nil {
-		s.close()
-		return nil, err
-	}
-	if err = s.w.Start(); err != nil {
+	if s.b, s.w, err = e.startBouncerAndWorker(name, s.ch.DSN(s.db)); err != nil {
 		s.close()
 		return nil, err
 	}
