@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -78,7 +79,7 @@ func check(c config, b *bouncerProc, chPid int) error {
 	}
 	nHits := 0
 	for _, r := range results {
-		if r.err == errWrongAnswer {
+		if errors.As(r.err, new(*wrongAnswer)) {
 			wrong++
 		}
 		if r.hit {
@@ -107,6 +108,17 @@ func check(c config, b *bouncerProc, chPid int) error {
 	fmt.Fprintf(w, "load generator CPU\t%.0f%% of one core\t\n", 100*selfCPU.Seconds()/wall.Seconds())
 	fmt.Fprintf(w, "p99 by 10 s of the run\t%s\t\n", windowP99(results, c.rate, 10*time.Second))
 	w.Flush()
+	// Each wrong answer in full, the first few: which address, which way,
+	// when, and what bouncer said; a count alone could not be explained
+	// (bench/suppressions/README.md).
+	shown := 0
+	for _, r := range results {
+		var wa *wrongAnswer
+		if errors.As(r.err, &wa) && shown < 5 {
+			fmt.Printf("wrong answer: %s\n", wa.detail())
+			shown++
+		}
+	}
 	if errs > 0 {
 		return fmt.Errorf("%d of %d requests failed; first: %v", errs, n, firstErr)
 	}
@@ -136,7 +148,19 @@ func windowP99(results []checkResult, rate int, d time.Duration) string {
 	return strings.Join(parts, " ") + " ms"
 }
 
-var errWrongAnswer = fmt.Errorf("wrong answer")
+// wrongAnswer is a check answered other than the load says it should be.
+type wrongAnswer struct {
+	address string
+	want    bool // suppressed
+	at      time.Time
+	body    []byte
+}
+
+func (e *wrongAnswer) Error() string { return "wrong answer" }
+
+func (e *wrongAnswer) detail() string {
+	return fmt.Sprintf("%s at %s: want suppressed=%v, got %s", e.address, e.at.UTC().Format(time.RFC3339Nano), e.want, e.body)
+}
 
 // paced sends c.rate requests a second for d, open loop: request i is
 // started at start + i/rate whether or not earlier ones have been
@@ -209,7 +233,7 @@ func checkOne(client *http.Client, httpAddr, addr string, want bool) error {
 		return fmt.Errorf("%s: %w", addr, err)
 	}
 	if got.Suppressed != want || (len(got.Suppressions) > 0) != want {
-		return errWrongAnswer
+		return &wrongAnswer{address: addr, want: want, at: time.Now(), body: body}
 	}
 	return nil
 }
