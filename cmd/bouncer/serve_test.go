@@ -161,8 +161,17 @@ func testServeEndToEnd(t *testing.T, svc *Service) {
 		ReportsReceived int64            `json:"reports_received"`
 		EventsByClass   map[string]int64 `json:"events_by_class"`
 	}
-	if code := getJSON(t, base+"/v1/stats?window=24h", &stats); code != 200 {
-		t.Fatalf("stats: HTTP %d", code)
+	// The event shows as soon as the events insert lands; on ClickHouse
+	// the Stats rollup is recounted after it, within the same Write (a CI
+	// run read 0 in between), so stats are waited for too.
+	for {
+		if code := getJSON(t, base+"/v1/stats?window=24h", &stats); code != 200 {
+			t.Fatalf("stats: HTTP %d", code)
+		}
+		if stats.ReportsReceived == 1 && stats.EventsByClass["hard"] == 1 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	if stats.ReportsReceived != 1 || stats.EventsByClass["hard"] != 1 {
 		t.Errorf("stats %+v, want 1 report and 1 hard event", stats)
