@@ -9,7 +9,8 @@ import (
 
 // FuzzRules drives the rules engine with arbitrary text: format
 // recognition, extraction by every default format, and reason matching.
-// It must never panic and must keep Extract's bounds.
+// It must never panic, must keep Extract's bounds, and Reason must decide
+// as the plain strings.Contains loop does.
 func FuzzRules(f *testing.F) {
 	seeds, _ := filepath.Glob("../testdata/ndr/*.eml")
 	for _, p := range seeds {
@@ -42,7 +43,12 @@ func FuzzRules(f *testing.F) {
 				}
 			}
 		}
-		s.Reason(Reply{Text: lower, Status: "5.1.1", Code: 550})
+		for _, r := range []Reply{{Text: lower, Status: "5.1.1", Code: 550}, {Text: lower}} {
+			got, gotOK := s.Reason(r)
+			if want, wantOK := s.reasonByContains(r); got != want || gotOK != wantOK {
+				t.Fatalf("Reason(%+v) = %+v, %v; strings.Contains gives %+v, %v", r, got, gotOK, want, wantOK)
+			}
+		}
 		s.Provider(subject, from)
 	})
 }

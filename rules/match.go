@@ -32,12 +32,21 @@ func (s *Set) Reason(r Reply) (Match, bool) {
 	if r.Text == "" {
 		return Match{}, false
 	}
+	// One pass over the text finds every rule with a phrase in it; the
+	// rules are then tried in order as written, each's regexps only when
+	// its conditions hold and none of its phrases occurs.
+	var buf [4]uint64
+	found := buf[:]
+	if n := (len(s.reasons) + 63) / 64; n > len(buf) {
+		found = make([]uint64, n)
+	}
+	s.reasonPhrases.scan(r.Text, found)
 	for i := range s.reasons {
 		rr := &s.reasons[i]
 		if !rr.conditionsHold(r) {
 			continue
 		}
-		if rr.textMatches(r.Text) {
+		if found[i>>6]&(1<<(i&63)) != 0 || rr.regexpMatches(r.Text) {
 			return Match{Rule: rr.Name, Reason: rr.Reason, Scope: rr.Scope, AfterData: rr.AfterData}, true
 		}
 	}
@@ -88,12 +97,8 @@ func (rr *ReasonRule) conditionsHold(r Reply) bool {
 	return true
 }
 
-func (rr *ReasonRule) textMatches(text string) bool {
-	for _, p := range rr.Phrases {
-		if strings.Contains(text, p) {
-			return true
-		}
-	}
+// regexpMatches reports whether any of the rule's regexps matches text.
+func (rr *ReasonRule) regexpMatches(text string) bool {
 	for _, re := range rr.re {
 		if re.MatchString(text) {
 			return true

@@ -156,6 +156,10 @@ type Set struct {
 	delayed   []Cond
 	commands  []CommandRule
 	domains   map[string]string // exact recipient domain -> provider
+
+	// reasonPhrases finds the phrases of reasons in one pass, each
+	// phrase's id the number of its rule.
+	reasonPhrases *phraseIndex
 }
 
 // Default returns the embedded default rules.
@@ -412,6 +416,23 @@ func compile(f File) (*Set, error) {
 		}
 		c.Phrases = lowerCopy(c.Phrases)
 		s.commands = append(s.commands, c)
+	}
+	var (
+		phrases []string
+		ids     []int32
+		size    int
+	)
+	for i, r := range s.reasons {
+		for _, p := range r.Phrases {
+			phrases = append(phrases, p)
+			ids = append(ids, int32(i))
+			size += len(p)
+		}
+	}
+	if size > maxPhraseBytes {
+		errs = append(errs, fmt.Errorf("reason rules: %d bytes of phrases, at most %d", size, maxPhraseBytes))
+	} else {
+		s.reasonPhrases = newPhraseIndex(phrases, ids, len(s.reasons))
 	}
 	errs = append(errs, compileConds("autoreply", f.Autoreply)...)
 	s.autoreply = f.Autoreply
