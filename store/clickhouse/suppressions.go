@@ -517,6 +517,7 @@ type checkFilter struct {
 	feed     atomic.Pointer[checkFeed]
 	starting atomic.Pointer[store.SuppressionFilter] // nil once filter has loaded
 	stop     context.CancelFunc                      // ends starting's refreshes
+	reads    atomic.Int64                            // checks answered by a read of ClickHouse, for tests
 	// Open and tests set these before the first CheckSuppressions.
 	opts  store.SuppressionFilterOptions
 	noRun bool // no refresh goroutines: the test calls Load and Refresh
@@ -615,6 +616,7 @@ func (s *Store) CheckSuppressions(ctx context.Context, address string, now time.
 	case <-time.After(checkQueueWait):
 		return nil, fmt.Errorf("clickhouse: check suppressions: %d reads in progress: %w", cap(s.checkReads), store.ErrBusy)
 	}
+	s.checks.reads.Add(1)
 	return s.AddressSuppressions(ctx, address, now)
 }
 
