@@ -57,10 +57,14 @@ func IsUnavailable(err error) bool {
 		errors.Is(err, jetstream.ErrJetStreamNotEnabled)
 }
 
-// Publisher publishes raw reports to SubjectReports. It implements the
-// listener's smtpd.Publisher.
+// Publisher publishes raw reports to the reports partitions
+// (ReportStream). It implements the listener's smtpd.Publisher.
 type Publisher struct {
 	JS jetstream.JetStream
+	// Partitions is how many reports partitions it spreads reports over
+	// (EnsureReportPartitions must have created them); below 2, all go to
+	// StreamReports.
+	Partitions int
 	// Timeout bounds one publish, ack included; DefaultPublishTimeout
 	// when zero.
 	Timeout time.Duration
@@ -74,10 +78,11 @@ type Publisher struct {
 	Health *PublishHealth
 }
 
-// Publish stores raw in StreamReports with env in HeaderEnvelope and env.ID
-// as the JetStream message id, and returns nil only once JetStream
-// acknowledged it (on disk, with SyncAlways). A resend of the same bytes
-// within ReportsDuplicates is acknowledged as a duplicate and stored once;
+// Publish stores raw in its reports partition (ReportPartition of env.ID)
+// with env in HeaderEnvelope and env.ID as the JetStream message id, and
+// returns nil only once JetStream acknowledged it (on disk, with
+// SyncAlways). A resend of the same bytes within ReportsDuplicates goes to
+// the same partition and is acknowledged as a duplicate, stored once;
 // that is success too.
 func (p *Publisher) Publish(ctx context.Context, env event.Envelope, raw []byte) error {
 	if env.ID == "" {
@@ -97,7 +102,9 @@ func (p *Publisher) Publish(ctx context.Context, env event.Envelope, raw []byte)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
-	msg := &nats.Msg{Subject: SubjectReports, Data: raw, Header: nats.Header{}}
+	part := ReportPartition(env.ID, p.Partitions)
+	stream := ReportStream(part)
+	msg := &nats.Msg{Subject: ReportSubject(part), Data: raw, Header: nats.Header{}}
 	msg.Header.Set(HeaderEnvelope, string(hdr))
 	// A duplicate ack (PubAck.Duplicate) means the bytes are stored
 	// already: success like any other ack.
@@ -107,7 +114,7 @@ func (p *Publisher) Publish(ctx context.Context, env event.Envelope, raw []byte)
 	}
 	for {
 		actx, acancel := context.WithTimeout(ctx, attempt)
-		_, err = p.JS.PublishMsg(actx, msg, jetstream.WithMsgID(env.ID), jetstream.WithExpectStream(StreamReports))
+		_, err = p.JS.PublishMsg(actx, msg, jetstream.WithMsgID(env.ID), jetstream.WithExpectStream(stream))
 		acancel()
 		if err == nil || !IsUnavailable(err) || ctx.Err() != nil {
 			break

@@ -16,13 +16,14 @@ import (
 
 // Defaults of Config's tunables.
 const (
-	DefaultDurable      = "ingest"
-	DefaultBatchSize    = 500
-	DefaultBatchWait    = 200 * time.Millisecond
-	DefaultBatchBytes   = 64 << 20
-	DefaultBackoff      = 500 * time.Millisecond
-	DefaultMaxBackoff   = 30 * time.Second
-	DefaultWriteTimeout = 20 * time.Second
+	DefaultDurable       = "ingest"
+	DefaultBatchSize     = 500
+	DefaultBatchWait     = 200 * time.Millisecond
+	DefaultBatchBytes    = 64 << 20
+	DefaultBackoff       = 500 * time.Millisecond
+	DefaultMaxBackoff    = 30 * time.Second
+	DefaultWriteTimeout  = 20 * time.Second
+	DefaultPartitionScan = 30 * time.Second
 )
 
 // AckWait is how long JetStream waits for ingest's ack before it
@@ -65,6 +66,10 @@ type Config struct {
 	// WriteTimeout bounds one Store.Write, and the acks after it. It is
 	// below AckWait.
 	WriteTimeout time.Duration
+	// PartitionScan is how often Run looks for reports partitions it
+	// does not consume yet (a listener started with more partitions
+	// creates them).
+	PartitionScan time.Duration
 	// Policy decides the suppressions of the recipients whose outcomes a
 	// batch changed; the zero Policy means suppress.Default.
 	Policy suppress.Policy
@@ -92,6 +97,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.WriteTimeout == 0 {
 		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.PartitionScan == 0 {
+		c.PartitionScan = DefaultPartitionScan
 	}
 	if c.Policy == (suppress.Policy{}) {
 		c.Policy = suppress.Default
@@ -124,6 +132,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("ingest: Config.Backoff %s is negative", c.Backoff)
 	case c.MaxBackoff < c.Backoff:
 		return fmt.Errorf("ingest: Config.MaxBackoff %s is below Config.Backoff %s", c.MaxBackoff, c.Backoff)
+	case c.PartitionScan < 0:
+		return fmt.Errorf("ingest: Config.PartitionScan %s is negative", c.PartitionScan)
 	case c.WriteTimeout < 0 || c.WriteTimeout >= AckWait:
 		return fmt.Errorf("ingest: Config.WriteTimeout %s must be positive and below AckWait %s", c.WriteTimeout, AckWait)
 	}

@@ -17,10 +17,10 @@ const maxErrorHeader = 1024
 
 // deadLetterSubject is where unreadable messages of a stream go.
 func deadLetterSubject(stream string) string {
-	switch stream {
-	case broker.StreamReports:
+	switch {
+	case broker.IsReportStream(stream):
 		return broker.SubjectDeadLetterReports
-	case broker.StreamAttempts:
+	case stream == broker.StreamAttempts:
 		return broker.SubjectDeadLetterAttempts
 	default:
 		return "bouncer.deadletter.other"

@@ -35,21 +35,30 @@ type Pipeline struct {
 	storeSince time.Time // when the store started failing
 	storeFails int       // failed writes in a row
 	natsErr    error     // the last consumer or fetch error, nil after a success
-
-	trimMu    sync.Mutex
-	untrimmed bool      // acks since the last trim
-	lastTrim  time.Time // when the last trim began
 }
 
-// source is one stream the pipeline consumes: the raw reports, and the sync
-// reply logs; Pipeline.decode reads each by its stream.
+// source is one stream the pipeline consumes: a reports partition, or the
+// sync reply logs; Pipeline.decode reads each by its stream.
 type source struct {
 	stream  string
 	subject string
 	durable string
-	// trim: what every consumer acked is purged from the stream
-	// (broker.Trim); the reports stream keeps it until then.
-	trim bool
+	// trims, when not nil: what every consumer acked is purged from the
+	// stream (broker.Trim); the reports streams keep it until then.
+	trims *trimState
+}
+
+// trimState is when a source's stream was last trimmed.
+type trimState struct {
+	mu        sync.Mutex
+	untrimmed bool      // acks since the last trim
+	lastTrim  time.Time // when the last trim began
+}
+
+// reportSource is the source of a reports stream (a partition).
+func (p *Pipeline) reportSource(stream string) source {
+	i, _ := broker.ReportPartitionOf(stream)
+	return source{stream: stream, subject: broker.ReportSubject(i), durable: p.cfg.Durable, trims: &trimState{}}
 }
 
 // New checks cfg and registers the pipeline's metrics on cfg.Registerer.
@@ -81,16 +90,37 @@ func Run(ctx context.Context, cfg Config) error {
 // are retried with backoff, never returned; Ready tells about them. The
 // streams must exist (broker.EnsureStreams).
 func (p *Pipeline) Run(ctx context.Context) error {
-	sources := []source{
-		{stream: broker.StreamReports, subject: broker.SubjectReports, durable: p.cfg.Durable, trim: true},
-		{stream: broker.StreamAttempts, subject: broker.SubjectAttempts, durable: p.cfg.Durable + "-attempts"},
-	}
 	var wg sync.WaitGroup
-	for _, src := range sources {
+	started := map[string]bool{}
+	start := func(src source) {
+		started[src.stream] = true
 		wg.Go(func() { p.consume(ctx, src) })
 	}
-	wg.Wait()
-	return nil
+	start(p.reportSource(broker.StreamReports))
+	start(source{stream: broker.StreamAttempts, subject: broker.SubjectAttempts, durable: p.cfg.Durable + "-attempts"})
+	// The other reports partitions: every one that exists, whatever
+	// count the listeners publish over (broker.ReportStreams), looked
+	// for again every PartitionScan for those a listener creates later.
+	scan := time.NewTicker(p.cfg.PartitionScan)
+	defer scan.Stop()
+	for {
+		names, err := broker.ReportStreams(ctx, p.cfg.JS)
+		if err != nil && ctx.Err() == nil {
+			p.log.Warn("cannot list the reports partitions; will look again", "error", err, "retry_in", p.cfg.PartitionScan)
+		}
+		for _, name := range names {
+			if !started[name] {
+				p.log.Debug("consuming reports partition", "stream", name)
+				start(p.reportSource(name))
+			}
+		}
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			return nil
+		case <-scan.C:
+		}
+	}
 }
 
 // Ready returns nil when ingest can do its work: the last store write
@@ -194,7 +224,7 @@ func (p *Pipeline) consume(ctx context.Context, src source) {
 			sleep(ctx, d)
 		case len(msgs) > 0:
 			bo.reset()
-		case src.trim:
+		case src.trims != nil:
 			// Idle: the last batch's acks may have reached the ack
 			// floor only after the trim that followed them.
 			p.trim(ctx, src, 0)
@@ -261,26 +291,27 @@ const trimEvery = time.Second
 // began at least every ago. A failure is logged; the next trim removes
 // the same messages.
 func (p *Pipeline) trim(ctx context.Context, src source, every time.Duration) {
-	p.trimMu.Lock()
-	defer p.trimMu.Unlock()
+	t := src.trims
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	now := time.Now()
-	if !p.untrimmed || now.Sub(p.lastTrim) < every {
+	if !t.untrimmed || now.Sub(t.lastTrim) < every {
 		return
 	}
-	p.untrimmed, p.lastTrim = false, now
+	t.untrimmed, t.lastTrim = false, now
 	if _, err := broker.Trim(ctx, p.cfg.JS, src.stream); err != nil {
-		p.untrimmed = true
+		t.untrimmed = true
 		if ctx.Err() != nil {
 			return // shutting down: the next start trims
 		}
 		p.m.trimErrors.Inc()
-		p.log.Warn("cannot remove acknowledged reports from the stream; will retry", "error", err)
+		p.log.Warn("cannot remove acknowledged reports from the stream; will retry", "stream", src.stream, "error", err)
 	}
 }
 
-// acked notes acks for the next trim.
-func (p *Pipeline) acked() {
-	p.trimMu.Lock()
-	p.untrimmed = true
-	p.trimMu.Unlock()
+// acked notes acks of src for its next trim.
+func (p *Pipeline) acked(src source) {
+	src.trims.mu.Lock()
+	src.trims.untrimmed = true
+	src.trims.mu.Unlock()
 }

@@ -151,10 +151,16 @@ type pipeline struct {
 // run starts a Pipeline on st with fast test timings; it stops at the
 // end of the test or on stop.
 func (e *env) run(st store.Store) *pipeline {
+	e.t.Helper()
+	return e.runWith(st, nil)
+}
+
+// runWith is run with the Config changed by mod first.
+func (e *env) runWith(st store.Store, mod func(*Config)) *pipeline {
 	t := e.t
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	p, err := New(Config{
+	cfg := Config{
 		JS:         e.js,
 		Store:      st,
 		Classifier: classify.New(rules.MustDefault()),
@@ -164,7 +170,11 @@ func (e *env) run(st store.Store) *pipeline {
 		BatchWait:  50 * time.Millisecond,
 		Backoff:    10 * time.Millisecond,
 		MaxBackoff: 100 * time.Millisecond,
-	})
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	p, err := New(cfg)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

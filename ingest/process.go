@@ -170,8 +170,8 @@ func (p *Pipeline) finish(src source, batches <-chan committed) {
 	for b := range batches {
 		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.WriteTimeout)
 		p.ackAll(ctx, b.msgs)
-		if src.trim {
-			p.acked()
+		if src.trims != nil {
+			p.acked(src)
 			p.trim(ctx, src, trimEvery)
 		}
 		if len(b.events) > 0 {
@@ -500,10 +500,10 @@ func (p *Pipeline) decode(msg jetstream.Msg) (d decoded, err error) {
 	if err != nil {
 		return decoded{}, &unreadable{reason: deadUnknown, err: fmt.Errorf("no JetStream metadata: %w", err)}
 	}
-	switch md.Stream {
-	case broker.StreamReports:
+	switch {
+	case broker.IsReportStream(md.Stream):
 		return p.decodeReport(msg, md)
-	case broker.StreamAttempts:
+	case md.Stream == broker.StreamAttempts:
 		return p.decodeAttempts(msg)
 	default:
 		return decoded{}, &unreadable{reason: deadUnknown, err: fmt.Errorf("no reader for stream %s (subject %s)", md.Stream, msg.Subject())}

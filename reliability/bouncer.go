@@ -336,7 +336,9 @@ type StreamState struct {
 	Msgs       uint64
 	AckPending int
 	Pending    uint64 // not yet delivered to any ingest process
-	AckFloor   uint64 // stream sequence up to which ingest acked everything
+	// AckFloor is the sum over the partitions of the stream sequence up
+	// to which ingest acked everything: it grows while ingest acks.
+	AckFloor uint64
 }
 
 // Idle reports whether the ingest consumer has nothing left to do:
@@ -346,83 +348,107 @@ type StreamState struct {
 // failed to drop.
 func (s StreamState) Idle() bool { return s.AckPending == 0 && s.Pending == 0 }
 
-// Stream reads the reports stream and the ingest consumer from natsURL.
+// reportStreams connects to natsURL and returns a client and the reports
+// streams (every partition, broker.ReportStreams). The caller closes nc.
+func reportStreams(ctx context.Context, natsURL string) (*nats.Conn, []jetstream.Stream, error) {
+	nc, err := nats.Connect(natsURL, nats.Timeout(5*time.Second), nats.MaxReconnects(0))
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	names, err := broker.ReportStreams(ctx, js)
+	if err == nil && len(names) == 0 {
+		err = fmt.Errorf("no reports stream (%s)", broker.StreamReports)
+	}
+	var streams []jetstream.Stream
+	for _, name := range names {
+		if err != nil {
+			break
+		}
+		var s jetstream.Stream
+		if s, err = js.Stream(ctx, name); err == nil {
+			streams = append(streams, s)
+		}
+	}
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return nc, streams, nil
+}
+
+// Stream reads the reports streams (every partition) and their ingest
+// consumers from natsURL, summed.
 func Stream(ctx context.Context, natsURL string) (StreamState, error) {
 	var st StreamState
-	nc, err := nats.Connect(natsURL, nats.Timeout(5*time.Second), nats.MaxReconnects(0))
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	nc, streams, err := reportStreams(ctx, natsURL)
 	if err != nil {
 		return st, err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return st, err
+	for _, s := range streams {
+		info, err := s.Info(ctx)
+		if err != nil {
+			return st, err
+		}
+		st.Msgs += info.State.Msgs
+		c, err := s.Consumer(ctx, ingest.DefaultDurable)
+		if err != nil {
+			return st, fmt.Errorf("%s: consumer %s: %w", info.Config.Name, ingest.DefaultDurable, err)
+		}
+		ci, err := c.Info(ctx)
+		if err != nil {
+			return st, err
+		}
+		st.AckPending += ci.NumAckPending
+		st.Pending += ci.NumPending
+		st.AckFloor += ci.AckFloor.Stream
 	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	s, err := js.Stream(ctx, broker.StreamReports)
-	if err != nil {
-		return st, err
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		return st, err
-	}
-	st.Msgs = info.State.Msgs
-	c, err := s.Consumer(ctx, ingest.DefaultDurable)
-	if err != nil {
-		return st, fmt.Errorf("consumer %s: %w", ingest.DefaultDurable, err)
-	}
-	ci, err := c.Info(ctx)
-	if err != nil {
-		return st, err
-	}
-	st.AckPending, st.Pending, st.AckFloor = ci.NumAckPending, ci.NumPending, ci.AckFloor.Stream
 	return st, nil
 }
 
 // StreamLeftovers returns the report ids (Nats-Msg-Id) of the messages
-// still in the reports stream and not acked by ingest, at most limit of them: after a drain that
-// did not finish, they tell a stall (ids stored already, or never
-// delivered) from a loss.
+// still in the reports streams and not acked by ingest, at most limit of
+// them: after a drain that did not finish, they tell a stall (ids stored
+// already, or never delivered) from a loss.
 func StreamLeftovers(ctx context.Context, natsURL string, limit int) ([]string, error) {
-	nc, err := nats.Connect(natsURL, nats.Timeout(5*time.Second), nats.MaxReconnects(0))
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	nc, streams, err := reportStreams(ctx, natsURL)
 	if err != nil {
 		return nil, err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	s, err := js.Stream(ctx, broker.StreamReports)
-	if err != nil {
-		return nil, err
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		return nil, err
-	}
-	// What ingest acked may still be there until its next trim: start
-	// above the consumer's ack floor.
-	first := info.State.FirstSeq
-	if c, err := s.Consumer(ctx, ingest.DefaultDurable); err == nil {
-		if ci, err := c.Info(ctx); err == nil && ci.AckFloor.Stream >= first {
-			first = ci.AckFloor.Stream + 1
-		}
-	}
 	var ids []string
-	for seq := first; seq <= info.State.LastSeq && len(ids) < limit && info.State.Msgs > 0; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
-		}
+	for _, s := range streams {
+		info, err := s.Info(ctx)
 		if err != nil {
 			return ids, err
 		}
-		ids = append(ids, m.Header.Get(jetstream.MsgIDHeader))
+		// What ingest acked may still be there until its next trim: start
+		// above the consumer's ack floor.
+		first := info.State.FirstSeq
+		if c, err := s.Consumer(ctx, ingest.DefaultDurable); err == nil {
+			if ci, err := c.Info(ctx); err == nil && ci.AckFloor.Stream >= first {
+				first = ci.AckFloor.Stream + 1
+			}
+		}
+		for seq := first; seq <= info.State.LastSeq && len(ids) < limit && info.State.Msgs > 0; seq++ {
+			m, err := s.GetMsg(ctx, seq)
+			if errors.Is(err, jetstream.ErrMsgNotFound) {
+				continue
+			}
+			if err != nil {
+				return ids, err
+			}
+			ids = append(ids, m.Header.Get(jetstream.MsgIDHeader))
+		}
 	}
 	return ids, nil
 }

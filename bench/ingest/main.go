@@ -32,6 +32,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"github.com/bouncer-mail/bouncer/broker"
 	"math"
 	"net"
 	"os"
@@ -43,12 +44,13 @@ import (
 )
 
 type config struct {
-	mode    string
-	stores  []string // "sqlite", "clickhouse"
-	rounds  int
-	keep    bool
-	workDir string
-	ndrDir  string
+	partitions int // throughput: reports partitions
+	mode       string
+	stores     []string // "sqlite", "clickhouse"
+	rounds     int
+	keep       bool
+	workDir    string
+	ndrDir     string
 
 	// throughput
 	reports   int
@@ -86,6 +88,7 @@ func main() {
 	flag.StringVar(&c.ndrDir, "ndr", "testdata/ndr", "`directory` of the NDR samples (*.eml) the reports are made from")
 	flag.IntVar(&c.reports, "reports", 20000, "throughput: reports published, then ingested, on SQLite")
 	flag.IntVar(&c.chReports, "ch-reports", 2000, "throughput: the same on ClickHouse, where ingest is far slower")
+	flag.IntVar(&c.partitions, "partitions", broker.DefaultReportPartitions, "throughput: reports partitions the backlog is published over, as the listener does")
 	flag.StringVar(&c.chFormat, "ch-format", "TabSeparated", "throughput: clickhouse-client's bulk format, TabSeparated or Native")
 	flag.StringVar(&c.bouncer, "bouncer", "", "lag: bouncer `binary`; empty: go build ./cmd/bouncer into the work dir")
 	rates := flag.String("rate", "1000", "lag: reports per second sent over SMTP; a comma-separated list runs each")

@@ -180,6 +180,9 @@ func throughputRun(c config, kind string, chs *chServer, round int, reports []re
 	if err := broker.EnsureStreams(ctx, js, 1); err != nil {
 		return tr, err
 	}
+	if err := broker.EnsureReportPartitions(ctx, js, 1, c.partitions); err != nil {
+		return tr, err
+	}
 
 	var (
 		st     store.Store
@@ -200,7 +203,7 @@ func throughputRun(c config, kind string, chs *chServer, round int, reports []re
 
 	// The backlog.
 	start := time.Now()
-	if err := publishAll(ctx, js, reports); err != nil {
+	if err := publishAll(ctx, js, reports, c.partitions); err != nil {
 		return tr, err
 	}
 	tr.publish = time.Since(start)
@@ -218,7 +221,7 @@ func throughputRun(c config, kind string, chs *chServer, round int, reports []re
 	if err != nil {
 		return tr, err
 	}
-	stream, err := js.Stream(ctx, broker.StreamReports)
+	streams, err := broker.ReportStreams(ctx, js)
 	if err != nil {
 		return tr, err
 	}
@@ -244,24 +247,20 @@ func throughputRun(c config, kind string, chs *chServer, round int, reports []re
 		close(done)
 	}()
 	for {
-		// Drained: ingest acked every report (it acks only what the
-		// store committed). The stream drops them at ingest's next trim,
-		// which is not part of the work measured.
-		info, err := stream.Info(ctx)
+		// Drained: ingest acked every report of every partition (it
+		// acks only what the store committed). The streams drop them at
+		// ingest's next trim, which is not part of the work measured.
+		left, err := unacked(ctx, js, streams)
 		if err != nil {
 			cancel()
 			return tr, err
 		}
-		cons, err := js.Consumer(ctx, broker.StreamReports, ingest.DefaultDurable)
-		if err == nil {
-			ci, err := cons.Info(ctx)
-			if err == nil && ci.NumAckPending == 0 && ci.NumPending == 0 && ci.AckFloor.Stream >= info.State.LastSeq {
-				break
-			}
+		if left == 0 {
+			break
 		}
 		if time.Since(start) > 30*time.Minute {
 			cancel()
-			return tr, fmt.Errorf("ingest still has %d reports to store after 30 minutes", info.State.Msgs)
+			return tr, fmt.Errorf("ingest still has %d reports to store after 30 minutes", left)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -341,8 +340,8 @@ GROUP BY statement ORDER BY server_ms DESC LIMIT 8 FORMAT PrettyCompactNoEscapes
 
 // publishAll publishes every report as the listener would, publishers at
 // a time, each acknowledged by JetStream (fsynced).
-func publishAll(ctx context.Context, js jetstream.JetStream, reports []report) error {
-	pub := &broker.Publisher{JS: js}
+func publishAll(ctx context.Context, js jetstream.JetStream, reports []report, partitions int) error {
+	pub := &broker.Publisher{JS: js, Partitions: partitions}
 	var (
 		next atomic.Int64
 		wg   sync.WaitGroup
@@ -637,4 +636,34 @@ GROUP BY table ORDER BY table FORMAT TabSeparated`, fromDB))
 		}
 	}
 	return d, cpu, size, nil
+}
+
+// unacked is how many reports of the streams ingest's consumer has not
+// acked: their last sequence less the consumer's ack floor, or the
+// stream's reports while the consumer does not exist yet.
+func unacked(ctx context.Context, js jetstream.JetStream, streams []string) (uint64, error) {
+	var left uint64
+	for _, name := range streams {
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			return 0, err
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			return 0, err
+		}
+		cons, err := s.Consumer(ctx, ingest.DefaultDurable)
+		if err != nil {
+			left += info.State.Msgs
+			continue
+		}
+		ci, err := cons.Info(ctx)
+		if err != nil {
+			return 0, err
+		}
+		if ci.NumAckPending > 0 || ci.NumPending > 0 || ci.AckFloor.Stream < info.State.LastSeq {
+			left += max(info.State.LastSeq-ci.AckFloor.Stream, 1)
+		}
+	}
+	return left, nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/bouncer-mail/bouncer/broker"
 	"math"
 	"net/http"
 	"os"
@@ -53,10 +54,13 @@ func startBouncer(c config, dataDir string) (*bouncerProc, error) {
 	if err != nil {
 		return nil, err
 	}
-	b.cmd = exec.Command(c.bouncer,
-		"--data-dir", dataDir, "--domain", domain, "--hostname", "bouncer.bench",
+	args := []string{"--data-dir", dataDir, "--domain", domain, "--hostname", "bouncer.bench",
 		"--smtp-addr", b.smtpAddr, "--http-addr", b.httpAddr, "--nats-listen", fmt.Sprintf("127.0.0.1:%d", ports[2]),
-		"--max-connections-per-ip", "2000", "--log-level", "warn")
+		"--max-connections-per-ip", "2000", "--log-level", "warn"}
+	if c.partitions > 0 {
+		args = append(args, "--report-partitions", fmt.Sprint(c.partitions))
+	}
+	b.cmd = exec.Command(c.bouncer, args...)
 	env := []string{}
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "BOUNCER_") {
@@ -146,7 +150,8 @@ func (b *bouncerProc) reportsReceived() (int64, error) {
 	return st.ReportsReceived, err
 }
 
-// streamMsgs is how many reports wait in JetStream for ingest.
+// streamMsgs is how many reports wait in JetStream for ingest, in every
+// reports partition.
 func (b *bouncerProc) streamMsgs() (uint64, error) {
 	nc, err := nats.Connect(b.natsURL, nats.Timeout(5*time.Second))
 	if err != nil {
@@ -159,15 +164,26 @@ func (b *bouncerProc) streamMsgs() (uint64, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	s, err := js.Stream(ctx, "BOUNCER_REPORTS")
+	names, err := broker.ReportStreams(ctx, js)
 	if err != nil {
 		return 0, err
 	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		return 0, err
+	if len(names) == 0 {
+		return 0, fmt.Errorf("no reports stream (%s)", broker.StreamReports)
 	}
-	return info.State.Msgs, nil
+	var msgs uint64
+	for _, name := range names {
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			return 0, err
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			return 0, err
+		}
+		msgs += info.State.Msgs
+	}
+	return msgs, nil
 }
 
 // waitStored waits until reports_received reaches want and nothing waits

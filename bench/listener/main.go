@@ -37,6 +37,7 @@ const (
 )
 
 type config struct {
+	partitions  int // bouncer --report-partitions, 0 for its default
 	bouncer     string
 	mode        string
 	messages    int
@@ -64,6 +65,7 @@ func main() {
 	flag.IntVar(&c.idleConns, "idle-conns", 1000, "connections held open in the idle mode")
 	flag.DurationVar(&c.killAfter, "kill-after", 4*time.Second, "load time before kill -9 in the kill9 mode")
 	flag.DurationVar(&c.drainWait, "drain-wait", 90*time.Second, "how long to wait for ingest to store every accepted report")
+	flag.IntVar(&c.partitions, "partitions", 0, "bouncer's --report-partitions; 0: its default")
 	flag.BoolVar(&c.keep, "keep", false, "keep the work directory (data dirs, logs)")
 	flag.Parse()
 	c.startupWait = 20 * time.Second

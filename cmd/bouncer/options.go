@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bouncer-mail/bouncer/broker"
 	"github.com/bouncer-mail/bouncer/smtpd"
 )
 
@@ -22,6 +23,7 @@ type Options struct {
 	NATSListen     string
 	NATSURL        string
 	NATSReplicas   int
+	Partitions     int
 	DataDir        string
 	Domains        []string
 	ClickHouseDSN  string
@@ -96,6 +98,7 @@ func parseOptions(args []string, getenv func(string) string) (Options, *flag.Fla
 	str(&o.NATSListen, "nats-listen", "127.0.0.1:4222", "listen `address` of the embedded NATS server")
 	str(&o.NATSURL, "nats-url", "", "external NATS `url`; when set, no NATS server is embedded")
 	num(&o.NATSReplicas, "nats-replicas", 1, "replicas of bouncer's JetStream streams (3 on a NATS cluster; 1 embedded)")
+	num(&o.Partitions, "report-partitions", broker.DefaultReportPartitions, "JetStream streams the listener spreads reports over, stored in parallel (1 to 64)")
 	str(&o.DataDir, "data-dir", "./bouncer-data", "`directory` for the embedded NATS store and SQLite")
 	var domains stringList
 	_ = domains.Set(env("domain", ""))
@@ -170,6 +173,8 @@ func (o Options) Validate() error {
 		return errors.New("--nats-replicas must be 1 to 5")
 	case o.NATSURL == "" && o.NATSReplicas != 1:
 		return errors.New("--nats-replicas above 1 needs a NATS cluster (--nats-url); the embedded server is one node")
+	case broker.ValidateReportPartitions(o.Partitions) != nil:
+		return fmt.Errorf("--report-partitions must be 1 to %d, got %d", broker.MaxReportPartitions, o.Partitions)
 	case o.MaxMessageBytes <= 0 || o.MaxRecipients <= 0 || o.MaxConnections <= 0 || o.MaxConnsPerIP <= 0 || o.MaxInflightBytes <= 0:
 		return errors.New("limits must be positive")
 	case o.MaxInflightBytes < o.MaxMessageBytes+128<<10:

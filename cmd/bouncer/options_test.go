@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bouncer-mail/bouncer/broker"
 	"github.com/bouncer-mail/bouncer/smtpd"
 )
 
@@ -33,6 +34,39 @@ func TestListenerDeadlineOptions(t *testing.T) {
 		}
 		if err == nil || !strings.Contains(err.Error(), "timeouts must be positive") {
 			t.Errorf("%v: %v, want timeouts must be positive", args, err)
+		}
+	}
+}
+
+// TestReportPartitionsOption: --report-partitions defaults to
+// broker.DefaultReportPartitions, has its env twin, and is refused
+// outside 1 to 64 with the flag's name in the error.
+func TestReportPartitionsOption(t *testing.T) {
+	for _, tc := range []struct {
+		args    []string
+		env     string
+		want    int
+		wantErr bool
+	}{
+		{nil, "", broker.DefaultReportPartitions, false},
+		{[]string{"--report-partitions", "1"}, "", 1, false},
+		{nil, "8", 8, false},
+		{[]string{"--report-partitions", "2"}, "8", 2, false},
+		{[]string{"--report-partitions", "64"}, "", 64, false},
+		{[]string{"--report-partitions", "0"}, "", 0, true},
+		{[]string{"--report-partitions", "65"}, "", 0, true},
+		{nil, "-3", 0, true},
+	} {
+		env := map[string]string{"BOUNCER_REPORT_PARTITIONS": tc.env}
+		o, _, err := parseOptions(tc.args, func(k string) string { return env[k] })
+		if err == nil {
+			err = o.Validate()
+		}
+		switch {
+		case tc.wantErr && (err == nil || !strings.Contains(err.Error(), "--report-partitions must be 1 to 64")):
+			t.Errorf("%v env %q: %v, want the range error", tc.args, tc.env, err)
+		case !tc.wantErr && (err != nil || o.Partitions != tc.want):
+			t.Errorf("%v env %q: %d, %v; want %d", tc.args, tc.env, o.Partitions, err, tc.want)
 		}
 	}
 }

@@ -115,6 +115,9 @@ func Start(ctx context.Context, opts Options, log *slog.Logger, reg *prometheus.
 	if err := broker.EnsureStreams(ctx, js, opts.NATSReplicas); err != nil {
 		return nil, fmt.Errorf("NATS streams: %w", err)
 	}
+	if err := broker.EnsureReportPartitions(ctx, js, opts.NATSReplicas, opts.Partitions); err != nil {
+		return nil, fmt.Errorf("NATS streams: %w", err)
+	}
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
@@ -176,7 +179,7 @@ func Start(ctx context.Context, opts Options, log *slog.Logger, reg *prometheus.
 		MaxConnections: opts.MaxConnections, MaxConnsPerIP: opts.MaxConnsPerIP,
 		ReadTimeout: opts.ReadTimeout, WriteTimeout: opts.WriteTimeout,
 		CommandTimeout: opts.CommandTimeout, EnvelopeTimeout: opts.EnvelopeTimeout,
-		TLSConfig: tlsConfig, Publisher: &broker.Publisher{JS: js, Timeout: smtpd.DefaultPublishTimeout, Health: published},
+		TLSConfig: tlsConfig, Publisher: &broker.Publisher{JS: js, Partitions: opts.Partitions, Timeout: smtpd.DefaultPublishTimeout, Health: published},
 		Logger: log.With("component", "smtpd"), Registerer: reg,
 	})
 	if err != nil {

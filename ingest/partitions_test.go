@@ -1,0 +1,62 @@
+package ingest
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/bouncer-mail/bouncer/broker"
+)
+
+// TestPartitions: reports spread over four partitions, two of them
+// created after Run started (as a listener started later with more
+// partitions does), are all stored once, and every partition is acked
+// and trimmed empty.
+func TestPartitions(t *testing.T) {
+	e := newEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := broker.EnsureReportPartitions(ctx, e.js, 1, 2); err != nil {
+		t.Fatalf("EnsureReportPartitions(2): %v", err)
+	}
+	st := newFaultStore(t)
+	e.runWith(st, func(c *Config) { c.PartitionScan = 50 * time.Millisecond })
+
+	pub := &broker.Publisher{JS: e.js, Partitions: 2}
+	const first, second = 20, 40
+	perStream := map[string]int{}
+	publish := func(i int) {
+		raw := dsnReport(fmt.Sprintf("user%d@example.org", i), fmt.Sprint(i))
+		en := envelopeOf(raw)
+		if err := pub.Publish(ctx, en, raw); err != nil {
+			t.Fatalf("Publish %d: %v", i, err)
+		}
+		perStream[broker.ReportStream(broker.ReportPartition(en.ID, pub.Partitions))]++
+	}
+	for i := range first {
+		publish(i)
+	}
+	// Two more partitions once Run is consuming the first two.
+	if err := broker.EnsureReportPartitions(ctx, e.js, 1, 4); err != nil {
+		t.Fatalf("EnsureReportPartitions(4): %v", err)
+	}
+	pub.Partitions = 4
+	for i := first; i < second; i++ {
+		publish(i)
+	}
+	for i := range 4 {
+		if perStream[broker.ReportStream(i)] == 0 {
+			t.Fatalf("no report went to partition %d (%v): the test proves nothing for it", i, perStream)
+		}
+	}
+	waitFor(t, "every report in the store", func() bool { r, _, _ := st.snapshot(); return len(r) == second })
+	for i := range 4 {
+		name := broker.ReportStream(i)
+		waitFor(t, name+" acked and trimmed", func() bool { return e.streamMsgs(name) == 0 })
+	}
+	reports, events, _ := st.snapshot()
+	if len(reports) != second || len(events) != second {
+		t.Errorf("%d reports and %d events stored, want %d of each", len(reports), len(events), second)
+	}
+}
