@@ -81,6 +81,17 @@ func testBatchReads(t *testing.T, s store.Store) {
 	putSuppressions(t, s, newSuppression("r3@example.com", "news", now))
 	remove("r3@example.com", "news", now.Add(-time.Second))
 
+	// r6 is asked for only after the unknown addresses below, so an
+	// engine's later statement must find its events, outcome,
+	// suppression and removal too.
+	r6 := newEvent("rep-6", 0, "r6@example.com", event.ClassHard, base)
+	r6b := newEvent("rep-6", 1, "r6@example.com", event.ClassHard, base)
+	write(t, s, []store.Report{newReport("rep-6", base)}, []store.Event{r6, r6b})
+	writeOutcomes(t, s, newOutcome("o6", "r6@example.com", 2, base))
+	putSuppressions(t, s, newSuppression("r6@example.com", "news", now))
+	remove("r6@example.com", "news", now.Add(-3*time.Second))
+	putSuppressions(t, s, newSuppression("r6@example.com", "", now))
+
 	// The addresses asked: the six above, one twice and one in capitals,
 	// then enough unknown ones that an engine sending a few hundred per
 	// statement needs several.
@@ -89,6 +100,7 @@ func testBatchReads(t *testing.T, s store.Store) {
 	for i := range 600 {
 		addresses = append(addresses, fmt.Sprintf("unknown%d@example.net", i))
 	}
+	addresses = append(addresses, "R6@example.com") // asked only here
 	addresses = append(addresses, "r4@example.com") // after the first statement's worth
 	const limit = 3                                 // cuts r3's and r4's histories
 
@@ -150,7 +162,8 @@ func testBatchReads(t *testing.T, s store.Store) {
 
 	// The mix is what it is meant to be: the comparisons above would pass
 	// on an empty store too.
-	for addr, want := range map[string]int{"r1@example.com": 1, "r2@example.com": 3, "r3@example.com": 3, "r5@example.com": 1} {
+	for addr, want := range map[string]int{"r1@example.com": 1, "r2@example.com": 3, "r3@example.com": 3, "r5@example.com": 1,
+		"r6@example.com": 2} {
 		if n := len(gotEvents[addr]); n != want {
 			t.Errorf("RecipientsEvents[%s]: %d events, want %d", addr, n, want)
 		}
@@ -167,11 +180,17 @@ func testBatchReads(t *testing.T, s store.Store) {
 	if got := gotRemovals["r3@example.com"]; got.IsZero() || got.Before(now.Add(-10*time.Second)) {
 		t.Errorf("LatestRemovals[r3] = %v, want the later of its two removals (%v)", got, now.Add(-time.Second))
 	}
+	if n := len(gotOutcomes["r6@example.com"]); n != 1 {
+		t.Errorf("RecipientsOutcomes[r6]: %d, want 1", n)
+	}
+	if gotRemovals["r6@example.com"].IsZero() {
+		t.Errorf("LatestRemovals[r6] is zero, want its removal (%v)", now.Add(-3*time.Second))
+	}
 	if !gotRemovals["r0@example.com"].IsZero() {
 		t.Errorf("LatestRemovals[r0] = %v, want zero: never removed", gotRemovals["r0@example.com"])
 	}
 	for addr, want := range map[string][]string{"r0@example.com": {"r0@example.com/", "r0@example.com/news"},
-		"r1@example.com": nil, "r2@example.com": {"r2@example.com/billing"}} {
+		"r1@example.com": nil, "r2@example.com": {"r2@example.com/billing"}, "r6@example.com": {"r6@example.com/"}} {
 		if got := keys(gotSuppressions[addr]); !reflect.DeepEqual(got, want) && (len(got) != 0 || len(want) != 0) {
 			t.Errorf("AddressesSuppressions[%s] = %v, want %v", addr, got, want)
 		}
