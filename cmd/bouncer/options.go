@@ -35,6 +35,7 @@ type Options struct {
 	APIReadTokens  []string // from BOUNCER_API_READ_TOKENS only (comma-separated)
 	APIAdminTokens []string // from BOUNCER_API_ADMIN_TOKENS only
 	AcceptUnsigned bool
+	Ingest         bool // run ingest in this process; false: a listener only
 	Hostname       string
 	TLSCert        string
 	TLSKey         string
@@ -108,6 +109,11 @@ func parseOptions(args []string, getenv func(string) string) (Options, *flag.Fla
 	str(&o.PolicyFile, "suppression-policy", "", "suppression policy `file` (JSON, docs/suppressions.md); empty: the defaults")
 	str(&o.VERPKeysFile, "verp-keys-file", "", "`file` of VERP keys, one per line; the first signs, all verify")
 	str(&o.APITokensFile, "api-tokens-file", "", "`file` of API bearer tokens, lines \"read TOKEN\" or \"admin TOKEN\"; or env BOUNCER_API_READ_TOKENS / BOUNCER_API_ADMIN_TOKENS")
+	ingestOn, err := strconv.ParseBool(env("ingest", "true"))
+	if err != nil && envErr == nil {
+		envErr = fmt.Errorf("env BOUNCER_INGEST: %w", err)
+	}
+	fl.BoolVar(&o.Ingest, "ingest", ingestOn, "run ingest in this process; --ingest=false makes a listener only, with bouncer-ingest workers storing what it accepts (env BOUNCER_INGEST)")
 	fl.BoolVar(&o.AcceptUnsigned, "accept-unsigned", env("accept-unsigned", "") == "true", "also accept bounce addresses without a VERP token (env BOUNCER_ACCEPT_UNSIGNED=true)")
 	host, _ := os.Hostname()
 	str(&o.Hostname, "hostname", host, "host `name` announced in the SMTP greeting")

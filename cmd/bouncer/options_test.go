@@ -70,3 +70,30 @@ func TestReportPartitionsOption(t *testing.T) {
 		}
 	}
 }
+
+// TestIngestOption: ingest runs in-process unless --ingest=false or
+// BOUNCER_INGEST=false; a value that is no boolean is an error.
+func TestIngestOption(t *testing.T) {
+	for _, tc := range []struct {
+		args    []string
+		env     string
+		want    bool
+		wantErr bool
+	}{
+		{nil, "", true, false},
+		{[]string{"--ingest=false"}, "", false, false},
+		{nil, "false", false, false},
+		{nil, "0", false, false},
+		{[]string{"--ingest=true"}, "false", true, false},
+		{nil, "sometimes", false, true},
+	} {
+		env := map[string]string{"BOUNCER_INGEST": tc.env}
+		o, _, err := parseOptions(tc.args, func(k string) string { return env[k] })
+		switch {
+		case tc.wantErr && (err == nil || !strings.Contains(err.Error(), "BOUNCER_INGEST")):
+			t.Errorf("%v env %q: %v, want an error naming BOUNCER_INGEST", tc.args, tc.env, err)
+		case !tc.wantErr && (err != nil || o.Ingest != tc.want):
+			t.Errorf("%v env %q: %v, %v; want %v", tc.args, tc.env, o.Ingest, err, tc.want)
+		}
+	}
+}

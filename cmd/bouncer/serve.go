@@ -131,17 +131,22 @@ func Start(ctx context.Context, opts Options, log *slog.Logger, reg *prometheus.
 		}()
 	}
 	published := &broker.PublishHealth{}
-	pipe, err := ingest.New(ingest.Config{JS: js, Store: s.store, Classifier: classify.New(rs), Logger: log.With("component", "ingest"), Registerer: reg, Policy: policy})
-	if err != nil {
-		return nil, err
-	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		if err := pipe.Run(runCtx); err != nil && !errors.Is(err, context.Canceled) {
-			s.errc <- fmt.Errorf("ingest: %w", err)
+	var pipe *ingest.Pipeline
+	if opts.Ingest {
+		pipe, err = ingest.New(ingest.Config{JS: js, Store: s.store, Classifier: classify.New(rs), Logger: log.With("component", "ingest"), Registerer: reg, Policy: policy})
+		if err != nil {
+			return nil, err
 		}
-	}()
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := pipe.Run(runCtx); err != nil && !errors.Is(err, context.Canceled) {
+				s.errc <- fmt.Errorf("ingest: %w", err)
+			}
+		}()
+	} else {
+		log.Info("--ingest=false: a listener only; bouncer-ingest workers on the same NATS and store store what it accepts")
+	}
 
 	read, admin, err := loadTokens(opts)
 	if err != nil {
@@ -240,13 +245,15 @@ func (s *Service) Stop(ctx context.Context) error {
 	return err
 }
 
-// ready is /readyz's check: ingest's, then whether reports can be made
-// durable — the embedded JetStream can store (a full disk fails it), and
-// the listener's latest publish did not fail.
+// ready is /readyz's check: ingest's (when it runs here), then whether
+// reports can be made durable — the embedded JetStream can store (a full
+// disk fails it), and the listener's latest publish did not fail.
 func (s *Service) ready(pipe *ingest.Pipeline, published *broker.PublishHealth) func() error {
 	return func() error {
-		if err := pipe.Ready(); err != nil {
-			return err
+		if pipe != nil {
+			if err := pipe.Ready(); err != nil {
+				return err
+			}
 		}
 		if s.nats != nil {
 			if err := s.nats.Check(); err != nil {
