@@ -60,6 +60,9 @@ func startBouncer(c config, dataDir string) (*bouncerProc, error) {
 	if c.partitions > 0 {
 		args = append(args, "--report-partitions", fmt.Sprint(c.partitions))
 	}
+	if c.ingest != "inprocess" {
+		args = append(args, "--ingest=false")
+	}
 	b.cmd = exec.Command(c.bouncer, args...)
 	env := []string{}
 	for _, kv := range os.Environ() {
@@ -83,6 +86,35 @@ func startBouncer(c config, dataDir string) (*bouncerProc, error) {
 		return nil, fmt.Errorf("bouncer (log %s): %w", dataDir+".log", err)
 	}
 	return b, nil
+}
+
+// startWorker starts bouncer-ingest on b's embedded NATS and b's SQLite
+// store (its data dir), as a split deployment on one host runs it. It is
+// a bouncerProc without SMTP: cpuTime, status and stop apply.
+func startWorker(c config, b *bouncerProc) (*bouncerProc, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	w := &bouncerProc{dataDir: b.dataDir, httpAddr: fmt.Sprintf("127.0.0.1:%d", port), exited: make(chan struct{})}
+	logf, err := os.OpenFile(b.dataDir+".ingest.log", os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o640)
+	if err != nil {
+		return nil, err
+	}
+	w.cmd = exec.Command(c.ingestBin, "--nats-url", b.natsURL, "--data-dir", b.dataDir,
+		"--http-addr", w.httpAddr, "--log-level", "warn")
+	w.cmd.Env = b.cmd.Env
+	w.cmd.Stdout, w.cmd.Stderr = logf, logf
+	if err := w.cmd.Start(); err != nil {
+		logf.Close()
+		return nil, err
+	}
+	go func() {
+		w.cmd.Wait()
+		logf.Close()
+		close(w.exited)
+	}()
+	return w, nil
 }
 
 // stop ends bouncer with SIGTERM (a graceful shutdown) and waits.
@@ -118,8 +150,12 @@ func (b *bouncerProc) status(field string) int64 {
 	return -1
 }
 
-// cpuTime is the user plus system time bouncer used so far.
+// cpuTime is the user plus system time bouncer used so far; 0 for a nil
+// process (no worker).
 func (b *bouncerProc) cpuTime() time.Duration {
+	if b == nil {
+		return 0
+	}
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", b.cmd.Process.Pid))
 	if err != nil {
 		return 0

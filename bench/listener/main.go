@@ -37,7 +37,9 @@ const (
 )
 
 type config struct {
-	partitions  int // bouncer --report-partitions, 0 for its default
+	partitions  int    // bouncer --report-partitions, 0 for its default
+	ingest      string // inprocess, worker or after (throughputRound.worker)
+	ingestBin   string // bouncer-ingest, for -ingest worker and after
 	bouncer     string
 	mode        string
 	messages    int
@@ -65,6 +67,8 @@ func main() {
 	flag.IntVar(&c.idleConns, "idle-conns", 1000, "connections held open in the idle mode")
 	flag.DurationVar(&c.killAfter, "kill-after", 4*time.Second, "load time before kill -9 in the kill9 mode")
 	flag.DurationVar(&c.drainWait, "drain-wait", 90*time.Second, "how long to wait for ingest to store every accepted report")
+	flag.StringVar(&c.ingest, "ingest", "inprocess", "throughput: who stores the reports: inprocess (bouncer's own ingest), worker (bouncer --ingest=false and a bouncer-ingest process beside it during the load) or after (bouncer --ingest=false, bouncer-ingest started once the load is over: the listener alone is measured)")
+	flag.StringVar(&c.ingestBin, "ingest-bin", "", "bouncer-ingest `binary` for -ingest worker|after; empty: go build ./cmd/ingest into the work dir")
 	flag.IntVar(&c.partitions, "partitions", 0, "bouncer's --report-partitions; 0: its default")
 	flag.BoolVar(&c.keep, "keep", false, "keep the work directory (data dirs, logs)")
 	flag.Parse()
@@ -100,6 +104,21 @@ func run(c config) error {
 		if err := cmd.Run(); err != nil {
 			return fmt.Errorf("go build ./cmd/bouncer (run from the repository root): %w", err)
 		}
+	}
+	switch c.ingest {
+	case "inprocess":
+	case "worker", "after":
+		if c.ingestBin == "" {
+			c.ingestBin = filepath.Join(c.workDir, "bouncer-ingest")
+			fmt.Println("building ./cmd/ingest ...")
+			cmd := exec.Command("go", "build", "-o", c.ingestBin, "./cmd/ingest")
+			cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+			if err := cmd.Run(); err != nil {
+				return fmt.Errorf("go build ./cmd/ingest (run from the repository root): %w", err)
+			}
+		}
+	default:
+		return fmt.Errorf("-ingest %q: want inprocess, worker or after", c.ingest)
 	}
 	host, _ := os.Hostname()
 	fmt.Printf("host %s, %d CPUs, load %s\n", host, numCPU(), loadAvg())
@@ -193,13 +212,14 @@ type throughputRound struct {
 	p50, p99      float64 // seconds, from the accept latency histogram
 	hwm           int64   // kB
 	cpu           time.Duration
+	workerCPU     time.Duration // bouncer-ingest's, with -ingest worker
 	replies250    float64
 	stored        int64
 	drain         time.Duration
 }
 
 func throughput(c config) error {
-	fmt.Printf("\n== throughput: smtp-source %s\n", strings.Join(c.sourceArgs("ADDR"), " "))
+	fmt.Printf("\n== throughput: smtp-source %s; ingest %s\n", strings.Join(c.sourceArgs("ADDR"), " "), c.ingest)
 	var rounds []throughputRound
 	for r := 0; r < c.rounds; r++ {
 		var tr throughputRound
@@ -211,11 +231,24 @@ func throughput(c config) error {
 		if err != nil {
 			return err
 		}
-		cpu0 := b.cpuTime()
+		var w *bouncerProc
+		if c.ingest == "worker" {
+			if w, err = startWorker(c, b); err != nil {
+				b.stop()
+				return err
+			}
+		}
+		cpu0, wcpu0 := b.cpuTime(), w.cpuTime()
 		tr.bouncer, err = c.load(b.smtpAddr)
-		tr.cpu = b.cpuTime() - cpu0
+		tr.cpu, tr.workerCPU = b.cpuTime()-cpu0, w.cpuTime()-wcpu0
+		if err == nil && c.ingest == "after" {
+			w, err = startWorker(c, b)
+		}
 		if err == nil {
 			err = tr.collect(c, b)
+		}
+		if w != nil {
+			w.stop()
 		}
 		b.stop()
 		if err != nil {
@@ -241,6 +274,9 @@ func throughput(c config) error {
 	fmt.Fprintf(w, "ratio bouncer / smtp-sink\t%.0f%%\t\n", 100*rate(c.messages, med.bouncer)/rate(c.messages, sinkMed))
 	fmt.Fprintf(w, "bouncer accept latency p50 / p99\t%.1f ms / %.1f ms\t\n", med.p50*1000, med.p99*1000)
 	fmt.Fprintf(w, "bouncer CPU per message\t%.0f µs\t\n", float64(med.cpu.Microseconds())/float64(c.messages))
+	if c.ingest == "worker" {
+		fmt.Fprintf(w, "bouncer-ingest CPU per message during the load\t%.0f µs\t\n", float64(med.workerCPU.Microseconds())/float64(c.messages))
+	}
 	fmt.Fprintf(w, "bouncer peak RSS (VmHWM)\t%.1f MiB\t\n", float64(med.hwm)/1024)
 	fmt.Fprintf(w, "250 replies / reports stored\t%.0f / %d\t\n", med.replies250, med.stored)
 	w.Flush()
