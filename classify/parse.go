@@ -147,6 +147,20 @@ var smtpCommands = []struct {
 	{"sent <<< mail from", "MAIL"},
 }
 
+// transcriptPhrases are the phrases of smtpCommands that name a command,
+// in order, looked for in one pass over a whole message;
+// transcriptCommands[i] is the command phrase i names.
+var transcriptPhrases, transcriptCommands = func() (*rules.Phrases, []string) {
+	var phrases, commands []string
+	for _, c := range smtpCommands {
+		if c.command != "" {
+			phrases = append(phrases, c.phrase)
+			commands = append(commands, c.command)
+		}
+	}
+	return rules.NewPhrases(phrases...), commands
+}()
+
 // weakCommands are phrases that name a command only inside one
 // recipient's own reply; over a whole message they may be prose.
 var weakCommands = []struct {
@@ -212,10 +226,8 @@ func refusedAllAtRcpt(lowerText string) bool {
 // phrasing ("in reply to RCPT TO command", ">>> DATA"), which can be looked
 // for in a whole message, not only in one reply.
 func transcriptCommand(lowerText string) string {
-	for _, c := range smtpCommands {
-		if c.command != "" && strings.Contains(lowerText, c.phrase) {
-			return pipelined(c.command, lowerText)
-		}
+	if i := transcriptPhrases.First(lowerText); i >= 0 {
+		return pipelined(transcriptCommands[i], lowerText)
 	}
 	if greetingRefused(lowerText) {
 		return "CONN"

@@ -1,6 +1,9 @@
 package rules
 
-import "slices"
+import (
+	"math/bits"
+	"slices"
+)
 
 // phraseIndex finds which of a fixed list of phrases occur in a text in
 // one pass over the text, however many phrases there are: an Aho–Corasick
@@ -147,3 +150,38 @@ func (ix *phraseIndex) scan(text string, found []uint64) {
 // automaton's rows (states times classes, at most 257) fit in an int32.
 // The default rules hold some 16 kB.
 const maxPhraseBytes = 1 << 22
+
+// Phrases is a fixed list of phrases looked for in a text in one pass
+// over it, each compared byte for byte as strings.Contains compares. It is
+// safe for concurrent use.
+type Phrases struct {
+	ix *phraseIndex
+	n  int
+}
+
+// NewPhrases returns the list phrases, in its order.
+func NewPhrases(phrases ...string) *Phrases {
+	ids := make([]int32, len(phrases))
+	for i := range ids {
+		ids[i] = int32(i)
+	}
+	return &Phrases{ix: newPhraseIndex(phrases, ids, len(phrases)), n: len(phrases)}
+}
+
+// First returns the number of the first phrase of the list that occurs
+// in text, or -1 when none does: what trying strings.Contains phrase by
+// phrase and stopping at the first hit returns.
+func (p *Phrases) First(text string) int {
+	var buf [4]uint64
+	found := buf[:]
+	if n := (p.n + 63) / 64; n > len(buf) {
+		found = make([]uint64, n)
+	}
+	p.ix.scan(text, found)
+	for w, word := range found {
+		if word != 0 {
+			return w*64 + bits.TrailingZeros64(word)
+		}
+	}
+	return -1
+}

@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -194,5 +195,48 @@ func FuzzPhraseIndex(f *testing.F) {
 		if want := containsIDs(ps, ids, text); !slices.Equal(got, want) {
 			t.Fatalf("%q in %q: found %v, strings.Contains finds %v", ps, text, got, want)
 		}
+		if got, want := NewPhrases(ps...).First(text), firstByContains(ps, text); got != want {
+			t.Fatalf("First(%q) of %q = %d, strings.Contains finds %d first", text, ps, got, want)
+		}
 	})
+}
+
+// firstByContains is what Phrases.First replaces.
+func firstByContains(phrases []string, text string) int {
+	for i, p := range phrases {
+		if strings.Contains(text, p) {
+			return i
+		}
+	}
+	return -1
+}
+
+func TestPhrasesFirst(t *testing.T) {
+	many := make([]string, 300)
+	for i := range many {
+		many[i] = fmt.Sprintf("<%d>", i)
+	}
+	tests := []struct {
+		phrases []string
+		text    string
+		want    int
+	}{
+		{[]string{"in reply to rcpt to", "in reply to data"}, "... in reply to data command", 1},
+		// The list's order decides, not the text's.
+		{[]string{"after data", ">>> rcpt to"}, ">>> rcpt to:<a@b>\n>>> data\n... after data", 0},
+		{[]string{"b", "a"}, "ab", 0},
+		{[]string{"x"}, "abc", -1},
+		{nil, "abc", -1},
+		{[]string{"", "a"}, "zzz", 0},
+		{many, "... <299> ... <257> ...", 257},
+		{many, "... <3>", 3},
+	}
+	for _, tt := range tests {
+		if got := NewPhrases(tt.phrases...).First(tt.text); got != tt.want {
+			t.Errorf("First(%q) of %.40q = %d, want %d", tt.text, tt.phrases, got, tt.want)
+		}
+		if ref := firstByContains(tt.phrases, tt.text); ref != tt.want {
+			t.Errorf("strings.Contains finds %d first in %q, the table says %d", ref, tt.text, tt.want)
+		}
+	}
 }
