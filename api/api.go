@@ -71,6 +71,7 @@ type server struct {
 	routes []string // every pattern New registered, in order
 
 	imports chan struct{} // a slot per import in progress (maxImportsAtOnce)
+	exports chan struct{} // a slot per unpaged export in progress (maxExportsAtOnce)
 }
 
 // access is what a route requires of its caller.
@@ -114,7 +115,7 @@ func newServer(cfg Config) (*server, *http.ServeMux, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, nil, err
 	}
-	s := &server{store: cfg.Store, log: cfg.Logger, ready: cfg.Ready, norm: cfg.Normalize, imports: make(chan struct{}, maxImportsAtOnce)}
+	s := &server{store: cfg.Store, log: cfg.Logger, ready: cfg.Ready, norm: cfg.Normalize, imports: make(chan struct{}, maxImportsAtOnce), exports: make(chan struct{}, maxExportsAtOnce)}
 	for _, t := range cfg.ReadTokens {
 		if t = strings.TrimSpace(t); t != "" {
 			s.readTokens = append(s.readTokens, []byte(t))

@@ -354,6 +354,19 @@ func (s *server) listSuppressions(w http.ResponseWriter, r *http.Request) {
 	}
 	l.q.Now = time.Now().UTC()
 	if l.limit == 0 && r.Method != http.MethodHead {
+		// An export holds a store read (one of SQLite's 4 read
+		// connections) for as long as its client takes to read it: bound
+		// how many run at once, or exports take every connection and
+		// the checks before a send wait for them (http-abuse: p99 9 s
+		// under 50 exports).
+		select {
+		case s.exports <- struct{}{}:
+			defer func() { <-s.exports }()
+		default:
+			w.Header().Set("Retry-After", strconv.Itoa(exportRetryAfter))
+			s.writeError(w, r, http.StatusServiceUnavailable, fmt.Sprintf("%d exports are in progress, retry later or list by pages (limit)", maxExportsAtOnce))
+			return
+		}
 		s.exportSuppressions(w, r, l)
 		return
 	}
@@ -427,6 +440,15 @@ func listHeaders(h http.Header, csv bool) {
 		h.Set("Content-Type", "application/json; charset=utf-8")
 	}
 }
+
+// maxExportsAtOnce is how many unpaged exports may be in progress;
+// another one is answered 503 with Retry-After: exportRetryAfter seconds.
+// Below the SQLite store's read connections (4), so checks and pages
+// always find one.
+const (
+	maxExportsAtOnce = 2
+	exportRetryAfter = 10
+)
 
 // exportSuppressions streams every suppression in force that l selects
 // (a listing without a limit) from one store read, EachSuppression: the
