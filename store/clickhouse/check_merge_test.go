@@ -201,3 +201,83 @@ func optimize(t testing.TB, s *Store, how string) {
 		t.Fatal(err)
 	}
 }
+
+// Every loaded key, checked once the filter has loaded, is answered in
+// force, in each of several lives (a fresh Store each) over one static
+// table of bench/suppressions' shape, its versions older than the
+// feed's window as in the bench: a key the filter's first read lost
+// would be answered "not suppressed" in every check of it for the life
+// of the process. Checks run from the first moment too (the starting
+// filter, the hand-over), each judged. BOUNCER_CHECK_MERGE_KEYS and
+// BOUNCER_CHECK_EVERY_LIVES (default 2) scale it.
+func TestCheckSuppressionsEveryKey(t *testing.T) {
+	if testing.Short() {
+		t.Skip("loads a ClickHouse table and checks every key")
+	}
+	n := envInt(t, "BOUNCER_CHECK_MERGE_KEYS", 100_000)
+	lives := envInt(t, "BOUNCER_CHECK_EVERY_LIVES", 2)
+	srv := clickhousetest.NewServer(t)
+	dsn := srv.DSN(clickhousetest.NewDatabaseName(t))
+	writer := openDSN(t, dsn, Options{})
+	defer writer.Close()
+	fillBenchSuppressions(t, writer, n, uint64(time.Now().Add(-3*time.Minute).UnixNano()))
+	for life := range lives {
+		checker := openDSN(t, dsn, Options{})
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		var early, earlyWrong atomic.Int64
+		errs := make(chan error, 16)
+		report := func(err error) {
+			select {
+			case errs <- err:
+			default:
+			}
+		}
+		for w := range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rng := rand.New(rand.NewPCG(uint64(life), uint64(w)))
+				for ctx.Err() == nil {
+					i := rng.IntN(n)
+					addr := benchAddress(i)
+					if rng.IntN(10) != 0 {
+						addr, i = benchAddress(n+i), -1
+					}
+					got, err := checker.CheckSuppressions(ctx, addr, time.Now())
+					if ctx.Err() != nil {
+						return
+					}
+					early.Add(1)
+					if err := checkVerdict(addr, i, got, err); err != nil {
+						earlyWrong.Add(1)
+						report(fmt.Errorf("life %d, while starting: %w", life, err))
+					}
+				}
+			}()
+		}
+		for f := checker.checks.filter.Load(); f == nil || !f.Loaded(); f = checker.checks.filter.Load() {
+			time.Sleep(time.Millisecond)
+		}
+		time.Sleep(500 * time.Millisecond) // the hand-over, under load
+		cancel()
+		wg.Wait()
+		wrong := 0
+		now := time.Now()
+		for i := range n {
+			got, err := checker.CheckSuppressions(context.Background(), benchAddress(i), now)
+			if err := checkVerdict(benchAddress(i), i, got, err); err != nil {
+				wrong++
+				report(fmt.Errorf("life %d, loaded: %w", life, err))
+			}
+		}
+		st := checker.checks.filter.Load().Stats()
+		t.Logf("life %d: %d checks while starting (%d wrong), then %d keys each once: %d wrong; %d ClickHouse reads; filter %d addresses",
+			life, early.Load(), earlyWrong.Load(), n, wrong, checker.checks.reads.Load(), st.Addresses)
+		checker.Close()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+	}
+}
