@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +17,8 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/bouncer-mail/bouncer/store"
 )
 
 // checkResult is one request of the check load.
@@ -154,12 +157,21 @@ type wrongAnswer struct {
 	want    bool // suppressed
 	at      time.Time
 	body    []byte
+	loaded  store.Suppression // a hit's row as loaded; zero for a miss
 }
 
 func (e *wrongAnswer) Error() string { return "wrong answer" }
 
 func (e *wrongAnswer) detail() string {
-	return fmt.Sprintf("%s at %s: want suppressed=%v, got %s", e.address, e.at.UTC().Format(time.RFC3339Nano), e.want, e.body)
+	s := fmt.Sprintf("%s at %s: want suppressed=%v, got %s", e.address, e.at.UTC().Format(time.RFC3339Nano), e.want, bytes.TrimSpace(e.body))
+	if !e.loaded.Since.IsZero() {
+		until := "none"
+		if !e.loaded.Until.IsZero() {
+			until = e.loaded.Until.UTC().Format(time.RFC3339Nano)
+		}
+		s += fmt.Sprintf(" (loaded with since %s, until %s)", e.loaded.Since.UTC().Format(time.RFC3339Nano), until)
+	}
+	return s
 }
 
 // paced sends c.rate requests a second for d, open loop: request i is
@@ -184,8 +196,10 @@ func paced(c config, client *http.Client, httpAddr string, rng *rand.Rand, d tim
 	for i := range total {
 		hit := rng.Float64() < c.hitRatio
 		var addr string
+		key := -1
 		if hit {
-			addr = address(rng.IntN(c.suppressions))
+			key = rng.IntN(c.suppressions)
+			addr = address(key)
 		} else {
 			addr = missAddress(c.suppressions, rng.IntN(c.suppressions))
 		}
@@ -202,6 +216,9 @@ func paced(c config, client *http.Client, httpAddr string, rng *rand.Rand, d tim
 			r.hit = hit
 			sent := time.Now()
 			r.err = checkOne(client, httpAddr, addr, hit)
+			if wa := (*wrongAnswer)(nil); errors.As(r.err, &wa) && key >= 0 {
+				wa.loaded = suppressionRow(key, c.loadNow)
+			}
 			done := time.Now()
 			r.lag, r.latency, r.service = sent.Sub(at), done.Sub(at), done.Sub(sent)
 		}()

@@ -28,10 +28,14 @@ func address(i int) string { return fmt.Sprintf("user%d@example%d.com", i, i%100
 // missAddress is an address never suppressed: past the loaded range.
 func missAddress(n, j int) string { return address(n + j) }
 
+// The loaders stamp the rows (since, until, and in -load sql the
+// version) with now: the tool's clock at the load, plus -load-clock-offset
+// (a writer whose clock is off).
+
 // loadSQLite creates bouncer's database at path with the store's own
 // Open (schema and migrations), then inserts n suppressions with one
 // recursive INSERT ... SELECT in one transaction.
-func loadSQLite(path string, n int) error {
+func loadSQLite(path string, n int, now time.Time) error {
 	ctx := context.Background()
 	s, err := sqlite.Open(ctx, path, sqlite.Options{})
 	if err != nil {
@@ -46,7 +50,6 @@ func loadSQLite(path string, n int) error {
 	}
 	defer db.Close()
 	db.SetMaxOpenConns(1)
-	now := time.Now()
 	_, err = db.ExecContext(ctx, `WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i + 1 < ?)
 INSERT INTO suppressions (address, stream, source, class, reason, rule, since, until, actor, note, updated)
 SELECT a, CASE i % 4 WHEN 3 THEN 'news' ELSE '' END,
@@ -77,7 +80,7 @@ FROM (SELECT i, 'user' || i || '@example' || (i % 1000) || '.com' AS a FROM k)`,
 // loadClickHouse creates the database the DSN names with the store's own
 // Open, then inserts n suppressions server-side (INSERT ... SELECT FROM
 // numbers()), and a newer version of every 100th key as a second part.
-func loadClickHouse(dsn string, n int) error {
+func loadClickHouse(dsn string, n int, now time.Time) error {
 	ctx := context.Background()
 	s, err := clickhouse.Open(ctx, dsn, clickhouse.Options{})
 	if err != nil {
@@ -96,7 +99,6 @@ func loadClickHouse(dsn string, n int) error {
 	}
 	defer conn.Close()
 	const columns = `(address, stream, version, removed, source, class, reason, rule, since, until, actor, note)`
-	now := time.Now()
 	if err := conn.Exec(ctx, fmt.Sprintf(`INSERT INTO suppressions %s
 SELECT a, if(number %% 4 = 3, 'news', ''), toUInt64(%d), toUInt8(0),
 	if(number %% 50 = 1, 'manual', 'policy'),
@@ -158,7 +160,7 @@ func suppressionRow(i int, now time.Time) store.Suppression {
 // as a table that has seen updates holds. It runs before bouncer starts,
 // in this process: the HTTP import would add CSV parsing and the
 // transfer, not the write the checks and the export read.
-func loadStore(engine, path, dsn string, n int) error {
+func loadStore(engine, path, dsn string, n int, now time.Time) error {
 	ctx := context.Background()
 	var (
 		s   store.SuppressionStore
@@ -182,7 +184,6 @@ func loadStore(engine, path, dsn string, n int) error {
 	if err != nil {
 		return err
 	}
-	now := time.Now()
 	put := func(keys []int) error {
 		batch := make([]store.Suppression, 0, loadBatch)
 		for _, i := range keys {

@@ -74,6 +74,9 @@ type config struct {
 	floor        int
 	idleShare    float64
 	idleLimit    time.Duration
+	loadOffset   time.Duration
+	began        time.Time // the tool's start: its wall clock and monotonic reading
+	loadNow      time.Time // the time the rows were stamped with
 }
 
 func main() {
@@ -94,6 +97,7 @@ func main() {
 	flag.BoolVar(&c.keep, "keep", false, "keep the work directory (databases, logs, the exported file)")
 	flag.Float64Var(&c.idleShare, "wait-idle", 0, "before each round, wait until the CPUs have been this share idle (0..1) for 5 s; 0: do not wait")
 	flag.DurationVar(&c.idleLimit, "wait-idle-max", 30*time.Minute, "give up waiting for -wait-idle after this long and measure anyway")
+	flag.DurationVar(&c.loadOffset, "load-clock-offset", 0, "stamp the loaded rows as a writer whose clock is this far ahead (negative: behind) of bouncer's would")
 	flag.Parse()
 	switch *engine {
 	case "all":
@@ -128,6 +132,7 @@ func main() {
 }
 
 func run(c config) error {
+	c.began = time.Now()
 	var err error
 	c.workDir, err = os.MkdirTemp("", "bouncer-bench-suppressions-")
 	if err != nil {
@@ -191,14 +196,19 @@ func runEngine(c config, engine string) error {
 	}
 	fmt.Printf("\n== %s: loading %d suppressions (-load %s)\n", engine, c.suppressions, c.load)
 	start := time.Now()
+	c.loadNow = start.Add(c.loadOffset)
+	if c.loadOffset != 0 {
+		fmt.Printf("the rows stamped %s off the clock (-load-clock-offset)\n", c.loadOffset)
+	}
+	printClockStep(c.began, "at the load")
 	var err error
 	switch {
 	case c.load == "store":
-		err = loadStore(engine, filepath.Join(dataDir, "bouncer.db"), dsn, c.suppressions)
+		err = loadStore(engine, filepath.Join(dataDir, "bouncer.db"), dsn, c.suppressions, c.loadNow)
 	case engine == "clickhouse":
-		err = loadClickHouse(dsn, c.suppressions)
+		err = loadClickHouse(dsn, c.suppressions, c.loadNow)
 	default:
-		err = loadSQLite(filepath.Join(dataDir, "bouncer.db"), c.suppressions)
+		err = loadSQLite(filepath.Join(dataDir, "bouncer.db"), c.suppressions, c.loadNow)
 	}
 	if err != nil {
 		return fmt.Errorf("loading: %w", err)
@@ -227,6 +237,7 @@ func runEngine(c config, engine string) error {
 			waitIdle(c.idleShare, c.idleLimit)
 			fmt.Printf("\n-- %s %s, round %d of %d (load %s; %.0f s after the load ended)\n",
 				engine, mode, r, c.rounds, loadAvg(), time.Since(loaded).Seconds())
+			printClockStep(c.began, "at the round's start")
 			var err error
 			switch mode {
 			case "check":
@@ -234,6 +245,7 @@ func runEngine(c config, engine string) error {
 			case "export":
 				err = export(c, b, filepath.Join(dir, fmt.Sprintf("export-%d.csv", r)))
 			}
+			printClockStep(c.began, "at the round's end")
 			if err != nil {
 				fmt.Printf("FAIL: %v\n", err)
 				failed = append(failed, fmt.Sprintf("%s round %d", mode, r))
@@ -263,4 +275,20 @@ func loadAvg() string {
 		return "?"
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// clockStep is how far the host's wall clock has been stepped since
+// ref (settimeofday, an NTP step): the wall time elapsed less the
+// monotonic time elapsed. The answers are judged against the wall clock,
+// bouncer's and the load's (since, until), so a step moves the truth.
+func clockStep(ref time.Time) time.Duration {
+	return time.Now().Round(0).Sub(ref.Round(0)) - time.Since(ref)
+}
+
+// printClockStep says so when the host's clock has been stepped by more
+// than a second since ref.
+func printClockStep(ref time.Time, when string) {
+	if d := clockStep(ref); d > time.Second || d < -time.Second {
+		fmt.Printf("NOTE: the host's wall clock is %s off the monotonic clock since the tool started (%s): it was stepped\n", d.Round(time.Millisecond), when)
+	}
 }
