@@ -19,7 +19,8 @@ import (
 // stream "news" when i%4 == 3 and on every stream otherwise; a soft
 // suppression for 30 days when i%10 == 0, a hard one without end
 // otherwise; a manual one (actor "ops") when i%50 == 1, the policy's
-// otherwise; started up to 30 days ago. Every one is in force, so the
+// otherwise; started sinceMargin and up to 30 days more before the load
+// (keySince). Every one is in force, so the
 // export holds n rows and a check of address(i) says suppressed. The
 // misses, missAddress(j), are addresses of the same form that sort among
 // them.
@@ -27,6 +28,23 @@ func address(i int) string { return fmt.Sprintf("user%d@example%d.com", i, i%100
 
 // missAddress is an address never suppressed: past the loaded range.
 func missAddress(n, j int) string { return address(n + j) }
+
+// sinceMargin is how long before the load the latest loaded suppression
+// started. The answers are judged against the wall clock, so a row that
+// started at the load's own instant is in force only while bouncer's
+// clock is not behind the load's: the reliability clock-jump scenario,
+// which steps the host's clock 10 min ahead and back, ran as the 00:19
+// run of 2026-11-26 loaded ClickHouse, and 3 hits of keys that started in
+// those 10 minutes were rightly answered "not suppressed" (README.md).
+// With the margin every row is in force for a bouncer up to an hour
+// behind the load's clock, so a wrong answer is bouncer's.
+const sinceMargin = time.Hour
+
+// keySince is when key i's suppression started, for a load at now: key
+// i started i seconds (modulo 30 days) before the newest one.
+func keySince(i int, now time.Time) time.Time {
+	return now.Add(-sinceMargin - time.Duration(i%2592000)*time.Second)
+}
 
 // The loaders stamp the rows (since, until, and in -load sql the
 // version) with now: the tool's clock at the load, plus -load-clock-offset
@@ -63,7 +81,7 @@ SELECT a, CASE i % 4 WHEN 3 THEN 'news' ELSE '' END,
 	'550 5.1.1 <' || a || '>: Recipient address rejected: User unknown in virtual mailbox table',
 	?
 FROM (SELECT i, 'user' || i || '@example' || (i % 1000) || '.com' AS a FROM k)`,
-		n, now.UnixNano(), now.Add(30*24*time.Hour).UnixNano(), now.Add(-time.Minute).UnixNano())
+		n, keySince(0, now).UnixNano(), now.Add(30*24*time.Hour).UnixNano(), now.Add(-time.Minute).UnixNano())
 	if err != nil {
 		return err
 	}
@@ -110,7 +128,7 @@ SELECT a, if(number %% 4 = 3, 'news', ''), toUInt64(%d), toUInt8(0),
 	if(number %% 50 = 1, 'ops', 'policy'),
 	concat('550 5.1.1 <', a, '>: Recipient address rejected: User unknown in virtual mailbox table')
 FROM (SELECT number, concat('user', toString(number), '@example', toString(number %% 1000), '.com') AS a FROM numbers(%d))`,
-		columns, now.Add(-time.Minute).UnixNano(), now.UnixNano(), now.Add(30*24*time.Hour).UnixNano(), n)); err != nil {
+		columns, now.Add(-time.Minute).UnixNano(), keySince(0, now).UnixNano(), now.Add(30*24*time.Hour).UnixNano(), n)); err != nil {
 		return err
 	}
 	if err := conn.Exec(ctx, fmt.Sprintf(`INSERT INTO suppressions %s
@@ -137,7 +155,7 @@ func suppressionRow(i int, now time.Time) store.Suppression {
 	a := address(i)
 	s := store.Suppression{
 		Address: a, Source: store.SourcePolicy, Class: event.ClassHard, Reason: event.ReasonUserUnknown,
-		Rule: "hard", Since: now.Add(-time.Duration(i%2592000) * time.Second), Actor: "policy",
+		Rule: "hard", Since: keySince(i, now), Actor: "policy",
 		Note: "550 5.1.1 <" + a + ">: Recipient address rejected: User unknown in virtual mailbox table",
 	}
 	if i%4 == 3 {
