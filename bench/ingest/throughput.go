@@ -217,7 +217,7 @@ func throughputRun(c config, kind string, chs *chServer, round int, reports []re
 	logs := newCountingHandler()
 	defer logs.print()
 	pipe, err := ingest.New(ingest.Config{JS: js, Store: st, Classifier: classify.New(rs),
-		Logger: slog.New(logs), Registerer: reg})
+		Logger: slog.New(logs), Registerer: reg, BatchSize: c.batch})
 	if err != nil {
 		return tr, err
 	}
