@@ -45,6 +45,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"net"
@@ -75,6 +76,7 @@ type config struct {
 	idleShare    float64
 	idleLimit    time.Duration
 	loadOffset   time.Duration
+	churnEvery   time.Duration
 	began        time.Time // the tool's start: its wall clock and monotonic reading
 	loadNow      time.Time // the time the rows were stamped with
 }
@@ -97,6 +99,7 @@ func main() {
 	flag.BoolVar(&c.keep, "keep", false, "keep the work directory (databases, logs, the exported file)")
 	flag.Float64Var(&c.idleShare, "wait-idle", 0, "before each round, wait until the CPUs have been this share idle (0..1) for 5 s; 0: do not wait")
 	flag.DurationVar(&c.idleLimit, "wait-idle-max", 30*time.Minute, "give up waiting for -wait-idle after this long and measure anyway")
+	flag.DurationVar(&c.churnEvery, "churn-every", 0, "clickhouse check: during each round, every this long, insert newer versions of a twentieth of the keys and OPTIMIZE TABLE suppressions FINAL (0: never; see churn.go)")
 	flag.DurationVar(&c.loadOffset, "load-clock-offset", 0, "stamp the loaded rows as a writer whose clock is this far ahead (negative: behind) of bouncer's would")
 	flag.Parse()
 	switch *engine {
@@ -241,7 +244,7 @@ func runEngine(c config, engine string) error {
 			var err error
 			switch mode {
 			case "check":
-				err = check(c, b, chPid)
+				err = checkChurning(c, b, chPid, dsn)
 			case "export":
 				err = export(c, b, filepath.Join(dir, fmt.Sprintf("export-%d.csv", r)))
 			}
@@ -291,4 +294,33 @@ func printClockStep(ref time.Time, when string) {
 	if d := clockStep(ref); d > time.Second || d < -time.Second {
 		fmt.Printf("NOTE: the host's wall clock is %s off the monotonic clock since the tool started (%s): it was stepped\n", d.Round(time.Millisecond), when)
 	}
+}
+
+// checkChurning is check, with churn running beside it on ClickHouse
+// when -churn-every asks for it.
+func checkChurning(c config, b *bouncerProc, chPid int, dsn string) error {
+	if c.churnEvery <= 0 || dsn == "" {
+		return check(c, b, chPid)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	type result struct {
+		parts, merges int
+		err           error
+	}
+	done := make(chan result, 1)
+	go func() {
+		p, m, err := churn(ctx, dsn, c.churnEvery)
+		done <- result{p, m, err}
+	}()
+	err := check(c, b, chPid)
+	cancel()
+	r := <-done
+	fmt.Printf("churn: %d parts of newer versions and %d OPTIMIZE FINAL during the round (warm-up included)\n", r.parts, r.merges)
+	if r.err != nil {
+		fmt.Printf("churn: %v\n", r.err)
+		if err == nil {
+			err = r.err
+		}
+	}
+	return err
 }
