@@ -4,7 +4,9 @@ import (
 	"context"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/bouncer-mail/bouncer/store"
 	"github.com/bouncer-mail/bouncer/store/sqlite"
@@ -23,6 +25,8 @@ type faultStore struct {
 	written map[string]int // successful writes that carried each report id
 	failing error          // Write and Ping return it while set
 	failed  int            // Write calls that failed
+
+	inWrite, mostInWrite atomic.Int32 // Write calls under way, and the most at once
 }
 
 func newFaultStore(t *testing.T) *faultStore {
@@ -36,6 +40,13 @@ func newFaultStore(t *testing.T) *faultStore {
 }
 
 func (f *faultStore) Write(ctx context.Context, reports []store.Report, events []store.Event) error {
+	n := f.inWrite.Add(1)
+	defer f.inWrite.Add(-1)
+	for m := f.mostInWrite.Load(); n > m && !f.mostInWrite.CompareAndSwap(m, n); m = f.mostInWrite.Load() {
+	}
+	// A moment inside before the lock, so that calls made at once overlap
+	// here and are counted.
+	time.Sleep(time.Millisecond)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.failing != nil {

@@ -11,8 +11,9 @@ import (
 
 // TestPartitions: reports spread over four partitions, two of them
 // created after Run started (as a listener started later with more
-// partitions does), are all stored once, and every partition is acked
-// and trimmed empty.
+// partitions does), are all stored once, every partition is acked and
+// trimmed empty, and the store never sees two writes at once: the
+// partitions feed one processing loop.
 func TestPartitions(t *testing.T) {
 	e := newEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -21,8 +22,6 @@ func TestPartitions(t *testing.T) {
 		t.Fatalf("EnsureReportPartitions(2): %v", err)
 	}
 	st := newFaultStore(t)
-	e.runWith(st, func(c *Config) { c.PartitionScan = 50 * time.Millisecond })
-
 	pub := &broker.Publisher{JS: e.js, Partitions: 2}
 	const first, second = 20, 40
 	perStream := map[string]int{}
@@ -34,10 +33,11 @@ func TestPartitions(t *testing.T) {
 		}
 		perStream[broker.ReportStream(broker.ReportPartition(en.ID, pub.Partitions))]++
 	}
-	for i := range first {
+	for i := range first { // a backlog in both partitions before Run
 		publish(i)
 	}
-	// Two more partitions once Run is consuming the first two.
+	e.runWith(st, func(c *Config) { c.PartitionScan = 50 * time.Millisecond })
+	// Two more partitions while Run is consuming the first two.
 	if err := broker.EnsureReportPartitions(ctx, e.js, 1, 4); err != nil {
 		t.Fatalf("EnsureReportPartitions(4): %v", err)
 	}
@@ -58,5 +58,8 @@ func TestPartitions(t *testing.T) {
 	reports, events, _ := st.snapshot()
 	if len(reports) != second || len(events) != second {
 		t.Errorf("%d reports and %d events stored, want %d of each", len(reports), len(events), second)
+	}
+	if n := st.mostInWrite.Load(); n != 1 {
+		t.Errorf("%d Store.Write calls at once, want 1: one writer whatever the partitions", n)
 	}
 }

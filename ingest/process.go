@@ -58,6 +58,7 @@ func (u *unreadable) Unwrap() error { return u.err }
 // its events' recipients to re-fold (Pipeline.finish).
 type committed struct {
 	msgs   []jetstream.Msg
+	srcs   []source // the sources of msgs, trimmed after the acks
 	events []store.Event
 }
 
@@ -70,7 +71,7 @@ type committed struct {
 // acked before the store committed it. On a failed write nothing is
 // acked: the messages are nak'ed with nakDelay, and the error is
 // returned.
-func (p *Pipeline) process(ctx context.Context, msgs []jetstream.Msg, nakDelay time.Duration, done chan<- committed) error {
+func (p *Pipeline) process(ctx context.Context, msgs []jetstream.Msg, srcs []source, nakDelay time.Duration, done chan<- committed) error {
 	p.m.batches.Inc()
 	p.m.batchSize.Observe(float64(len(msgs)))
 
@@ -149,7 +150,7 @@ func (p *Pipeline) process(ctx context.Context, msgs []jetstream.Msg, nakDelay t
 			p.m.lag.Set(p.now().Sub(newest).Seconds())
 		}
 	}
-	done <- committed{msgs: pending, events: events}
+	done <- committed{msgs: pending, srcs: srcs, events: events}
 	if deadFails > 0 {
 		return fmt.Errorf("ingest: %d messages could not be dead-lettered", deadFails)
 	}
@@ -166,13 +167,15 @@ func (p *Pipeline) process(ctx context.Context, msgs []jetstream.Msg, nakDelay t
 // redelivered. A crash between the acks and the re-fold leaves those
 // recipients' outcomes as they were until their next event re-folds them
 // from every stored event.
-func (p *Pipeline) finish(src source, batches <-chan committed) {
+func (p *Pipeline) finish(batches <-chan committed) {
 	for b := range batches {
 		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.WriteTimeout)
 		p.ackAll(ctx, b.msgs)
-		if src.trims != nil {
-			p.acked(src)
-			p.trim(ctx, src, trimEvery)
+		for _, src := range b.srcs {
+			if src.trims != nil {
+				p.acked(src)
+				p.trim(ctx, src, trimEvery)
+			}
 		}
 		if len(b.events) > 0 {
 			p.refold(ctx, b.events)
