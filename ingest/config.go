@@ -40,6 +40,12 @@ const maxBatchSize = 10000
 // the largest report, or JetStream would never hand it out.
 const minBatchBytes = broker.ReportsMaxMsgSize + 1<<20
 
+// BatchSizer is a store that knows a better BatchSize than
+// DefaultBatchSize for itself; Config takes it when BatchSize is zero.
+type BatchSizer interface {
+	IngestBatchSize() int
+}
+
 // Config configures a Pipeline. JS, Store, Classifier, Logger and
 // Registerer are required; zero tunables take the defaults above.
 type Config struct {
@@ -54,6 +60,8 @@ type Config struct {
 	Durable string
 	// BatchSize and BatchWait bound one fetch, and so one Store.Write:
 	// at most BatchSize messages, waiting at most BatchWait for them.
+	// Zero: the store's IngestBatchSize (BatchSizer), else
+	// DefaultBatchSize.
 	BatchSize int
 	BatchWait time.Duration
 	// BatchBytes bounds the bytes of one fetch; at least 13 MiB, so the
@@ -82,6 +90,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.BatchSize == 0 {
 		c.BatchSize = DefaultBatchSize
+		if bs, ok := c.Store.(BatchSizer); ok && bs.IngestBatchSize() > 0 {
+			c.BatchSize = min(bs.IngestBatchSize(), maxBatchSize)
+		}
 	}
 	if c.BatchWait == 0 {
 		c.BatchWait = DefaultBatchWait

@@ -3,10 +3,13 @@ package ingest
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/bouncer-mail/bouncer/broker"
+	"github.com/bouncer-mail/bouncer/store"
+	"github.com/bouncer-mail/bouncer/store/sqlite"
 )
 
 // TestPartitions: reports spread over four partitions, two of them
@@ -61,5 +64,30 @@ func TestPartitions(t *testing.T) {
 	}
 	if n := st.mostInWrite.Load(); n != 1 {
 		t.Errorf("%d Store.Write calls at once, want 1: one writer whatever the partitions", n)
+	}
+}
+
+// TestBatchSizeDefaults: a zero BatchSize takes the store's own
+// (ingest.BatchSizer: SQLite's 2,000), else DefaultBatchSize; a given one
+// is kept.
+func TestBatchSizeDefaults(t *testing.T) {
+	sq, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "b.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sq.Close()
+	for _, tc := range []struct {
+		name  string
+		st    store.Store
+		given int
+		want  int
+	}{
+		{"sqlite", sq, 0, 2000},
+		{"sqlite, given", sq, 50, 50},
+		{"a store without a preference", newFaultStore(t), 0, DefaultBatchSize},
+	} {
+		if got := (Config{Store: tc.st, BatchSize: tc.given}).withDefaults().BatchSize; got != tc.want {
+			t.Errorf("%s: BatchSize %d, want %d", tc.name, got, tc.want)
+		}
 	}
 }
