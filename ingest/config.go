@@ -19,7 +19,7 @@ const (
 	DefaultDurable       = "ingest"
 	DefaultBatchSize     = 500
 	DefaultBatchWait     = 200 * time.Millisecond
-	DefaultBatchBytes    = 64 << 20
+	DefaultBatchBytes    = 48 << 20
 	DefaultBackoff       = 500 * time.Millisecond
 	DefaultMaxBackoff    = 30 * time.Second
 	DefaultWriteTimeout  = 20 * time.Second
@@ -36,9 +36,27 @@ const AckWait = 30 * time.Second
 // multiple of it.
 const maxBatchSize = 10000
 
-// minBatchBytes is the smallest BatchBytes: a fetch must be able to carry
-// the largest report, or JetStream would never hand it out.
-const minBatchBytes = broker.ReportsMaxMsgSize + 1<<20
+// minFetchBytes is the smallest fetch of reports: it must be able to
+// carry the largest report, or JetStream would never hand it out.
+const minFetchBytes = broker.ReportsMaxMsgSize + 1<<20
+
+// minBatchBytes is the smallest BatchBytes: each of the reportFetches
+// fetches at once gets its share.
+const minBatchBytes = reportFetches * minFetchBytes
+
+// reportFetches is how many fetches of reports are in flight at once,
+// whatever the partition count, each of BatchBytes / reportFetches bytes
+// at most. Deliveries the NATS server has not written to ingest's
+// connection yet count against that connection's pending limit
+// (max_pending, 64 MB by default), and a connection over it is cut as a
+// slow consumer: with a fetch per partition in flight, 8 partitions of
+// 2,000 reports of 8 KB each were 128 MB, the connection was cut and the
+// reports came back only after AckWait (bench/listener, 30.7 s).
+const reportFetches = 2
+
+// attemptsFetchBytes bounds a fetch of sync reply logs (each at most
+// broker.AttemptsMaxMsgSize), beside the reports' BatchBytes.
+const attemptsFetchBytes = 8 << 20
 
 // BatchSizer is a store that knows a better BatchSize than
 // DefaultBatchSize for itself; Config takes it when BatchSize is zero.
@@ -64,8 +82,11 @@ type Config struct {
 	// DefaultBatchSize.
 	BatchSize int
 	BatchWait time.Duration
-	// BatchBytes bounds the bytes of one fetch; at least 13 MiB, so the
-	// largest report fits.
+	// BatchBytes bounds the bytes of the fetches of reports in flight at
+	// once: reportFetches fetches, each of a share at most (so that with
+	// the sync reply logs' 8 MiB it stays under the NATS server's
+	// default 64 MB max_pending), whatever the partition count. At least
+	// 26 MiB, so that a share carries the largest report.
 	BatchBytes int
 	// Backoff is the first pause after a failed store write or NATS
 	// request; it doubles with every further failure up to MaxBackoff.
@@ -138,7 +159,7 @@ func (c Config) Validate() error {
 	case c.BatchWait < 0:
 		return fmt.Errorf("ingest: Config.BatchWait %s is negative", c.BatchWait)
 	case c.BatchBytes < minBatchBytes:
-		return fmt.Errorf("ingest: Config.BatchBytes %d is below %d, the largest report", c.BatchBytes, minBatchBytes)
+		return fmt.Errorf("ingest: Config.BatchBytes %d is below %d, %d times the largest report", c.BatchBytes, minBatchBytes, reportFetches)
 	case c.Backoff < 0:
 		return fmt.Errorf("ingest: Config.Backoff %s is negative", c.Backoff)
 	case c.MaxBackoff < c.Backoff:

@@ -25,9 +25,12 @@ import (
 // start it with Run; Ready is safe to call at any time, from any goroutine.
 type Pipeline struct {
 	cfg Config
-	log *slog.Logger
-	m   *metrics
-	now func() time.Time
+	// fetching holds a slot per fetch of reports in flight
+	// (reportFetches, whatever the partition count).
+	fetching chan struct{}
+	log      *slog.Logger
+	m        *metrics
+	now      func() time.Time
 	// refolder re-folds the recipients of each committed batch.
 	refolder *Refolder
 
@@ -72,7 +75,7 @@ func New(cfg Config) (*Pipeline, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Pipeline{cfg: cfg, log: cfg.Logger.With("component", "ingest"), m: m, now: time.Now}
+	p := &Pipeline{cfg: cfg, log: cfg.Logger.With("component", "ingest"), m: m, now: time.Now, fetching: make(chan struct{}, reportFetches)}
 	p.refolder = &Refolder{Store: cfg.Store, Policy: cfg.Policy, Now: func() time.Time { return p.now() }}
 	return p, nil
 }
@@ -195,6 +198,7 @@ type fetched struct {
 // redelivered too, and written twice, which Store.Write makes harmless.
 func (p *Pipeline) fetchLoop(ctx context.Context, src source, out chan<- fetched) {
 	bo := backoff{first: p.cfg.Backoff, max: p.cfg.MaxBackoff}
+	reports := broker.IsReportStream(src.stream)
 	var cons jetstream.Consumer
 	for ctx.Err() == nil {
 		if cons == nil {
@@ -222,7 +226,19 @@ func (p *Pipeline) fetchLoop(ctx context.Context, src source, out chan<- fetched
 			cons = c
 		}
 
-		msgs, ferr := fetch(cons, p.cfg)
+		maxBytes := attemptsFetchBytes
+		if reports {
+			maxBytes = p.cfg.BatchBytes / reportFetches
+			select {
+			case p.fetching <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+		}
+		msgs, ferr := fetch(cons, p.cfg.BatchSize, p.cfg.BatchWait, maxBytes)
+		if reports {
+			<-p.fetching
+		}
 		if ferr != nil {
 			ferr = fmt.Errorf("ingest: fetching from %s: %w", src.stream, ferr)
 			cons = nil // it may be gone: create it again
@@ -311,10 +327,11 @@ func (p *Pipeline) processLoop(ctx context.Context, in <-chan fetched) {
 	}
 }
 
-// fetch returns one batch, bounded by cfg's size, bytes and wait. It may
-// return messages and an error: the messages are to be handled still.
-func fetch(cons jetstream.Consumer, cfg Config) ([]jetstream.Msg, error) {
-	batch, err := cons.Fetch(cfg.BatchSize, jetstream.FetchMaxWait(cfg.BatchWait), jetstream.FetchMaxBytes(cfg.BatchBytes))
+// fetch returns one batch of at most size messages and maxBytes bytes,
+// waiting at most wait for them. It may return messages and an error:
+// the messages are to be handled still.
+func fetch(cons jetstream.Consumer, size int, wait time.Duration, maxBytes int) ([]jetstream.Msg, error) {
+	batch, err := cons.Fetch(size, jetstream.FetchMaxWait(wait), jetstream.FetchMaxBytes(maxBytes))
 	if err != nil {
 		return nil, err
 	}
