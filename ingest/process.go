@@ -173,7 +173,7 @@ func (p *Pipeline) finish(batches <-chan committed) {
 		p.ackAll(ctx, b.msgs)
 		for _, src := range b.srcs {
 			if src.trims != nil {
-				p.acked(src)
+				p.acked(src, highestSequence(b.msgs, src.stream))
 				p.trim(ctx, src, trimEvery)
 			}
 		}
@@ -586,6 +586,18 @@ func (p *Pipeline) ackAll(ctx context.Context, msgs []jetstream.Msg) {
 // brings it back.
 func nak(msg jetstream.Msg, delay time.Duration) {
 	_ = msg.NakWithDelay(delay)
+}
+
+// highestSequence is the highest stream sequence among the msgs of
+// stream.
+func highestSequence(msgs []jetstream.Msg, stream string) uint64 {
+	var top uint64
+	for _, msg := range msgs {
+		if md, err := msg.Metadata(); err == nil && md.Stream == stream {
+			top = max(top, md.Sequence.Stream)
+		}
+	}
+	return top
 }
 
 // sequence is msg's stream sequence, 0 when unknown, for logs.
