@@ -25,9 +25,10 @@ func init() {
 // the whole host, which every other program on it sees.
 const clockJumpEnv = "BOUNCER_TEST_CLOCK_JUMP"
 
-// clockStep is how far the scenario steps the clock: below JetStream's
-// dedup window of reports (broker.ReportsDuplicates, 15 min), far above
-// AckWait (30 s).
+// clockStep is how far the scenario steps the clock: above JetStream's
+// dedup window of reports (broker.ReportsDuplicates, 2 min since it was
+// 15), so a step forward empties it and the store's dedup is what keeps
+// a resend once; far above AckWait (30 s).
 const clockStep = 10 * time.Minute
 
 // Why the host clock and not a process's: a Linux time namespace (unshare

@@ -147,7 +147,7 @@ func bulkName(st, format string) string {
 }
 
 // runPrefix makes this run's report tags unique: JetStream deduplicates
-// a resend of the same bytes for 15 minutes.
+// a resend of the same bytes for broker.ReportsDuplicates.
 func runPrefix() string { return strconv.FormatInt(time.Now().Unix()%(36*36*36*36), 36) + "x" }
 
 // throughputRun is one round on one store: a fresh NATS, a fresh store, the
