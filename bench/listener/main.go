@@ -98,11 +98,8 @@ func run(c config) error {
 	}
 	if c.bouncer == "" {
 		c.bouncer = filepath.Join(c.workDir, "bouncer")
-		fmt.Println("building ./cmd/bouncer ...")
-		cmd := exec.Command("go", "build", "-o", c.bouncer, "./cmd/bouncer")
-		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("go build ./cmd/bouncer (run from the repository root): %w", err)
+		if err := goBuild(c.bouncer, "./cmd/bouncer"); err != nil {
+			return err
 		}
 	}
 	switch c.ingest {
@@ -110,11 +107,8 @@ func run(c config) error {
 	case "worker", "after":
 		if c.ingestBin == "" {
 			c.ingestBin = filepath.Join(c.workDir, "bouncer-ingest")
-			fmt.Println("building ./cmd/ingest ...")
-			cmd := exec.Command("go", "build", "-o", c.ingestBin, "./cmd/ingest")
-			cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-			if err := cmd.Run(); err != nil {
-				return fmt.Errorf("go build ./cmd/ingest (run from the repository root): %w", err)
+			if err := goBuild(c.ingestBin, "./cmd/ingest"); err != nil {
+				return err
 			}
 		}
 	default:
@@ -147,6 +141,17 @@ func run(c config) error {
 	}
 	if len(failed) > 0 {
 		return fmt.Errorf("failed: %s", strings.Join(failed, ", "))
+	}
+	return nil
+}
+
+// goBuild builds the package pkg (./cmd/...) into the binary out.
+func goBuild(out, pkg string) error {
+	fmt.Printf("building %s ...\n", pkg)
+	cmd := exec.Command("go", "build", "-o", out, pkg)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("go build %s (run from the repository root): %w", pkg, err)
 	}
 	return nil
 }
