@@ -171,9 +171,13 @@ func (p *Pipeline) finish(batches <-chan committed) {
 	for b := range batches {
 		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.WriteTimeout)
 		p.ackAll(ctx, b.msgs)
+		var tops map[string]uint64
 		for _, src := range b.srcs {
 			if src.trims != nil {
-				p.acked(src, highestSequence(b.msgs, src.stream))
+				if tops == nil {
+					tops = highestSequences(b.msgs)
+				}
+				p.acked(src, tops[src.stream])
 				p.trim(ctx, src, trimEvery)
 			}
 		}
@@ -588,16 +592,16 @@ func nak(msg jetstream.Msg, delay time.Duration) {
 	_ = msg.NakWithDelay(delay)
 }
 
-// highestSequence is the highest stream sequence among the msgs of
-// stream.
-func highestSequence(msgs []jetstream.Msg, stream string) uint64 {
-	var top uint64
+// highestSequences is the highest stream sequence among msgs, by
+// stream, read in one pass over a batch however many streams it holds.
+func highestSequences(msgs []jetstream.Msg) map[string]uint64 {
+	tops := map[string]uint64{}
 	for _, msg := range msgs {
-		if md, err := msg.Metadata(); err == nil && md.Stream == stream {
-			top = max(top, md.Sequence.Stream)
+		if md, err := msg.Metadata(); err == nil {
+			tops[md.Stream] = max(tops[md.Stream], md.Sequence.Stream)
 		}
 	}
-	return top
+	return tops
 }
 
 // sequence is msg's stream sequence, 0 when unknown, for logs.
