@@ -40,9 +40,12 @@ func TestRefoldOutcomes(t *testing.T) {
 			t.Logf("events %+v\noutcomes %+v", evs, outs)
 		}
 	}()
-	waitFor(t, "the bounced outcome", func() bool {
+	// The fold's counters move after its outcomes are stored (the
+	// correction last), so the store showing the bounce is not enough.
+	waitFor(t, "the bounced outcome and its counts", func() bool {
 		outs, _ := st.RecipientOutcomes(ctx, rcpt)
-		return len(outs) == 1 && outs[0].State == string(outcome.StateBounced)
+		corrected := metric(t, p.reg, "bouncer_outcome_corrections_total", map[string]string{"provider": "other", "class": "delivered"})
+		return len(outs) == 1 && outs[0].State == string(outcome.StateBounced) && corrected == 1
 	})
 	outs, err := st.RecipientOutcomes(ctx, rcpt)
 	if err != nil {
