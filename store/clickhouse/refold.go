@@ -18,9 +18,21 @@ import (
 // than its write. Each batch read is the single-address query with the
 // address test widened to `IN (list)`, which uses the same primary key
 // range reads, and per-address limits kept by LIMIT BY; the list is sent
-// in chunks of batchAddresses, so the statement stays far below
-// max_query_size (256 KiB) with the longest addresses.
-const batchAddresses = 256
+// in chunks bounded by the bytes their literals take (chunkBytes), so a
+// statement that names its chunk twice stays below max_query_size (256
+// KiB) with the longest addresses, and a batch of ordinary ones is one
+// or two statements. (Chunks of 256 addresses, as before, made a batch
+// of 2,000 eight reads of each kind; on a table of a few granules every
+// one of them reads the whole table.)
+const (
+	// chunkBytes bounds a chunk's literals: each address counted at
+	// twice its length (every byte might be an escaped quote or
+	// backslash) plus its quotes, comma and space.
+	chunkBytes = 96 << 10
+	// chunkAddresses bounds a chunk's count: the IN set ClickHouse
+	// builds, and the rows a chunk can return, stay modest.
+	chunkAddresses = 4096
+)
 
 // batchQuery is single with each `= ?` of the address column widened to
 // `IN ?` and the other replacements done. It panics (at package init,
@@ -205,27 +217,37 @@ func (s *Store) AddressesSuppressions(ctx context.Context, addresses []string, n
 	return out, nil
 }
 
-// eachChunk calls fn with the distinct addresses, lower-cased, at most
-// batchAddresses at a time.
+// eachChunk calls fn with the distinct addresses, lower-cased, in chunks
+// of at most chunkAddresses whose literals take at most chunkBytes (a
+// single address longer than that is a chunk of its own).
 func eachChunk(addresses []string, fn func(ch.GroupSet) error) error {
 	seen := make(map[string]bool, len(addresses))
-	var chunk []any
+	var (
+		chunk []any
+		size  int
+	)
 	for _, a := range addresses {
 		addr := normalizeAddress(a)
 		if seen[addr] {
 			continue
 		}
 		seen[addr] = true
-		chunk = append(chunk, addr)
-		if len(chunk) == batchAddresses {
+		cost := literalCost(addr)
+		if len(chunk) > 0 && (len(chunk) == chunkAddresses || size+cost > chunkBytes) {
 			if err := fn(ch.GroupSet{Value: chunk}); err != nil {
 				return err
 			}
-			chunk = nil
+			chunk, size = nil, 0
 		}
+		chunk = append(chunk, addr)
+		size += cost
 	}
 	if len(chunk) > 0 {
 		return fn(ch.GroupSet{Value: chunk})
 	}
 	return nil
 }
+
+// literalCost is the most bytes addr takes in an IN list: every byte
+// escaped, its quotes, a comma and a space.
+func literalCost(addr string) int { return 2*len(addr) + 4 }
