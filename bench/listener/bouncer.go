@@ -150,6 +150,46 @@ func (b *bouncerProc) status(field string) int64 {
 	return -1
 }
 
+// sampleRSS samples VmRSS every interval until the returned function is
+// called, which returns the highest sample of each fifth of the time
+// sampled: flat memory over a long load shows as five close figures.
+func (b *bouncerProc) sampleRSS(interval time.Duration) func() []int64 {
+	type sample struct {
+		at time.Time
+		kb int64
+	}
+	var samples []sample // the sampler's until stopped is closed
+	start := time.Now()
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case now := <-t.C:
+				if kb := b.status("VmRSS"); kb > 0 {
+					samples = append(samples, sample{now, kb})
+				}
+			}
+		}
+	}()
+	return func() []int64 {
+		close(done)
+		<-stopped
+		span := time.Since(start)
+		fifths := make([]int64, 5)
+		for _, s := range samples {
+			i := min(int(5*s.at.Sub(start)/span), 4)
+			fifths[i] = max(fifths[i], s.kb)
+		}
+		return fifths
+	}
+}
+
 // cpuTime is the user plus system time bouncer used so far; 0 for a nil
 // process (no worker).
 func (b *bouncerProc) cpuTime() time.Duration {

@@ -216,6 +216,7 @@ type throughputRound struct {
 	sink, bouncer time.Duration
 	p50, p99      float64 // seconds, from the accept latency histogram
 	hwm           int64   // kB
+	rss           []int64 // kB, the highest VmRSS sampled in each fifth of the load
 	cpu           time.Duration
 	workerCPU     time.Duration // bouncer-ingest's, with -ingest worker
 	replies250    float64
@@ -244,7 +245,9 @@ func throughput(c config) error {
 			}
 		}
 		cpu0, wcpu0 := b.cpuTime(), w.cpuTime()
+		stopRSS := b.sampleRSS(2 * time.Second)
 		tr.bouncer, err = c.load(b.smtpAddr)
+		tr.rss = stopRSS()
 		tr.cpu, tr.workerCPU = b.cpuTime()-cpu0, w.cpuTime()-wcpu0
 		if err == nil && c.ingest == "after" {
 			w, err = startWorker(c, b)
@@ -260,8 +263,8 @@ func throughput(c config) error {
 			return err
 		}
 		rounds = append(rounds, tr)
-		fmt.Printf("round %d: smtp-sink %.0f/s, bouncer %.0f/s, stored %d/%d (ingest drained %.1fs after the load)\n",
-			r+1, rate(c.messages, tr.sink), rate(c.messages, tr.bouncer), tr.stored, c.messages, tr.drain.Seconds())
+		fmt.Printf("round %d: smtp-sink %.0f/s, bouncer %.0f/s, stored %d/%d (ingest drained %.1fs after the load); bouncer RSS by fifths of the load %s MiB\n",
+			r+1, rate(c.messages, tr.sink), rate(c.messages, tr.bouncer), tr.stored, c.messages, tr.drain.Seconds(), mib(tr.rss))
 	}
 	sort.Slice(rounds, func(i, j int) bool { return rounds[i].bouncer < rounds[j].bouncer })
 	med := rounds[len(rounds)/2]
@@ -357,4 +360,16 @@ func loadAvg() string {
 		return "?"
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// mib formats kB figures as MiB, separated by slashes.
+func mib(kb []int64) string {
+	f := make([]string, len(kb))
+	for i, v := range kb {
+		f[i] = "-" // no sample in that fifth: a load shorter than a few samples
+		if v > 0 {
+			f[i] = fmt.Sprintf("%.0f", float64(v)/1024)
+		}
+	}
+	return strings.Join(f, " / ")
 }
