@@ -28,6 +28,7 @@ func TestEachChunk(t *testing.T) {
 		{"2,000 ordinary", gen(2000, short), 1},
 		{"count bound", gen(chunkAddresses+1, func(i int) string { return fmt.Sprintf("%d@x", i) }), 2},
 		{"byte bound", gen(1000, long), 1000 * literalCost(long(999)) / chunkBytes},
+		{"2,000 of 30 bytes", gen(2000, func(i int) string { return fmt.Sprintf("%s.%04d@example.org", strings.Repeat("x", 8), i) }), 1},
 		{"one longer than the bound", []string{strings.Repeat("x", chunkBytes) + "@example.org", "a@b.example"}, 2},
 	}
 	for _, tt := range tests {

@@ -25,9 +25,7 @@ import (
 // of 2,000 eight reads of each kind; on a table of a few granules every
 // one of them reads the whole table.)
 const (
-	// chunkBytes bounds a chunk's literals: each address counted at
-	// twice its length (every byte might be an escaped quote or
-	// backslash) plus its quotes, comma and space.
+	// chunkBytes bounds a chunk's literals, as literalCost counts them.
 	chunkBytes = 96 << 10
 	// chunkAddresses bounds a chunk's count: the IN set ClickHouse
 	// builds, and the rows a chunk can return, stay modest.
@@ -248,6 +246,16 @@ func eachChunk(addresses []string, fn func(ch.GroupSet) error) error {
 	return nil
 }
 
-// literalCost is the most bytes addr takes in an IN list: every byte
-// escaped, its quotes, a comma and a space.
-func literalCost(addr string) int { return 2*len(addr) + 4 }
+// literalCost is the bytes addr takes in an IN list as clickhouse-go
+// binds a string: a backslash before each backslash, quote and NUL (which
+// becomes \0), its quotes, a comma and a space.
+func literalCost(addr string) int {
+	n := len(addr) + 4
+	for i := 0; i < len(addr); i++ {
+		switch addr[i] {
+		case '\\', '\'', 0:
+			n++
+		}
+	}
+	return n
+}
