@@ -14,11 +14,13 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bouncer-mail/bouncer/broker"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Pipeline consumes bouncer's streams into the store. Create it with New,
@@ -105,16 +107,20 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	// written what they handed over.
 	var processing, fetching sync.WaitGroup
 	reports, attempts := make(chan fetched), make(chan fetched)
-	processing.Go(func() { p.processLoop(ctx, reports) })
-	processing.Go(func() { p.processLoop(ctx, attempts) })
+	limits := map[chan fetched]*batchLimit{
+		reports:  p.newBatchLimit("reports"),
+		attempts: p.newBatchLimit("attempts"),
+	}
+	processing.Go(func() { p.processLoop(ctx, reports, limits[reports]) })
+	processing.Go(func() { p.processLoop(ctx, attempts, limits[attempts]) })
 	defer processing.Wait()
 	defer close(attempts)
 	defer close(reports)
 	defer fetching.Wait()
 	started := map[string]bool{}
-	start := func(src source, out chan<- fetched) {
+	start := func(src source, out chan fetched) {
 		started[src.stream] = true
-		fetching.Go(func() { p.fetchLoop(ctx, src, out) })
+		fetching.Go(func() { p.fetchLoop(ctx, src, out, limits[out]) })
 	}
 	start(p.reportSource(broker.StreamReports), reports)
 	start(source{stream: broker.StreamAttempts, subject: broker.SubjectAttempts, durable: p.cfg.Durable + "-attempts"}, attempts)
@@ -198,7 +204,7 @@ type fetched struct {
 // source. While the store fails the loop backs off (up to MaxBackoff)
 // and a waiting batch can outlast AckWait; its messages are then
 // redelivered too, and written twice, which Store.Write makes harmless.
-func (p *Pipeline) fetchLoop(ctx context.Context, src source, out chan<- fetched) {
+func (p *Pipeline) fetchLoop(ctx context.Context, src source, out chan<- fetched, limit *batchLimit) {
 	bo := backoff{first: p.cfg.Backoff, max: p.cfg.MaxBackoff}
 	reports := broker.IsReportStream(src.stream)
 	var cons jetstream.Consumer
@@ -237,7 +243,7 @@ func (p *Pipeline) fetchLoop(ctx context.Context, src source, out chan<- fetched
 				return
 			}
 		}
-		msgs, ferr := fetch(cons, p.cfg.BatchSize, p.cfg.BatchWait, maxBytes)
+		msgs, ferr := fetch(cons, limit.get(), p.cfg.BatchWait, maxBytes)
 		if reports {
 			<-p.fetching
 		}
@@ -269,7 +275,7 @@ func (p *Pipeline) fetchLoop(ctx context.Context, src source, out chan<- fetched
 // even after ctx is done. Batches waiting at once are written together,
 // up to BatchSize messages. A failed batch is nak'ed and the loop pauses
 // (backoff), no longer once ctx is done.
-func (p *Pipeline) processLoop(ctx context.Context, in <-chan fetched) {
+func (p *Pipeline) processLoop(ctx context.Context, in <-chan fetched, limit *batchLimit) {
 	bo := backoff{first: p.cfg.Backoff, max: p.cfg.MaxBackoff}
 	// Committed batches wait here for their acks and re-fold: one being
 	// finished and one waiting at most, so a slow finish slows the loop.
@@ -297,15 +303,21 @@ func (p *Pipeline) processLoop(ctx context.Context, in <-chan fetched) {
 				return
 			}
 		}
+		size := limit.get()
+		if len(f.msgs) > size {
+			// Fetched before the limit shrank: the rest waits.
+			carry = &fetched{src: f.src, msgs: f.msgs[size:]}
+			f.msgs = f.msgs[:size]
+		}
 		msgs, srcs := f.msgs, []source{f.src}
 	join:
-		for len(msgs) < p.cfg.BatchSize {
+		for carry == nil && len(msgs) < size {
 			select {
 			case g, ok := <-in:
 				if !ok {
 					break join
 				}
-				if len(msgs)+len(g.msgs) > p.cfg.BatchSize {
+				if len(msgs)+len(g.msgs) > size {
 					carry = &g
 					break join
 				}
@@ -319,13 +331,60 @@ func (p *Pipeline) processLoop(ctx context.Context, in <-chan fetched) {
 		}
 		// A failed batch is nak'ed with the pause the loop then takes,
 		// so its messages come back when they are fetched again.
+		began := time.Now()
 		if err := p.process(ctx, msgs, srcs, bo.next(), done); err != nil {
 			d := bo.fail()
-			p.log.Error("batch not stored; its messages stay in JetStream", "error", err, "messages", len(msgs), "retry_in", d)
+			p.log.Error("batch not stored; its messages stay in JetStream", "error", err, "messages", len(msgs), "retry_in", d,
+				"next_batch_limit", limit.failed(len(msgs)))
 			sleep(ctx, d)
 			continue
 		}
+		limit.succeeded(len(msgs), time.Since(began))
 		bo.reset()
+	}
+}
+
+// batchLimit is the most messages a kind's batches take now: BatchSize
+// while writes succeed, halved after a failed write down to one message,
+// grown back (doubled) after a batch written in under a quarter of
+// WriteTimeout. A store behind a link too slow for a whole batch within
+// WriteTimeout then gets batches it can take, instead of failing the same
+// batch for ever (a timed-out write is nak'ed and fetched again whole),
+// and the limit settles where a batch takes a quarter to half of
+// WriteTimeout rather than swinging back into the timeout.
+type batchLimit struct {
+	n     atomic.Int64
+	max   int
+	quick time.Duration // a write this quick lets the limit grow
+	gauge prometheus.Gauge
+}
+
+func (p *Pipeline) newBatchLimit(kind string) *batchLimit {
+	l := &batchLimit{max: p.cfg.BatchSize, quick: p.cfg.WriteTimeout / 4, gauge: p.m.batchLimit.WithLabelValues(kind)}
+	l.set(l.max)
+	return l
+}
+
+func (l *batchLimit) get() int { return int(l.n.Load()) }
+
+func (l *batchLimit) set(n int) {
+	l.n.Store(int64(n))
+	l.gauge.Set(float64(n))
+}
+
+// failed halves the limit below a failed batch of n messages and returns
+// it.
+func (l *batchLimit) failed(n int) int {
+	next := max(min(l.get(), n)/2, 1)
+	l.set(next)
+	return next
+}
+
+// succeeded grows the limit after a batch of n messages written in took,
+// when the batch was a full one and quick.
+func (l *batchLimit) succeeded(n int, took time.Duration) {
+	if cur := l.get(); cur < l.max && n >= cur && took < l.quick {
+		l.set(min(2*cur, l.max))
 	}
 }
 

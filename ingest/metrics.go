@@ -27,6 +27,7 @@ const (
 type metrics struct {
 	batches     prometheus.Counter
 	batchSize   prometheus.Histogram
+	batchLimit  *prometheus.GaugeVec
 	writeErrors prometheus.Counter
 	// refoldErrors counts recipients whose outcomes could not be
 	// re-folded after a committed batch (process.go, refold).
@@ -68,6 +69,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Messages per fetched batch.",
 			Buckets: []float64{1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000},
 		}),
+		batchLimit: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "bouncer_ingest_batch_limit",
+			Help: "The most messages ingest puts in a batch now, per kind (reports, attempts): the configured batch size, " +
+				"halved after each failed store write and grown back after quick ones. Below the batch size: writes have been failing or slow.",
+		}, []string{"kind"}),
 		writeErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "bouncer_ingest_write_errors_total",
 			Help: "Store writes that failed; their messages were not acked and are retried.",
@@ -172,7 +178,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			m.corrections.WithLabelValues(p, o[0], o[1], o[2])
 		}
 	}
-	for _, c := range []prometheus.Collector{m.batches, m.batchSize, m.writeErrors, m.refoldErrors, m.outcomes, m.corrections, m.suppressions, m.suppressionsLifted, m.suppressErrors, m.deadLetters, m.lag, m.events, m.attempts, m.reports, m.skipped, m.panics, m.trimErrors} {
+	for _, c := range []prometheus.Collector{m.batches, m.batchSize, m.batchLimit, m.writeErrors, m.refoldErrors, m.outcomes, m.corrections, m.suppressions, m.suppressionsLifted, m.suppressErrors, m.deadLetters, m.lag, m.events, m.attempts, m.reports, m.skipped, m.panics, m.trimErrors} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {
