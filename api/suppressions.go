@@ -542,6 +542,39 @@ func jsonPageWriter(bw *bufio.Writer) func([]store.Suppression) error {
 	}
 }
 
+// A spreadsheet runs a cell that begins with =, +, -, @, a tab or a CR as
+// a formula (CSV injection), and a note is free text that anyone's import
+// or API call may have written. So an export's actor and note cells that
+// begin so get a leading apostrophe, which spreadsheets take as "text"
+// and do not show; so do those that begin with an apostrophe before such
+// a character or another apostrophe, and an import takes one apostrophe
+// off the same cells again: an export imports exactly as it was.
+// Addresses are exported as they are, though =, + and - may begin one: a
+// suppression list is matched against the addresses a sending system
+// holds, and one altered there would let mail through to it.
+func textCell(s string) string {
+	if len(s) > 0 && (formulaStart(s[0]) || s[0] == '\'' && len(s) > 1 && (formulaStart(s[1]) || s[1] == '\'')) {
+		return "'" + s
+	}
+	return s
+}
+
+// fromTextCell undoes textCell.
+func fromTextCell(s string) string {
+	if len(s) > 1 && s[0] == '\'' && (formulaStart(s[1]) || s[1] == '\'') {
+		return s[1:]
+	}
+	return s
+}
+
+func formulaStart(c byte) bool {
+	switch c {
+	case '=', '+', '-', '@', '\t', '\r':
+		return true
+	}
+	return false
+}
+
 // csvPageWriter writes the header line and then each page's rows, RFC 4180.
 func csvPageWriter(bw *bufio.Writer) func([]store.Suppression) error {
 	cw := csv.NewWriter(bw)
@@ -560,7 +593,7 @@ func csvPageWriter(bw *bufio.Writer) func([]store.Suppression) error {
 				until = s.Until.UTC().Format(time.RFC3339)
 			}
 			rec = append(rec[:0], s.Address, s.Stream, s.Source, string(s.Class), string(s.Reason), s.Rule,
-				s.Since.UTC().Format(time.RFC3339), until, s.Actor, s.Note)
+				s.Since.UTC().Format(time.RFC3339), until, textCell(s.Actor), textCell(s.Note))
 			if err := cw.Write(rec); err != nil {
 				return err
 			}

@@ -178,7 +178,7 @@ func (s *server) readImport(data []byte, note, who string, now time.Time, each f
 		in := rowInput{
 			stream: field(rec, "stream"), class: field(rec, "class"), reason: field(rec, "reason"),
 			since: strings.TrimSpace(field(rec, "since")), until: strings.TrimSpace(field(rec, "until")),
-			note: field(rec, "note"),
+			note: fromTextCell(field(rec, "note")), // as an export wrote it (textCell)
 		}
 		if strings.TrimSpace(in.note) == "" {
 			in.note = note

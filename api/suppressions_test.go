@@ -823,3 +823,58 @@ func TestSuppressionStats(t *testing.T) {
 		t.Errorf("stats = %+v, want %+v", got, want)
 	}
 }
+
+// TestSuppressionExportFormulaNotes: notes a spreadsheet would run as
+// formulas leave the export as text and come back from its import as
+// they were; addresses leave as they are.
+func TestSuppressionExportFormulaNotes(t *testing.T) {
+	from, to := startSup(t, nil, nil), startSup(t, nil, nil)
+	since := time.Now().UTC().Add(-time.Hour).Truncate(time.Second)
+	notes := map[string]string{
+		"a@example.com":  `=HYPERLINK("http://x.example/","click")`,
+		"b@example.com":  "'=already quoted",
+		"-c@example.com": "-5 days",
+		"=d@example.com": "@SUM(A1)",
+		"e@example.com":  "plain",
+	}
+	cells := map[string]string{ // what the export's note cells hold
+		"a@example.com":  `'=HYPERLINK("http://x.example/","click")`,
+		"b@example.com":  "''=already quoted",
+		"-c@example.com": "'-5 days",
+		"=d@example.com": "'@SUM(A1)",
+		"e@example.com":  "plain",
+	}
+	var rows []store.Suppression
+	for addr, note := range notes {
+		rows = append(rows, store.Suppression{Address: addr, Source: store.SourceManual, Since: since, Actor: "=ops", Note: note})
+	}
+	from.putRows(t, rows)
+	r := from.call(t, http.MethodGet, "/v1/suppressions?format=csv", readToken, nil)
+	recs, err := csv.NewReader(bytes.NewReader(r.body)).ReadAll()
+	if err != nil || r.status != http.StatusOK {
+		t.Fatalf("export: %d, %v", r.status, err)
+	}
+	for _, rec := range recs[1:] {
+		addr, actor, note := rec[0], rec[8], rec[9]
+		want, ok := cells[addr]
+		if !ok {
+			t.Errorf("exported address %q: not one put (addresses must leave as they are)", addr)
+			continue
+		}
+		if note != want {
+			t.Errorf("%s: note cell %q, want %q", addr, note, want)
+		}
+		if actor != "'=ops" {
+			t.Errorf("%s: actor cell %q, want '=ops", addr, actor)
+		}
+	}
+	if n := to.importCSV(t, "", string(r.body)); n != len(notes) {
+		t.Fatalf("imported %d rows, want %d", n, len(notes))
+	}
+	for addr, note := range notes {
+		got, err := to.st.AddressSuppressions(context.Background(), addr, time.Now())
+		if err != nil || len(got) != 1 || got[0].Note != note {
+			t.Errorf("%s after the round trip: %+v, %v; want the note %q", addr, got, err, note)
+		}
+	}
+}
