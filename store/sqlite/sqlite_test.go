@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"path/filepath"
 	"reflect"
@@ -234,6 +235,7 @@ func TestPragmas(t *testing.T) {
 		{"w", "synchronous", "2"},
 		{"w", "foreign_keys", "1"},
 		{"w", "busy_timeout", "10000"},
+		{"w", "page_size", "16384"}, // a new file's
 		{"r", "journal_mode", "wal"},
 		{"r", "query_only", "1"},
 		{"r", "foreign_keys", "1"},
@@ -256,6 +258,33 @@ func TestPragmas(t *testing.T) {
 	}
 	if _, err := s.r.Exec("DELETE FROM events"); err == nil {
 		t.Error("the read pool accepted a write")
+	}
+}
+
+// TestOpenKeepsPageSize: a file made with SQLite's default 4 KiB pages
+// (every bouncer before 16 KiB pages) opens, migrates and takes writes
+// with its pages as they are: page_size changes an empty file only.
+func TestOpenKeepsPageSize(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "old.db")
+	old, err := sql.Open(driverName, "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.Exec("PRAGMA page_size = 4096; PRAGMA journal_mode = WAL; CREATE TABLE before_bouncer (a)"); err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+	s, err := Open(context.Background(), path, Options{})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer s.Close()
+	if err := s.Write(context.Background(), []store.Report{{Envelope: event.Envelope{ID: "r1", Received: time.Now()}, Raw: make([]byte, 20000)}}, nil); err != nil {
+		t.Fatalf("Write: %v", err)
+	}
+	var size int
+	if err := s.w.QueryRow("PRAGMA page_size").Scan(&size); err != nil || size != 4096 {
+		t.Errorf("page_size = %d (%v), want 4096 as the file was made", size, err)
 	}
 }
 
