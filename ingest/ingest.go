@@ -350,8 +350,10 @@ func (p *Pipeline) processLoop(ctx context.Context, in <-chan fetched, limit *ba
 // WriteTimeout. A store behind a link too slow for a whole batch within
 // WriteTimeout then gets batches it can take, instead of failing the same
 // batch for ever (a timed-out write is nak'ed and fetched again whole),
-// and the limit settles where a batch takes a quarter to half of
-// WriteTimeout rather than swinging back into the timeout.
+// and the limit settles where a batch takes more than a quarter of
+// WriteTimeout and less than all of it, rather than swinging back into
+// the timeout. (A batch written whose dead letters could not all be
+// sent counts as failed too: it is retried the same way.)
 type batchLimit struct {
 	n     atomic.Int64
 	max   int
