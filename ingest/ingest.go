@@ -107,23 +107,21 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	// written what they handed over.
 	var processing, fetching sync.WaitGroup
 	reports, attempts := make(chan fetched), make(chan fetched)
-	limits := map[chan fetched]*batchLimit{
-		reports:  p.newBatchLimit("reports"),
-		attempts: p.newBatchLimit("attempts"),
-	}
-	processing.Go(func() { p.processLoop(ctx, reports, limits[reports]) })
-	processing.Go(func() { p.processLoop(ctx, attempts, limits[attempts]) })
+	// Each kind's batch limit is shared by its loop and its fetchers.
+	reportsLimit, attemptsLimit := p.newBatchLimit("reports"), p.newBatchLimit("attempts")
+	processing.Go(func() { p.processLoop(ctx, reports, reportsLimit) })
+	processing.Go(func() { p.processLoop(ctx, attempts, attemptsLimit) })
 	defer processing.Wait()
 	defer close(attempts)
 	defer close(reports)
 	defer fetching.Wait()
 	started := map[string]bool{}
-	start := func(src source, out chan fetched) {
+	start := func(src source, out chan<- fetched, limit *batchLimit) {
 		started[src.stream] = true
-		fetching.Go(func() { p.fetchLoop(ctx, src, out, limits[out]) })
+		fetching.Go(func() { p.fetchLoop(ctx, src, out, limit) })
 	}
-	start(p.reportSource(broker.StreamReports), reports)
-	start(source{stream: broker.StreamAttempts, subject: broker.SubjectAttempts, durable: p.cfg.Durable + "-attempts"}, attempts)
+	start(p.reportSource(broker.StreamReports), reports, reportsLimit)
+	start(source{stream: broker.StreamAttempts, subject: broker.SubjectAttempts, durable: p.cfg.Durable + "-attempts"}, attempts, attemptsLimit)
 	// The other reports partitions: every one that exists, whatever
 	// count the listeners publish over (broker.ReportStreams), looked
 	// for again every PartitionScan for those a listener creates later.
@@ -137,7 +135,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		for _, name := range names {
 			if !started[name] {
 				p.log.Debug("consuming reports partition", "stream", name)
-				start(p.reportSource(name), reports)
+				start(p.reportSource(name), reports, reportsLimit)
 			}
 		}
 		select {
