@@ -553,7 +553,7 @@ func jsonPageWriter(bw *bufio.Writer) func([]store.Suppression) error {
 // suppression list is matched against the addresses a sending system
 // holds, and one altered there would let mail through to it.
 func textCell(s string) string {
-	if len(s) > 0 && (formulaStart(s[0]) || s[0] == '\'' && len(s) > 1 && (formulaStart(s[1]) || s[1] == '\'')) {
+	if len(s) > 0 && formulaStart(s[0]) || quotedText(s) {
 		return "'" + s
 	}
 	return s
@@ -561,10 +561,17 @@ func textCell(s string) string {
 
 // fromTextCell undoes textCell.
 func fromTextCell(s string) string {
-	if len(s) > 1 && s[0] == '\'' && (formulaStart(s[1]) || s[1] == '\'') {
+	if quotedText(s) {
 		return s[1:]
 	}
 	return s
+}
+
+// quotedText reports whether s begins with an apostrophe before a
+// formula's first character or another apostrophe: the cells textCell
+// quotes once more, and fromTextCell takes one apostrophe off.
+func quotedText(s string) bool {
+	return len(s) > 1 && s[0] == '\'' && (formulaStart(s[1]) || s[1] == '\'')
 }
 
 func formulaStart(c byte) bool {
