@@ -151,6 +151,42 @@ CREATE TABLE suppression_audit (
 
 CREATE INDEX suppression_audit_address_time ON suppression_audit (address, time);
 `,
+	// 6: Stats' rollup, kept by Write in its own transaction (stats.go):
+	// events counted per minute (floor of time / 60 s, as an index) and
+	// class, reason and provider, in the newest version of each event
+	// and report set only, and reports per minute received. Stats reads
+	// whole minutes here instead of the events row by row (with two
+	// lookups each for the newest version), which took longer than 30 s
+	// for a day of 4.2 million reports.
+	//
+	// The rows stored before are counted here, once: on a large database
+	// the upgrade takes as long as one such Stats did.
+	`
+CREATE TABLE stats_minutes (
+	minute   INTEGER NOT NULL, -- floor(time / 1 minute)
+	class    TEXT    NOT NULL,
+	reason   TEXT    NOT NULL,
+	provider TEXT    NOT NULL,
+	events   INTEGER NOT NULL,
+	PRIMARY KEY (minute, class, reason, provider)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE stats_report_minutes (
+	minute  INTEGER NOT NULL PRIMARY KEY, -- floor(received / 1 minute)
+	reports INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+
+INSERT INTO stats_minutes (minute, class, reason, provider, events)
+	SELECT e.time / 60000000000 - (e.time % 60000000000 < 0) AS m, e.class, e.reason, e.provider, count(*)
+	FROM events e
+	WHERE ` + newest + `
+	GROUP BY m, e.class, e.reason, e.provider;
+
+INSERT INTO stats_report_minutes (minute, reports)
+	SELECT received / 60000000000 - (received % 60000000000 < 0) AS m, count(*)
+	FROM reports
+	GROUP BY m;
+`,
 }
 
 // migrate brings the database to the newest version. It is idempotent,

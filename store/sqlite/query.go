@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/bouncer-mail/bouncer/event"
@@ -97,9 +98,16 @@ func (s *Store) Stats(ctx context.Context, since time.Time) (store.Stats, error)
 	return st, nil
 }
 
+// stats reads whole minutes from the rollup (stats.go), and the part of
+// a window that starts inside a minute from the rows, in one read
+// transaction.
 func (s *Store) stats(ctx context.Context, since time.Time) (store.Stats, error) {
 	st := store.NewStats(since)
 	from := clampUnixNano(since)
+	whole := minuteOf(from)
+	if from%nsPerMinute != 0 {
+		whole++
+	}
 
 	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
@@ -107,28 +115,55 @@ func (s *Store) stats(ctx context.Context, since time.Time) (store.Stats, error)
 	}
 	defer tx.Rollback()
 
-	if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM reports WHERE received >= ?", from).
-		Scan(&st.ReportsReceived); err != nil {
-		return st, err
+	add := func(rows *sql.Rows, err error) error {
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var (
+				class, reason, provider string
+				n                       int64
+			)
+			if err := rows.Scan(&class, &reason, &provider, &n); err != nil {
+				return err
+			}
+			if n != 0 {
+				st.Add(store.StatsKey{Class: event.Class(class), Reason: event.Reason(reason), Provider: provider}, n)
+			}
+		}
+		return rows.Err()
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT e.class, e.reason, e.provider, count(*) FROM events e
-		WHERE e.time >= ? AND `+newest+`
-		GROUP BY e.class, e.reason, e.provider`, from)
-	if err != nil {
-		return st, err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var (
-			class, reason, provider string
-			n                       int64
-		)
-		if err := rows.Scan(&class, &reason, &provider, &n); err != nil {
+	if from%nsPerMinute != 0 {
+		// The seconds before the first whole minute, to its start or, when
+		// that is past the last nanosecond, to the end.
+		to := int64(math.MaxInt64)
+		if whole <= math.MaxInt64/nsPerMinute {
+			to = whole*nsPerMinute - 1
+		}
+		var n int64
+		if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM reports WHERE received BETWEEN ? AND ?", from, to).
+			Scan(&n); err != nil {
 			return st, err
 		}
-		st.Add(store.StatsKey{Class: event.Class(class), Reason: event.Reason(reason), Provider: provider}, n)
+		st.ReportsReceived += n
+		if err := add(tx.QueryContext(ctx, `SELECT e.class, e.reason, e.provider, count(*) FROM events e
+			WHERE e.time BETWEEN ? AND ? AND `+newest+`
+			GROUP BY e.class, e.reason, e.provider`, from, to)); err != nil {
+			return st, err
+		}
 	}
-	return st, rows.Err()
+	var n int64
+	if err := tx.QueryRowContext(ctx, "SELECT coalesce(sum(reports), 0) FROM stats_report_minutes WHERE minute >= ?", whole).
+		Scan(&n); err != nil {
+		return st, err
+	}
+	st.ReportsReceived += n
+	if err := add(tx.QueryContext(ctx, `SELECT class, reason, provider, sum(events) FROM stats_minutes
+		WHERE minute >= ? GROUP BY class, reason, provider`, whole)); err != nil {
+		return st, err
+	}
+	return st, nil
 }
 
 // clampUnixNano is unixNano for a bound: times beyond int64 nanoseconds

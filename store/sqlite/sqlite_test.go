@@ -373,6 +373,16 @@ func TestUpgradeFromVersion1(t *testing.T) {
 		t.Errorf("upgraded event: stream %q, return path %q, message id %q; want \"\", \"\", <m@example.com>",
 			got[0].Stream, got[0].ReturnPath, got[0].MessageID)
 	}
+	// Migration 6 counted the event into Stats' rollup.
+	since := t0.Add(-time.Hour)
+	if st, err := s.Stats(ctx, since); err != nil || st.EventsByClass[event.ClassHard] != 1 ||
+		st.Events[store.StatsKey{Class: event.ClassHard, Reason: event.ReasonUserUnknown, Provider: "gmail"}] != 1 {
+		t.Errorf("Stats after the upgrade = %+v, %v; want the one hard event", st, err)
+	}
+	var rollup int64
+	if err := s.r.QueryRow("SELECT sum(events) FROM stats_minutes").Scan(&rollup); err != nil || rollup != 1 {
+		t.Errorf("stats_minutes after the upgrade sums to %d, %v; want 1", rollup, err)
+	}
 	var where string
 	if err := s.r.QueryRow(`SELECT sql FROM sqlite_master WHERE type = 'index' AND name = 'events_return_path'`).
 		Scan(&where); err != nil || !strings.Contains(where, "WHERE return_path != ''") {

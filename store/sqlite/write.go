@@ -49,10 +49,14 @@ func (s *Store) Write(ctx context.Context, reports []store.Report, events []stor
 			tx.Rollback()
 		}
 	}()
-	if err := writeReports(ctx, tx, reports); err != nil {
+	var delta statsDelta
+	if err := writeReports(ctx, tx, reports, &delta); err != nil {
 		return fmt.Errorf("sqlite: write: %w", err)
 	}
-	if err := writeEvents(ctx, tx, events); err != nil {
+	if err := writeEvents(ctx, tx, events, &delta); err != nil {
+		return fmt.Errorf("sqlite: write: %w", err)
+	}
+	if err := writeStatsDelta(ctx, tx, &delta); err != nil {
 		return fmt.Errorf("sqlite: write: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
@@ -61,7 +65,8 @@ func (s *Store) Write(ctx context.Context, reports []store.Report, events []stor
 	return nil
 }
 
-func writeReports(ctx context.Context, tx *sql.Tx, reports []store.Report) error {
+// writeReports inserts the reports not stored yet, counting them in d.
+func writeReports(ctx context.Context, tx *sql.Tx, reports []store.Report, d *statsDelta) error {
 	if len(reports) == 0 {
 		return nil
 	}
@@ -83,31 +88,54 @@ func writeReports(ctx context.Context, tx *sql.Tx, reports []store.Report) error
 		if raw == nil {
 			raw = []byte{}
 		}
-		if _, err := stmt.ExecContext(ctx, r.ID, unixNano(r.Received), r.ReturnPath, string(rcptJSON),
-			r.ClientIP, r.Helo, r.TLS, raw, r.ParseError); err != nil {
+		res, err := stmt.ExecContext(ctx, r.ID, unixNano(r.Received), r.ReturnPath, string(rcptJSON),
+			r.ClientIP, r.Helo, r.TLS, raw, r.ParseError)
+		if err != nil {
 			return fmt.Errorf("report %s: %w", r.ID, err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return fmt.Errorf("report %s: %w", r.ID, err)
+		} else if n == 1 {
+			d.addReport(unixNano(r.Received))
 		}
 	}
 	return nil
 }
 
-func writeEvents(ctx context.Context, tx *sql.Tx, events []store.Event) error {
+// writeEvents inserts the events not stored yet (id and version),
+// counting in d what they change in Stats' rollup.
+func writeEvents(ctx context.Context, tx *sql.Tx, events []store.Event, d *statsDelta) error {
 	if len(events) == 0 {
 		return nil
+	}
+	tops, err := setTops(ctx, tx, events)
+	if err != nil {
+		return err
+	}
+	if err := uncountReplaced(ctx, tx, d, tops, events); err != nil {
+		return err
 	}
 	stmt, err := tx.PrepareContext(ctx, insertEvent)
 	if err != nil {
 		return err
 	}
 	defer stmt.Close()
+	inserted := make([]store.Event, 0, len(events))
 	for _, e := range events {
-		if _, err := stmt.ExecContext(ctx, e.ID, int64(e.Version), e.ReportID, e.Index, unixNano(e.Time), e.Source,
+		res, err := stmt.ExecContext(ctx, e.ID, int64(e.Version), e.ReportID, e.Index, unixNano(e.Time), e.Source,
 			normalizeAddress(e.Recipient), string(e.Class), string(e.Reason), string(e.Scope), e.Status, e.ReplyCode,
 			e.Action, e.Diagnostic, e.RemoteMTA, e.ReportingMTA, e.SMTPCommand, e.Provider, e.Parser,
-			e.Rule, e.MessageID, e.Stream, e.ReturnPath); err != nil {
+			e.Rule, e.MessageID, e.Stream, e.ReturnPath)
+		if err != nil {
 			return fmt.Errorf("event %s version %d: %w", e.ID, e.Version, err)
 		}
+		if n, err := res.RowsAffected(); err != nil {
+			return fmt.Errorf("event %s version %d: %w", e.ID, e.Version, err)
+		} else if n == 1 {
+			inserted = append(inserted, e)
+		}
 	}
+	countInserted(d, tops, inserted)
 	return nil
 }
 
