@@ -114,7 +114,7 @@ func (s *Set) Command(lowerText string) string {
 		return ""
 	}
 	for i := range s.commands {
-		if containsAny(lowerText, s.commands[i].Phrases) {
+		if containsAny(lowerText, s.commands[i].phrases) {
 			return s.commands[i].Command
 		}
 	}
@@ -207,10 +207,10 @@ func anyHolds(conds []Cond, h Header, lowerText string) bool {
 }
 
 func (c *Cond) holds(h Header, from, subject, lowerText string) bool {
-	if len(c.From) > 0 && !containsAny(from, c.From) {
+	if len(c.from) > 0 && !containsAny(from, c.from) {
 		return false
 	}
-	if len(c.Subject) > 0 && !containsAny(subject, c.Subject) {
+	if len(c.subject) > 0 && !containsAny(subject, c.subject) {
 		return false
 	}
 	if c.Header != "" {
@@ -218,23 +218,14 @@ func (c *Cond) holds(h Header, from, subject, lowerText string) bool {
 		if v == "" {
 			return false
 		}
-		if len(c.Value) > 0 && !containsAny(LowerASCII(v), c.Value) {
+		if len(c.value) > 0 && !containsAny(LowerASCII(v), c.value) {
 			return false
 		}
 	}
-	if len(c.Body) > 0 && !containsAny(lowerText, c.Body) {
+	if len(c.body) > 0 && !containsAny(lowerText, c.body) {
 		return false
 	}
 	return true
-}
-
-func containsAny(s string, subs []string) bool {
-	for _, sub := range subs {
-		if strings.Contains(s, sub) {
-			return true
-		}
-	}
-	return false
 }
 
 // Found is one recipient read out of a bounce's text.
@@ -478,7 +469,7 @@ func (f *Format) errorBlock(text, lowerText string) (string, string) {
 	if len(f.start) > 0 {
 		start = -1
 		for _, p := range f.start {
-			if i := strings.Index(lowerText, p); i >= 0 && (start < 0 || i < start) {
+			if i := p.index(lowerText); i >= 0 && (start < 0 || i < start) {
 				start = i
 			}
 		}
@@ -496,7 +487,7 @@ func (f *Format) errorBlock(text, lowerText string) (string, string) {
 	}
 	end := len(lowerText)
 	for _, p := range f.end {
-		if i := strings.Index(lowerText[start:], p); i >= 0 && start+i < end {
+		if i := p.index(lowerText[start:]); i >= 0 && start+i < end {
 			end = start + i
 		}
 	}

@@ -48,7 +48,7 @@ func (s *Set) reasonByContains(r Reply) (Match, bool) {
 		if !rr.conditionsHold(r) {
 			continue
 		}
-		if containsAny(r.Text, rr.Phrases) || rr.regexpMatches(r.Text) {
+		if slices.ContainsFunc(rr.Phrases, func(p string) bool { return strings.Contains(r.Text, p) }) || rr.regexpMatches(r.Text) {
 			return Match{Rule: rr.Name, Reason: rr.Reason, Scope: rr.Scope, AfterData: rr.AfterData}, true
 		}
 	}

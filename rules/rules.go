@@ -54,6 +54,8 @@ type CommandRule struct {
 	Command string   `json:"command"` // CONN, EHLO, HELO, MAIL, RCPT or DATA
 	Phrases []string `json:"phrases"`
 	Note    string   `json:"note,omitempty"`
+
+	phrases []needle
 }
 
 // smtpCommands are the commands a CommandRule may name: the connection
@@ -133,7 +135,7 @@ type Format struct {
 
 	recipient  []*regexp.Regexp
 	diagnostic []*regexp.Regexp
-	start, end []string
+	start, end []needle
 }
 
 // Cond is one recognition condition of a Format: every part set must hold.
@@ -144,6 +146,8 @@ type Cond struct {
 	Header  string   `json:"header,omitempty"`  // this header is present ...
 	Value   []string `json:"value,omitempty"`   // ... and contains any of these
 	Body    []string `json:"body,omitempty"`    // the text contains any
+
+	from, subject, value, body []needle
 }
 
 // Set is a compiled, ready-to-use set of rules. It is safe for concurrent use.
@@ -371,8 +375,8 @@ func compile(f File) (*Set, error) {
 			errs = append(errs, fmt.Errorf("%s: unknown reason %q", where, fm.Reason))
 		}
 		errs = append(errs, compileConds(where, fm.Match)...)
-		fm.start = lowerCopy(fm.Start)
-		fm.end = lowerCopy(fm.End)
+		fm.start = newNeedles(lowerCopy(fm.Start))
+		fm.end = newNeedles(lowerCopy(fm.End))
 		for _, expr := range fm.Recipient {
 			re, err := regexp.Compile(expr)
 			if err != nil {
@@ -415,6 +419,7 @@ func compile(f File) (*Set, error) {
 			errs = append(errs, fmt.Errorf("%s: needs phrases", where))
 		}
 		c.Phrases = lowerCopy(c.Phrases)
+		c.phrases = newNeedles(c.Phrases)
 		s.commands = append(s.commands, c)
 	}
 	var (
@@ -454,6 +459,8 @@ func compileConds(where string, conds []Cond) []error {
 		lower(c.Subject)
 		lower(c.Value)
 		lower(c.Body)
+		c.from, c.subject = newNeedles(c.From), newNeedles(c.Subject)
+		c.value, c.body = newNeedles(c.Value), newNeedles(c.Body)
 		if len(c.From)+len(c.Subject)+len(c.Body) == 0 && c.Header == "" {
 			errs = append(errs, fmt.Errorf("%s: empty match condition", where))
 		}
