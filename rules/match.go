@@ -371,38 +371,46 @@ func matchRecipient(patterns []*regexp.Regexp, line, lowerLine string) (rcpt, di
 		return "", "", false
 	}
 	for _, re := range patterns {
-		m := re.FindStringSubmatch(line)
+		// One run of re gives the groups and the match's place, which
+		// isContact, restOfLine and angleAddr read.
+		m := re.FindStringSubmatchIndex(line)
 		if m == nil {
 			continue
 		}
-		rcpt = strings.Trim(m[re.SubexpIndex("rcpt")], "<>\"' ")
+		loc := m[:2]
+		rcpt = strings.Trim(group(line, m, re.SubexpIndex("rcpt")), "<>\"' ")
 		if !strings.Contains(rcpt, "@") {
 			continue
 		}
-		if (re == looseAddress || re == lineAddress) && isContact(lowerLine, re, line) {
+		if (re == looseAddress || re == lineAddress) && isContact(lowerLine, loc) {
 			continue
 		}
 		if i := re.SubexpIndex("diag"); i >= 0 {
-			diag = strings.TrimSpace(m[i])
+			diag = strings.TrimSpace(group(line, m, i))
 		} else if re == looseAddress || re == lineAddress {
 			// "a@example.com: 421 4.7.0 ... deferred" (OpenSMTPD,
 			// many others): the reply follows the address on its line.
-			diag = restOfLine(line, re)
-			rcpt = angleAddr(line, re, rcpt)
+			diag = restOfLine(line, loc)
+			rcpt = angleAddr(line, loc, rcpt)
 		}
 		return rcpt, diag, true
 	}
 	return "", "", false
 }
 
-// isContact reports whether the address on line is offered as a contact
-// ("For further assistance, please contact <support@example.net>") or
-// named as the sender, not as a recipient.
-func isContact(lowerLine string, re *regexp.Regexp, line string) bool {
-	loc := re.FindStringIndex(line)
-	if loc == nil {
-		return false
+// group returns the text of group i of a match m of s, as the i-th string
+// of FindStringSubmatch: "" when the group took no part.
+func group(s string, m []int, i int) string {
+	if m[2*i] < 0 {
+		return ""
 	}
+	return s[m[2*i]:m[2*i+1]]
+}
+
+// isContact reports whether the address on line, matched at loc, is
+// offered as a contact ("For further assistance, please contact
+// <support@example.net>") or named as the sender, not as a recipient.
+func isContact(lowerLine string, loc []int) bool {
 	before := lowerLine[:loc[0]]
 	// An envelope or header sender ("MAIL FROM:<...>", "From: ...") is
 	// not a recipient either.
@@ -415,11 +423,11 @@ func isContact(lowerLine string, re *regexp.Regexp, line string) bool {
 }
 
 // angleAddr returns the angle-bracketed address that directly follows an
-// address-looking display name ("a@example.com <b@example.net>": RFC 5322
-// section 3.4, the address is the one in brackets), else rcpt.
-func angleAddr(line string, re *regexp.Regexp, rcpt string) string {
-	loc := re.FindStringIndex(line)
-	if loc == nil || strings.HasSuffix(line[loc[0]:loc[1]], ">") {
+// address-looking display name matched at loc ("a@example.com
+// <b@example.net>": RFC 5322 section 3.4, the address is the one in
+// brackets), else rcpt.
+func angleAddr(line string, loc []int, rcpt string) string {
+	if strings.HasSuffix(line[loc[0]:loc[1]], ">") {
 		return rcpt
 	}
 	rest := strings.TrimLeft(line[loc[1]:], " \t")
@@ -436,13 +444,10 @@ func angleAddr(line string, re *regexp.Regexp, rcpt string) string {
 	return rcpt
 }
 
-// restOfLine returns what follows re's first match in line, when it reads
-// as a reply: more than punctuation, and not another address.
-func restOfLine(line string, re *regexp.Regexp) string {
-	loc := re.FindStringIndex(line)
-	if loc == nil {
-		return ""
-	}
+// restOfLine returns what follows the address matched at loc in line,
+// when it reads as a reply: more than punctuation, and not another
+// address.
+func restOfLine(line string, loc []int) string {
 	rest := strings.TrimSpace(strings.TrimLeft(line[loc[1]:], ":;,.>)] \t"))
 	if len(rest) < 3 || strings.Contains(rest, "@") && len(strings.Fields(rest)) < 3 {
 		return ""
