@@ -99,8 +99,8 @@ func (rr *ReasonRule) conditionsHold(r Reply) bool {
 
 // regexpMatches reports whether any of the rule's regexps matches text.
 func (rr *ReasonRule) regexpMatches(text string) bool {
-	for _, re := range rr.re {
-		if re.MatchString(text) {
+	for i, re := range rr.re {
+		if rr.need[i].index(text) >= 0 && re.MatchString(text) {
 			return true
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -37,8 +38,9 @@ func indexIDs(phrases []string, ids []int32, n int, text string) []int32 {
 	return out
 }
 
-// reasonByContains is Set.Reason as it was before the phrase index: each
-// rule's phrases tried with strings.Contains, one rule after the other.
+// reasonByContains is Set.Reason as it was before the phrase index and
+// the regexps' required literals: each rule's phrases tried with
+// strings.Contains and its regexps run, one rule after the other.
 func (s *Set) reasonByContains(r Reply) (Match, bool) {
 	if r.Text == "" {
 		return Match{}, false
@@ -48,7 +50,8 @@ func (s *Set) reasonByContains(r Reply) (Match, bool) {
 		if !rr.conditionsHold(r) {
 			continue
 		}
-		if slices.ContainsFunc(rr.Phrases, func(p string) bool { return strings.Contains(r.Text, p) }) || rr.regexpMatches(r.Text) {
+		if slices.ContainsFunc(rr.Phrases, func(p string) bool { return strings.Contains(r.Text, p) }) ||
+			slices.ContainsFunc(rr.re, func(re *regexp.Regexp) bool { return re.MatchString(r.Text) }) {
 			return Match{Rule: rr.Name, Reason: rr.Reason, Scope: rr.Scope, AfterData: rr.AfterData}, true
 		}
 	}

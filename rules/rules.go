@@ -92,7 +92,8 @@ type ReasonRule struct {
 	AfterData string `json:"after_data,omitempty"`
 	Note      string `json:"note,omitempty"`
 
-	re []*regexp.Regexp
+	re   []*regexp.Regexp
+	need []needle // need[i] is in every text re[i] matches
 }
 
 // Format describes a non-DSN bounce family: how to recognise it and where in
@@ -356,6 +357,7 @@ func compile(f File) (*Set, error) {
 				continue
 			}
 			r.re = append(r.re, re)
+			r.need = append(r.need, newNeedle(requiredLiteral("(?i)"+expr)))
 		}
 		s.reasons = append(s.reasons, r)
 	}
