@@ -14,7 +14,7 @@ func TestRequiredLiteral(t *testing.T) {
 		{`(?i)abc`, ""},
 		{`(?i)user 550-5\.1\.1 unknown`, " 550-5.1.1 "},
 		{`(?i)user 550-5.1.1 unknown`, " 550-5"}, // '.' is any character
-		{`(?i)k`, ""}, // the Kelvin sign folds to k
+		{`(?i)k`, ""},                            // the Kelvin sign folds to k
 		{`x+y`, "x"},
 		{`(?:ab){2,}`, "ab"},
 		{`(?:ab)?c`, "c"},
