@@ -82,3 +82,26 @@ func BenchmarkCommand(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkLowerASCII lower-cases every sample of testdata/ndr, as the
+// classifier does each message's text.
+func BenchmarkLowerASCII(b *testing.B) {
+	paths, _ := filepath.Glob("../testdata/ndr/*.eml")
+	var texts []string
+	var total int64
+	for _, p := range paths {
+		m, err := os.ReadFile(p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		texts = append(texts, string(m))
+		total += int64(len(m))
+	}
+	b.SetBytes(total)
+	b.ReportAllocs()
+	for b.Loop() {
+		for _, s := range texts {
+			LowerASCII(s)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"encoding/binary"
 	"regexp"
 	"strings"
 	"unicode/utf8"
@@ -502,25 +503,53 @@ func (f *Format) errorBlock(text, lowerText string) (string, string) {
 // LowerASCII lower-cases the ASCII letters of s and leaves every other byte
 // in place, so byte offsets in the result are offsets in s.
 func LowerASCII(s string) string {
-	hasUpper := false
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; 'A' <= c && c <= 'Z' {
-			hasUpper = true
-			break
-		}
+	i := 0
+	for i < len(s) && !('A' <= s[i] && s[i] <= 'Z') {
+		i++
 	}
-	if !hasUpper {
+	if i == len(s) {
 		return s
 	}
-	b := make([]byte, len(s))
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
+	// Lowered through a small buffer into a Builder: one allocation of
+	// the result, where a []byte made and then converted to a string
+	// costs a zeroed buffer and a copy of it (the classifier lowers every
+	// message's text).
+	var sb strings.Builder
+	sb.Grow(len(s))
+	sb.WriteString(s[:i])
+	var buf [512]byte
+	for i < len(s) {
+		n := copy(buf[:], s[i:])
+		k := 0
+		for ; k+8 <= n; k += 8 {
+			w := binary.LittleEndian.Uint64(buf[k:])
+			binary.LittleEndian.PutUint64(buf[k:], lowerWord(w))
 		}
-		b[i] = c
+		for ; k < n; k++ {
+			if c := buf[k]; 'A' <= c && c <= 'Z' {
+				buf[k] = c + 'a' - 'A'
+			}
+		}
+		sb.Write(buf[:n])
+		i += n
 	}
-	return string(b)
+	return sb.String()
+}
+
+// lowerWord lower-cases the ASCII letters among the 8 bytes of w at once:
+// a byte's high bit, after adding to its low 7 bits, says whether they
+// reach 'A', or pass 'Z' (no sum carries into the next byte); a byte
+// between the two, its own high bit clear, gets 0x20 added.
+func lowerWord(w uint64) uint64 {
+	const (
+		low7  = 0x7f7f7f7f7f7f7f7f
+		high  = 0x8080808080808080
+		fromA = 0x3f3f3f3f3f3f3f3f // 0x80 - 'A'
+		pastZ = 0x2525252525252525 // 0x80 - ('Z' + 1)
+	)
+	h := w & low7
+	upper := (h + fromA) &^ (h + pastZ) &^ w & high
+	return w | upper>>2
 }
 
 func collapseSpace(s string) string {

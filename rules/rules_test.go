@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"math/rand"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -335,3 +336,55 @@ func TestClipDiagnostic(t *testing.T) {
 }
 
 func tail(s string) string { return s[max(0, len(s)-4):] }
+
+// lowerASCIIByByte is LowerASCII as written before it lowered 8 bytes at
+// a time.
+func lowerASCIIByByte(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
+}
+
+// TestLowerASCIIEveryByte: every byte value, at every offset of a word
+// and on both sides of the buffer's 512-byte steps, is lowered as the
+// byte-by-byte loop lowers it; so are random texts.
+func TestLowerASCIIEveryByte(t *testing.T) {
+	for c := range 256 {
+		for _, n := range []int{1, 7, 8, 9, 15, 16, 17, 511, 512, 513, 1030} {
+			for _, at := range []int{0, 3, 7, n / 2, n - 1} {
+				if at >= n {
+					continue
+				}
+				b := []byte(strings.Repeat("xY", n)[:n])
+				b[at] = byte(c)
+				if got, want := LowerASCII(string(b)), lowerASCIIByByte(string(b)); got != want {
+					t.Fatalf("LowerASCII(%q) = %q, want %q", b, got, want)
+				}
+			}
+		}
+	}
+	rng := rand.New(rand.NewSource(1))
+	for range 2000 {
+		b := make([]byte, rng.Intn(1200))
+		for i := range b {
+			b[i] = byte(rng.Intn(256))
+		}
+		if got, want := LowerASCII(string(b)), lowerASCIIByByte(string(b)); got != want {
+			t.Fatalf("LowerASCII(%q) = %q, want %q", b, got, want)
+		}
+	}
+}
+
+// FuzzLowerASCII: LowerASCII lowers as the byte-by-byte loop does.
+func FuzzLowerASCII(f *testing.F) {
+	f.Add("Return-Path: <MAILER-DAEMON@Example.COM>\n\x80\xffAZ@[`az{")
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := LowerASCII(s), lowerASCIIByByte(s); got != want {
+			t.Fatalf("LowerASCII(%q) = %q, want %q", s, got, want)
+		}
+	})
+}
