@@ -348,10 +348,11 @@ func (fd *Found) add(s string, rows *int) {
 		return
 	}
 	*rows++
+	sep := ""
 	if fd.Diagnostic != "" {
-		fd.Diagnostic += " "
+		sep = " "
 	}
-	fd.Diagnostic = clipDiagnostic(fd.Diagnostic + collapseSpace(s))
+	fd.Diagnostic = clipDiagnostic(fd.Diagnostic + sep + collapseSpace(s))
 }
 
 // clipDiagnostic cuts s to at most maxDiagnosticLen bytes, at the start
@@ -552,6 +553,50 @@ func lowerWord(w uint64) uint64 {
 	return w | upper>>2
 }
 
+// collapseSpace returns the fields of s (strings.Fields) joined by single
+// spaces.
 func collapseSpace(s string) string {
-	return strings.Join(strings.Fields(s), " ")
+	// An ASCII line, the usual reply, is collapsed in one pass and not
+	// copied at all when already collapsed; strings.Fields would make a
+	// slice of its fields and Join a new string each time.
+	collapsed := true
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= utf8.RuneSelf {
+			// Fields splits on Unicode's spaces (U+0085, U+00A0, ...)
+			// too.
+			return strings.Join(strings.Fields(s), " ")
+		}
+		if isASCIISpace(c) && (c != ' ' || i == 0 || i == len(s)-1 || isASCIISpace(s[i+1])) {
+			collapsed = false
+		}
+	}
+	if collapsed {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s))
+	for i := 0; i < len(s); {
+		for i < len(s) && isASCIISpace(s[i]) {
+			i++
+		}
+		j := i
+		for j < len(s) && !isASCIISpace(s[j]) {
+			j++
+		}
+		if j > i {
+			if b.Len() > 0 {
+				b.WriteByte(' ')
+			}
+			b.WriteString(s[i:j])
+		}
+		i = j
+	}
+	return b.String()
+}
+
+// isASCIISpace reports whether c is one of the ASCII bytes strings.Fields
+// splits on.
+func isASCIISpace(c byte) bool {
+	return c == ' ' || '\t' <= c && c <= '\r'
 }

@@ -388,3 +388,43 @@ func FuzzLowerASCII(f *testing.F) {
 		}
 	})
 }
+
+// collapseByFields is collapseSpace as written before its one-pass ASCII
+// path.
+func collapseByFields(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
+
+func TestCollapseSpace(t *testing.T) {
+	tests := []string{
+		"", " ", "a", " a", "a ", "a b", "a  b", "a\tb", "a \tb", "\r\n", "550 5.1.1 <a@b>... User unknown",
+		"  550   5.1.1\v<a@b>\f ", "a\u00a0b", "a\u0085 b", "\xffa  b", "ä  b",
+	}
+	for _, s := range tests {
+		if got, want := collapseSpace(s), collapseByFields(s); got != want {
+			t.Errorf("collapseSpace(%q) = %q, want %q", s, got, want)
+		}
+	}
+	rng := rand.New(rand.NewSource(1))
+	const alphabet = "ab \t\n\v\f\r\x1c\x85"
+	for range 20000 {
+		b := make([]byte, rng.Intn(12))
+		for i := range b {
+			b[i] = alphabet[rng.Intn(len(alphabet))]
+		}
+		if got, want := collapseSpace(string(b)), collapseByFields(string(b)); got != want {
+			t.Fatalf("collapseSpace(%q) = %q, want %q", b, got, want)
+		}
+	}
+}
+
+// FuzzCollapseSpace: collapseSpace joins the fields of any text as
+// strings.Fields and Join do.
+func FuzzCollapseSpace(f *testing.F) {
+	f.Add("  550   5.1.1\v<a@b>\f \u00a0x")
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := collapseSpace(s), collapseByFields(s); got != want {
+			t.Fatalf("collapseSpace(%q) = %q, want %q", s, got, want)
+		}
+	})
+}
