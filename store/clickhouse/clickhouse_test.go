@@ -874,6 +874,13 @@ SELECT 'e0', 2, 'r0', 0, toDateTime(1764081481), 'ndr', 'u0@example.com', 'soft'
 				}
 			}
 			checkStatsOracle(t, s, 3) // e0 v2, e3, e4
+			// A Write into the migrated minute sums it from its seconds
+			// (migration 7), which must hold the ones stored before.
+			late := testEvent("r9", 0, "u9@example.com", event.ClassSoft, t0.Add(5*time.Second))
+			if err := s.Write(ctx, []store.Report{{Envelope: event.Envelope{ID: "r9", Received: late.Time}}}, []store.Event{late}); err != nil {
+				t.Fatal(err)
+			}
+			checkStatsOracle(t, s, 4)
 			defs := tableDefs(t, s, s.database)
 			for name, def := range defs {
 				if strings.HasSuffix(name, "_g1024") || strings.HasSuffix(name, "_v5") {

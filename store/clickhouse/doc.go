@@ -34,9 +34,12 @@
 //   - stats_log: MergeTree, PARTITION BY toYYYYMM(time), ORDER BY (time,
 //     report_id, id), index_granularity 1024. Append-only and narrow: what Stats counts (event
 //     versions with class, reason, provider; set marks; reports).
+//   - stats_seconds: ReplacingMergeTree(gen), PARTITION BY
+//     toYYYYMM(second), ORDER BY (second, total, class, reason,
+//     provider). Exact per-second counts, recounted from stats_log.
 //   - stats_minutes: ReplacingMergeTree(gen), PARTITION BY
 //     toYYYYMM(minute), ORDER BY (minute, total, class, reason,
-//     provider). Exact per-minute counts, recounted from stats_log.
+//     provider). Exact per-minute counts, summed from stats_seconds.
 //   - suppressions: ReplacingMergeTree(version), ORDER BY (address,
 //     stream), index_granularity 256. One row per version of a
 //     suppression, version its Updated in nanoseconds; a removal is a
@@ -57,7 +60,7 @@
 // and inserts only the others, as one batch per table (PrepareBatch).
 // Merges are eventual, so reads never rely on them: they take each
 // event id's highest version with argMax(tuple(...), version) GROUP BY
-// id, and Stats' recounts deduplicate ids and report ids per minute
+// id, and Stats' recounts deduplicate ids and report ids per second
 // (see "Query plans"). A row written twice (a retry racing another
 // writer) is therefore never read or counted twice. argMax rather than
 // FINAL: on 18.16 it is 3 to 6 times faster for a recipient's history
@@ -124,64 +127,79 @@
 // So Stats reads counts made ahead: stats_minutes holds, per minute,
 // the exact counts by (class, reason, provider) and the reports
 // received, and a window is the sum of its whole minutes (1,440 minutes
-// for 24 hours, each a few dozen rows) plus a recount of its partial
-// first minute from stats_log. A materialized view cannot keep such
+// for 24 hours, each a few dozen rows) plus the seconds of its partial
+// first minute from stats_seconds. A materialized view cannot keep such
 // counts: a reclassified set must take the old set's events away, and a
 // row written twice must count once. Instead every Write appends its
-// events, set marks and reports to stats_log and then recounts each
-// minute it touched, from stats_log alone, in one INSERT ... SELECT:
-// per minute and id the highest version (max over the whole row, so
-// equal versions pick the same row whatever the read order), kept when
-// it is a sync event or its report's highest set mark in that minute.
-// A set's marks are written at the times of its events and of the
-// report's earlier sets (looked up in report_versions), so a new set in
-// another minute still retires the old set's events. The recount is
-// stamped with gen, the number of distinct stats_log rows it read.
-// stats_log is append-only and one recount reads it once, from one
+// events, set marks and reports to stats_log, then recounts each second
+// it touched, from stats_log alone, in one INSERT ... SELECT into
+// stats_seconds: per second and id the highest version (max over the
+// whole row, so equal versions pick the same row whatever the read
+// order), kept when it is a sync event or its report's highest set mark
+// in that second. A set's marks are written at the times of its events
+// and of the report's earlier sets (looked up in report_versions), so a
+// new set in another second still retires the old set's events. The
+// recount is stamped with gen, the number of distinct stats_log rows it
+// read. stats_log is append-only and one recount reads it once, from one
 // snapshot of its parts; snapshots of a growing table are nested, so the
 // recount with the higher gen saw every row the other did, and two with
-// one gen saw the same rows and wrote the same counts. Readers take each
-// minute's rows of its highest gen, in one pass (GROUP BY minute, the
-// rows as a groupUniqArray filtered by max(gen)), so an older recount
-// that lands later changes nothing, and the same recount stored twice
-// counts once.
+// one gen saw the same rows and wrote the same counts. The Write then
+// sums each minute it touched from its seconds into stats_minutes, in
+// one INSERT ... SELECT that reads stats_seconds once: each second's
+// rows of its highest gen, stamped with 2 × the sum of those gens + 1.
+// The same nesting holds (a later sum saw every second at a gen at least
+// as high); the + 1 puts every sum above a recount of the minute made
+// straight from stats_log by migration 6, whose gen counts the same
+// keys. Readers take each second's or minute's rows of its highest gen,
+// in one pass (GROUP BY the unit, the rows as a groupUniqArray filtered
+// by max(gen)), so an older recount that lands later changes nothing,
+// and the same recount stored twice counts once.
+//
+// Why two levels: recounting whole minutes read every stats_log row of
+// them on every Write; at 1,000 reports/s a minute holds 180,000 rows,
+// and by the end of each minute a batch's recount took up to 1.3 s
+// (migration 7). A second holds a batch's rows, and a minute's sum reads
+// at most 60 seconds of a few dozen rows.
 //
 // What is exact, and the bounds:
 //
 //   - Once every Write that touched a minute has returned nil, the
 //     minute's count is what the rows say, whatever ran concurrently
 //     (two workers writing the same batch, a reclassification racing
-//     ingest): each Write recounts after its own rows are in, and the
-//     recount that started last saw them all. While Writes are in flight,
-//     a minute shows the counts of some consistent snapshot of
-//     stats_log, never a mix. TestStatsRollupExact checks these against
-//     the pre-migration-6 query on one node and a cluster.
+//     ingest): each Write recounts after its own rows are in and sums
+//     after its recounts, and the recount and sum that started last saw
+//     them all. While Writes are in flight, a minute shows the counts of
+//     some consistent snapshot of stats_seconds, never a mix.
+//     TestStatsRollupExact checks these against the pre-migration-6
+//     query on one node and a cluster.
 //   - A Write that failed after its rows and before its recount leaves
-//     its minutes short until it is retried (ingest retries before it
-//     acknowledges; the retry appends the stored rows to stats_log
-//     again) or Store.RecountStats runs. Writers older than migration 6
-//     (a rolling upgrade) do not feed stats_log at all: stop them before
-//     migrating, or run RecountStats after.
-//   - The minute is the unit of deduplication: an event id whose
-//     versions lie in two minutes is counted in each. Report events are
+//     its seconds and minutes short until it is retried (ingest retries
+//     before it acknowledges; the retry appends the stored rows to
+//     stats_log again) or Store.RecountStats runs. Writers older than
+//     migration 7 (a rolling upgrade) do not recount seconds, so a
+//     minute summed later misses their rows: stop them before migrating,
+//     or run RecountStats after.
+//   - The second is the unit of deduplication: an event id whose
+//     versions lie in two seconds is counted in each. Report events are
 //     not affected (a set's marks retire its report's older versions in
-//     every minute they lie in), but a sync event rewritten under another
+//     every second they lie in), but a sync event rewritten under another
 //     time is, and so is a report id stored under received times in two
-//     minutes (concurrent first Writes with different received times, or
+//     seconds (concurrent first Writes with different received times, or
 //     a resend after Options.ReportLookback), which the pre-6 query
 //     counted once per window.
-//   - A set's marks reach the minutes of the report's earlier sets as
+//   - A set's marks reach the seconds of the report's earlier sets as
 //     stored when its Write looked them up. Two Writes of different sets
-//     of one report at once, whose events lie in different minutes, may
-//     miss each other's minutes: the lower set's events then stay counted
-//     in their minute until a later Write of that report. Sets of one
+//     of one report at once, whose events lie in different seconds, may
+//     miss each other's seconds: the lower set's events then stay counted
+//     in their second until a later Write of that report. Sets of one
 //     report share a time in practice (ingest and reclassify both use the
-//     report's received time), so no minute differs.
+//     report's received time), so no second differs.
 //
-// Costs: a Write recounts the minutes of its batch (one scan of those
-// minutes of stats_log, plus one index lookup in report_versions); the
-// tables add, per event version, one stats_log row and per minute a few
-// dozen stats_minutes rows. Long windows read more minutes (30 days:
+// Costs: a Write recounts the seconds of its batch (one scan of those
+// seconds of stats_log, plus one index lookup in report_versions) and
+// sums their minutes (one scan of those minutes of stats_seconds); the
+// tables add, per event version, one stats_log row and per second and
+// minute a few dozen rows. Long windows read more minutes (30 days:
 // 43,200 minutes); an hour-grain table would cut that 60-fold, not done.
 //
 // Migration 6 rebuilds events and report_versions (create at
@@ -192,7 +210,9 @@
 // needed more than the server's 9.3 GiB per query at 10 million events).
 // Open blocks while it runs: on a large database that is a copy of the
 // events and report_versions tables and of stats_log's rows, plus one
-// recount per hour of data.
+// recount per hour of data. Migration 7 creates stats_seconds and fills
+// it from stats_log, an hour at a time, summing each hour's minutes
+// again from its seconds: one more recount per hour of data.
 //
 // # The check before a send
 //
@@ -231,9 +251,9 @@
 // table of the plain name over them (reports sharded by id, events by
 // recipient, so the rows of one sorting key meet on one shard and merges
 // collapse them), plus a schema_migrations table replicated to every node
-// and the row that records the version. stats_log and stats_minutes are
-// sharded by minute (intDiv(toUInt32(time), 60)), so one recount reads a
-// minute from one shard's snapshot. Run the statements once, in
+// and the row that records the version. stats_log, stats_seconds and
+// stats_minutes are sharded by minute (intDiv(toUInt32(time), 60)), so
+// one recount or sum reads a minute from one shard's snapshot. Run the statements once, in
 // order, on one node: joined by ";" they are a file for
 // clickhouse-client --multiquery (ExampleClusterDDL prints them). Then
 // point Open at any node with the same database name: it finds the

@@ -144,6 +144,20 @@ func ExampleClusterDDL() {
 	// ORDER BY (time, report_id, id)
 	// SETTINGS index_granularity = 1024;
 	//
+	// CREATE TABLE IF NOT EXISTS `bouncer`.`stats_seconds_local` ON CLUSTER `mail` (
+	// 	second DateTime('UTC'),
+	// 	gen UInt64,
+	// 	total UInt8,
+	// 	class Enum8('hard' = 1, 'soft' = 2, 'greylist' = 3, 'complaint' = 4, 'autoreply' = 5, 'delivered' = 6, 'unknown' = 7),
+	// 	reason String,
+	// 	provider String,
+	// 	events UInt64,
+	// 	reports UInt64
+	// )
+	// ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/bouncer/stats_seconds_local', '{replica}', gen)
+	// PARTITION BY toYYYYMM(second)
+	// ORDER BY (second, total, class, reason, provider);
+	//
 	// CREATE TABLE IF NOT EXISTS `bouncer`.`stats_minutes_local` ON CLUSTER `mail` (
 	// 	minute DateTime('UTC'),
 	// 	gen UInt64,
@@ -265,6 +279,18 @@ func ExampleClusterDDL() {
 	// )
 	// ENGINE = Distributed('mail', 'bouncer', 'stats_log_local', intDiv(toUInt32(time), 60));
 	//
+	// CREATE TABLE IF NOT EXISTS `bouncer`.`stats_seconds` ON CLUSTER `mail` (
+	// 	second DateTime('UTC'),
+	// 	gen UInt64,
+	// 	total UInt8,
+	// 	class Enum8('hard' = 1, 'soft' = 2, 'greylist' = 3, 'complaint' = 4, 'autoreply' = 5, 'delivered' = 6, 'unknown' = 7),
+	// 	reason String,
+	// 	provider String,
+	// 	events UInt64,
+	// 	reports UInt64
+	// )
+	// ENGINE = Distributed('mail', 'bouncer', 'stats_seconds_local', intDiv(toUInt32(second), 60));
+	//
 	// CREATE TABLE IF NOT EXISTS `bouncer`.`stats_minutes` ON CLUSTER `mail` (
 	// 	minute DateTime('UTC'),
 	// 	gen UInt64,
@@ -277,5 +303,5 @@ func ExampleClusterDDL() {
 	// )
 	// ENGINE = Distributed('mail', 'bouncer', 'stats_minutes_local', intDiv(toUInt32(minute), 60));
 	//
-	// INSERT INTO `bouncer`.`schema_migrations` (version, applied) SELECT 6, now();
+	// INSERT INTO `bouncer`.`schema_migrations` (version, applied) SELECT 7, now();
 }

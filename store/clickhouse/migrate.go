@@ -97,8 +97,11 @@ func schemaVersion(ctx context.Context, conn driver.Conn) (int, error) {
 // version row, or by another process migrating at the same time) is
 // skipped, or its failure ignored.
 func applyStatement(ctx context.Context, conn driver.Conn, stmt string) error {
-	if stmt == recountStatsStatement {
+	switch stmt {
+	case recountStatsStatement:
 		return recountAll(ctx, conn)
+	case recountSecondsStatement:
+		return recountAllSeconds(ctx, conn)
 	}
 	if target, ok := renamesTable(stmt); ok {
 		return applyRename(ctx, conn, stmt, target)

@@ -133,11 +133,11 @@ func (s *Store) RecipientEvents(ctx context.Context, address string, limit int) 
 }
 
 // Stats' queries. Stats reads stats_minutes, the exact counts of each
-// whole minute (the rows of each minute's newest recount), and recounts
-// the window's partial first minute from stats_log; see doc.go "Query
-// plans" and write.go's recount. A minute's recount counts each report id
-// once, and each event id once, in the class of its highest version,
-// only when that version is its report's highest committed set.
+// whole minute (the rows of each minute's newest sum), and the seconds
+// of the window's partial first minute from stats_seconds; see doc.go
+// "Query plans" and write.go's recount. A second's recount counts each
+// report id once, and each event id once, in the class of its highest
+// version, only when that version is its report's highest committed set.
 const (
 	// One pass over the window's minutes: per minute the rows of its
 	// highest gen (groupUniqArray drops the identical rows of two
@@ -151,18 +151,35 @@ const (
 ARRAY JOIN recounts AS x
 WHERE x.1 = g
 GROUP BY x.2, x.3, x.4, x.5`
+	// The same over the seconds from one time to another, both
+	// included: the partial first minute of a window.
+	selectStatsSeconds = `SELECT x.2, x.3, x.4, x.5, sum(x.6), sum(x.7) FROM (
+	SELECT second, max(gen) AS g, groupUniqArray(tuple(gen, total, class, reason, provider, events, reports)) AS recounts
+	FROM stats_seconds
+	WHERE second >= toDateTime(?) AND second <= toDateTime(?)
+	GROUP BY second
+)
+ARRAY JOIN recounts AS x
+WHERE x.1 = g
+GROUP BY x.2, x.3, x.4, x.5`
 )
 
 // recountSelect counts the minutes of stats_log's rows that match where
-// ("" for all): per minute, its gen (the distinct stats_log rows it
-// read), a total row (total = 1) with the reports received, and a row per
-// (class, reason, provider) with the events counted. One scan of
-// stats_log, so one snapshot of it: of two recounts of a minute, the one
-// with the higher gen saw every row the other saw (the table only grows,
-// and a later snapshot holds an earlier one), and two with one gen saw
-// the same rows, so they agree (max over the whole row picks among rows
-// of one version, not the read order).
+// ("" for all): recountSelectBy with minutes as the unit.
 func recountSelect(where string) string {
+	return recountSelectBy("toStartOfMinute(time)", where)
+}
+
+// recountSelectBy counts the units (bucket, an expression of time) of
+// stats_log's rows that match where ("" for all): per unit, its gen (the
+// distinct stats_log rows it read), a total row (total = 1) with the
+// reports received, and a row per (class, reason, provider) with the
+// events counted. One scan of stats_log, so one snapshot of it: of two
+// recounts of a unit, the one with the higher gen saw every row the
+// other saw (the table only grows, and a later snapshot holds an earlier
+// one), and two with one gen saw the same rows, so they agree (max over
+// the whole row picks among rows of one version, not the read order).
+func recountSelectBy(bucket, where string) string {
 	if where != "" {
 		where = "\n\t\t\tWHERE " + where
 	}
@@ -176,7 +193,7 @@ FROM (
 			arrayMap(x -> (x.2, x.3, x.4, x.5), arrayFilter(x -> report_id = '' OR (committed AND x.1 = setv),
 				groupArrayIf(top, kind = 'event'))) AS counted
 		FROM (
-			SELECT toStartOfMinute(time) AS minute, kind, report_id, id,
+			SELECT ` + bucket + ` AS minute, kind, report_id, id,
 				uniqExact(time, version, class, reason, provider) AS keys,
 				max(tuple(version, toUInt8(0), toString(class), reason, provider)) AS top
 			FROM stats_log` + where + `
@@ -190,9 +207,31 @@ ARRAY JOIN elems AS e
 GROUP BY minute, gen, e`
 }
 
-// selectRecountRange recounts the stats_log rows from one time to
-// another, both included: the partial first minute of a Stats window.
-var selectRecountRange = recountSelect("time >= toDateTime(?) AND time <= toDateTime(?)")
+// sumSecondsSelect sums the seconds of stats_seconds that match where
+// into their minutes, as stats_minutes rows: per second the rows of its
+// highest gen (groupUniqArray drops the identical rows of two recounts
+// with one gen), per minute their sums by (total, class, reason,
+// provider), stamped with 2 × the sum of the seconds' highest gens + 1.
+// One scan of stats_seconds, so one snapshot: a later sum saw each second
+// at a gen at least as high, so its gen is at least as high, and equal
+// gens mean every second at the same recount.
+func sumSecondsSelect(where string) string {
+	return `SELECT minute, 2 * gen + 1, e.1, e.2, e.3, e.4, sum(e.5), sum(e.6)
+FROM (
+	SELECT toStartOfMinute(second) AS minute, sum(g) AS gen, groupArrayArray(rows) AS elems
+	FROM (
+		SELECT second, max(gen) AS g,
+			arrayMap(x -> (x.2, x.3, x.4, x.5, x.6, x.7), arrayFilter(x -> x.1 = g,
+				groupUniqArray(tuple(gen, total, class, reason, provider, events, reports)))) AS rows
+		FROM stats_seconds
+		WHERE ` + where + `
+		GROUP BY second
+	)
+	GROUP BY minute
+)
+ARRAY JOIN elems AS e
+GROUP BY minute, gen, e.1, e.2, e.3, e.4`
+}
 
 // Stats counts reports received and events by class since a time; see
 // store.Store. The two counts are separate queries: ClickHouse has no
@@ -213,16 +252,16 @@ func (s *Store) Stats(ctx context.Context, since time.Time) (store.Stats, error)
 func (s *Store) stats(ctx context.Context, since time.Time) (store.Stats, error) {
 	st := store.NewStats(since)
 	from := clampSeconds(since)
-	// Whole minutes from the rollup; the seconds of a window that starts
-	// inside a minute recounted from stats_log.
+	// Whole minutes from stats_minutes; the seconds of a window that
+	// starts inside a minute from stats_seconds.
 	whole := uint64(from)
 	if from%60 != 0 {
 		whole = whole - whole%60 + 60
-		rows, err := s.conn.Query(ctx, selectRecountRange, from, uint32(min(whole-1, math.MaxUint32)))
+		rows, err := s.conn.Query(ctx, selectStatsSeconds, from, uint32(min(whole-1, math.MaxUint32)))
 		if err != nil {
 			return st, err
 		}
-		err = addStatsRows(&st, rows, true)
+		err = addStatsRows(&st, rows)
 		rows.Close()
 		if err != nil {
 			return st, err
@@ -234,7 +273,7 @@ func (s *Store) stats(ctx context.Context, since time.Time) (store.Stats, error)
 		return st, err
 	}
 	defer rows.Close()
-	return st, addStatsRows(&st, rows, false)
+	return st, addStatsRows(&st, rows)
 }
 
 // statsRows is what addStatsRows reads: driver.Rows' part it uses.
@@ -245,20 +284,15 @@ type statsRows interface {
 }
 
 // addStatsRows adds rows of (total, class, reason, provider, events,
-// reports) to st; recount rows have the minute and gen first.
-func addStatsRows(st *store.Stats, rows statsRows, recount bool) error {
+// reports) to st.
+func addStatsRows(st *store.Stats, rows statsRows) error {
 	for rows.Next() {
 		var (
-			minute                  time.Time
-			gen, events, reports    uint64
+			events, reports         uint64
 			total                   uint8
 			class, reason, provider string
 		)
-		dest := []any{&total, &class, &reason, &provider, &events, &reports}
-		if recount {
-			dest = append([]any{&minute, &gen}, dest...)
-		}
-		if err := rows.Scan(dest...); err != nil {
+		if err := rows.Scan(&total, &class, &reason, &provider, &events, &reports); err != nil {
 			return err
 		}
 		if total == 1 {
