@@ -34,7 +34,7 @@ commands:
   verp sign|verify ...                      make or check a VERP return path
   reclassify --since DURATION [--dry-run]   classify stored reports again with the current rules
   suppressions export|import ...            export or import suppressions over the HTTP API
-  recount-stats --clickhouse-dsn DSN        rebuild ClickHouse's per-minute Stats rollup from the stored rows
+  recount-stats --clickhouse-dsn DSN        rebuild ClickHouse's Stats rollup from the stored rows
 `
 
 // run dispatches a command line and returns the process exit status.

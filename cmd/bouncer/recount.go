@@ -15,11 +15,11 @@ import (
 )
 
 // runRecountStats is `bouncer recount-stats`: rebuild ClickHouse's
-// per-minute Stats rollup from the stored rows (clickhouse.Store
-// RecountStats), after writers older than migration 6 ran against the
-// database, or after a Write failed midway and was never retried
-// (store/clickhouse doc.go, "Query plans"). SQLite counts from its rows
-// directly and has nothing to recount.
+// per-second and per-minute Stats rollup from the stored rows
+// (clickhouse.Store RecountStats), after writers older than migration 7
+// ran against the database, or after a Write failed midway and was never
+// retried (store/clickhouse doc.go, "Query plans"). SQLite keeps its
+// rollup in each write's transaction and has nothing to recount.
 func runRecountStats(args []string, stdout, stderr io.Writer) int {
 	fl := flag.NewFlagSet("recount-stats", flag.ContinueOnError)
 	fl.SetOutput(stderr)
