@@ -108,6 +108,11 @@ func TestStatsRollup(t *testing.T) {
 				if err := s.Write(ctx, reports, events); err != nil {
 					t.Fatalf("batch %d: %v", batch, err)
 				}
+				// A wrong count stays wrong, so every fourth batch is
+				// checked (the whole comparison is slow under -race).
+				if batch%4 != 3 {
+					continue
+				}
 				for _, since := range windows {
 					got, err := s.Stats(ctx, since)
 					if err != nil {
