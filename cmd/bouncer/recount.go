@@ -39,7 +39,7 @@ func runRecountStats(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if *dsn == "" {
-		fmt.Fprintln(stderr, "bouncer recount-stats: --clickhouse-dsn is required: only ClickHouse keeps a Stats rollup (SQLite counts its rows directly)")
+		fmt.Fprintln(stderr, "bouncer recount-stats: --clickhouse-dsn is required: only ClickHouse's Stats rollup can be recounted (SQLite keeps its own in each write's transaction)")
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
