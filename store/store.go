@@ -45,6 +45,19 @@ func EventID(reportID string, index int) string {
 	return hex.EncodeToString(h[:16])
 }
 
+// FoldEvent is e with only the fields a re-fold of outcomes reads
+// (ingest's Refolder, docs/outcomes.md), the others zero: what
+// RecipientsEvents promises.
+func FoldEvent(e Event) Event {
+	return Event{
+		ID: e.ID, Time: e.Time, Source: e.Source, Stream: e.Stream, ReturnPath: e.ReturnPath,
+		Event: event.Event{
+			Recipient: e.Recipient, Class: e.Class, Reason: e.Reason, Scope: e.Scope,
+			Action: e.Action, Provider: e.Provider, MessageID: e.MessageID,
+		},
+	}
+}
+
 // Stats are counts over a time window.
 type Stats struct {
 	Since           time.Time
@@ -124,7 +137,9 @@ type Store interface {
 	// trip instead of one per recipient). The map has an entry for every
 	// address asked for, keyed by the address lower-cased, holding what
 	// RecipientEvents returns for it (an empty, non-nil slice when it has
-	// none). A limit below 1 is an error; no addresses, an empty map.
+	// none), of which only the fields FoldEvent keeps are promised: an
+	// engine may leave the others zero. A limit below 1 is an error; no
+	// addresses, an empty map.
 	RecipientsEvents(ctx context.Context, addresses []string, limit int) (map[string][]Event, error)
 	// RecipientsOutcomes is RecipientOutcomes for several addresses in
 	// one read, keyed like RecipientsEvents.

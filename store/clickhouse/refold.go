@@ -51,10 +51,28 @@ func batchQuery(single string, column string, count int, more ...string) string 
 	return q
 }
 
+// foldColumns is selectRecipientEvents' tuple with the columns a fold
+// does not read (store.FoldEvent) as constants of their types, so the
+// tuple keeps its positions and the re-fold's read neither reads nor
+// carries them through argMax: the diagnostic and the MTA names are
+// most of an event's bytes.
+const (
+	allColumns = `tuple(version, report_id, idx, time, source,
+		recipient, class, reason, scope, status, reply_code, action, diagnostic,
+		remote_mta, reporting_mta, smtp_command, provider, parser, rule, message_id,
+		stream, return_path)`
+	foldColumns = `tuple(version, report_id, toUInt32(0), time, source,
+		recipient, class, reason, scope, '', toUInt16(0), action, '',
+		'', '', '', provider, '', '', message_id,
+		stream, return_path)`
+)
+
 var (
-	// t.6 is the recipient: each one's newest events, at most the limit.
+	// t.6 is the recipient: each one's newest events, at most the limit,
+	// with the fields a fold reads.
 	selectRecipientsEvents = batchQuery(selectRecipientEvents, "recipient", 2,
-		"ORDER BY t.4 DESC, id\nLIMIT ?", "ORDER BY t.6, t.4 DESC, id\nLIMIT ? BY t.6")
+		"ORDER BY t.4 DESC, id\nLIMIT ?", "ORDER BY t.6, t.4 DESC, id\nLIMIT ? BY t.6",
+		allColumns, foldColumns)
 	selectRecipientsOutcomes = batchQuery(selectRecipientOutcomes, "recipient", 1)
 	selectLatestRemovals     = batchQuery(selectLatestRemoval, "address", 1,
 		"SELECT max(time), count() FROM", "SELECT address, max(time) FROM",

@@ -140,8 +140,8 @@ func testBatchReads(t *testing.T, s store.Store) {
 			continue
 		}
 		evs := recipientEvents(t, s, addr, limit)
-		if got, ok := gotEvents[addr]; !ok || got == nil || !reflect.DeepEqual(got, evs) {
-			t.Errorf("RecipientsEvents[%s] = %v (present %t), RecipientEvents = %v", addr, ids(got), ok, ids(evs))
+		if got, ok := gotEvents[addr]; !ok || got == nil || !reflect.DeepEqual(foldEvents(got), foldEvents(evs)) {
+			t.Errorf("RecipientsEvents[%s] = %+v (present %t), RecipientEvents = %+v", addr, foldEvents(got), ok, foldEvents(evs))
 		}
 		outs := recipientOutcomes(t, s, addr)
 		if got, ok := gotOutcomes[addr]; !ok || got == nil || !reflect.DeepEqual(got, outs) {
@@ -221,4 +221,14 @@ func testBatchReads(t *testing.T, s store.Store) {
 			t.Errorf("%s after Close = %v, want store.ErrClosed", name, err)
 		}
 	}
+}
+
+// foldEvents is store.FoldEvent of each of evs: what RecipientsEvents
+// promises of RecipientEvents' events.
+func foldEvents(evs []store.Event) []store.Event {
+	out := make([]store.Event, len(evs))
+	for i, e := range evs {
+		out[i] = store.FoldEvent(e)
+	}
+	return out
 }
