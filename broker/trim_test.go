@@ -123,3 +123,83 @@ func TestEnsureStreamsKeepsWorkQueue(t *testing.T) {
 		t.Errorf("new reports stream: retention %v, want limits", got)
 	}
 }
+
+// TestTrimDropsQueuedRedelivery pins a behaviour of nats-server (v2.15.2,
+// consumer.purge) that ingest works around: a purge drops from a
+// consumer's redelivery queue every message below the next one it would
+// deliver, also those still in the stream, so a message nak'ed just
+// before a Trim is redelivered only after AckWait, not at once. Ingest
+// therefore does not trim a stream while a message it nak'ed there is
+// unsettled (ingest's TestStoreDown caught the 30 s wait). When this test
+// fails, the server has changed, and the workaround may go.
+func TestTrimDropsQueuedRedelivery(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	js := connect(t, startServer(t, t.TempDir()), nats.MaxReconnects(0))
+	for i := range 3 {
+		if _, err := js.Publish(ctx, SubjectReports, fmt.Appendf(nil, "report %d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := js.CreateOrUpdateConsumer(ctx, StreamReports, jetstream.ConsumerConfig{Durable: "ingest",
+		AckPolicy: jetstream.AckExplicitPolicy, AckWait: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// redelivered nak's the third of three messages after acking the
+	// first two, trims or not, and says whether a fetch gets it again
+	// within a second.
+	redelivered := func(trim bool) bool {
+		t.Helper()
+		b, err := c.Fetch(3, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var msgs []jetstream.Msg
+		for m := range b.Messages() {
+			msgs = append(msgs, m)
+		}
+		if len(msgs) != 3 {
+			t.Fatalf("fetched %d messages, want 3", len(msgs))
+		}
+		for _, m := range msgs[:2] {
+			if err := m.DoubleAck(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := msgs[2].Nak(); err != nil {
+			t.Fatal(err)
+		}
+		if err := js.Conn().Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if trim {
+			if floor, err := Trim(ctx, js, StreamReports); err != nil || floor == 0 {
+				t.Fatalf("Trim = %d, %v; want a purge", floor, err)
+			}
+		}
+		again, err := c.Fetch(1, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for m := range again.Messages() {
+			n++
+			if err := m.DoubleAck(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return n == 1
+	}
+	if !redelivered(false) {
+		t.Fatal("a nak'ed message was not redelivered at once without a trim")
+	}
+	for i := range 3 {
+		if _, err := js.Publish(ctx, SubjectReports, fmt.Appendf(nil, "report %d", 3+i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if redelivered(true) {
+		t.Error("a nak'ed message was redelivered at once after a trim: nats-server no longer drops it from the redelivery queue")
+	}
+}

@@ -68,7 +68,9 @@ func (p *Pipeline) deadLetter(ctx context.Context, msg jetstream.Msg, cause erro
 	}
 	if err := msg.DoubleAck(ctx); err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
 		p.log.Warn("ack of dead-lettered message failed; it will be redelivered", "error", err, "seq", seq)
+		return nil
 	}
+	p.settled(msg)
 	return nil
 }
 

@@ -41,6 +41,75 @@ type Pipeline struct {
 	storeSince time.Time // when the store started failing
 	storeFails int       // failed writes in a row
 	natsErr    error     // the last consumer or fetch error, nil after a success
+
+	naks naks
+}
+
+// naks are the messages this process nak'ed and has not acked since,
+// each until when its nak can still be waiting in the consumer's
+// redelivery queue. A stream is not trimmed while one of its messages is
+// here: nats-server's purge drops from the redelivery queue the messages
+// below the consumer's next delivery, also those still in the stream, so
+// a message nak'ed just before a trim came back only after AckWait (30 s)
+// instead of at once (broker's TestTrimDropsQueuedRedelivery; ingest's
+// TestStoreDown waited 15 s in vain, 1 run in 10 under load). Entries
+// expire at their delay plus AckWait, by when the message was delivered
+// again (to this process or another), or the server's own AckWait check
+// queued it again.
+type naks struct {
+	mu   sync.Mutex
+	open map[nakKey]time.Time
+}
+
+type nakKey struct {
+	stream string
+	seq    uint64
+}
+
+// nak asks for msg again after delay (should that fail too, AckWait
+// brings it back), and keeps its stream from being trimmed until msg is
+// acked or its nak expired.
+func (p *Pipeline) nak(msg jetstream.Msg, delay time.Duration) {
+	if md, err := msg.Metadata(); err == nil {
+		p.naks.mu.Lock()
+		if p.naks.open == nil {
+			p.naks.open = make(map[nakKey]time.Time)
+		}
+		p.naks.open[nakKey{md.Stream, md.Sequence.Stream}] = p.now().Add(delay + AckWait)
+		p.naks.mu.Unlock()
+	}
+	_ = msg.NakWithDelay(delay)
+}
+
+// settled notes that msgs were acked: their naks no longer hold trims.
+func (p *Pipeline) settled(msgs ...jetstream.Msg) {
+	p.naks.mu.Lock()
+	defer p.naks.mu.Unlock()
+	if len(p.naks.open) == 0 {
+		return
+	}
+	for _, msg := range msgs {
+		if md, err := msg.Metadata(); err == nil {
+			delete(p.naks.open, nakKey{md.Stream, md.Sequence.Stream})
+		}
+	}
+}
+
+// nakOpen reports whether a nak of stream still holds its trims,
+// forgetting the expired ones.
+func (p *Pipeline) nakOpen(stream string) bool {
+	p.naks.mu.Lock()
+	defer p.naks.mu.Unlock()
+	now, open := p.now(), false
+	for k, until := range p.naks.open {
+		switch {
+		case !now.Before(until):
+			delete(p.naks.open, k)
+		case k.stream == stream:
+			open = true
+		}
+	}
+	return open
 }
 
 // source is one stream the pipeline consumes: a reports partition, or the
@@ -452,7 +521,7 @@ func (p *Pipeline) trim(ctx context.Context, src source, every time.Duration) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := time.Now()
-	if !t.untrimmed || now.Sub(t.lastTrim) < every {
+	if !t.untrimmed || now.Sub(t.lastTrim) < every || p.nakOpen(src.stream) {
 		return
 	}
 	t.untrimmed, t.lastTrim = false, now

@@ -96,7 +96,7 @@ func (p *Pipeline) process(ctx context.Context, msgs []jetstream.Msg, srcs []sou
 			if err := p.deadLetter(wctx, msg, err); err != nil {
 				deadFails++
 				p.log.Error("cannot dead-letter; will retry", "error", err, "seq", sequence(msg))
-				nak(msg, nakDelay)
+				p.nak(msg, nakDelay)
 			}
 			continue
 		}
@@ -134,7 +134,7 @@ func (p *Pipeline) process(ctx context.Context, msgs []jetstream.Msg, srcs []sou
 			p.m.writeErrors.Inc()
 			p.setStoreErr(err)
 			for _, msg := range pending {
-				nak(msg, nakDelay)
+				p.nak(msg, nakDelay)
 			}
 			return fmt.Errorf("ingest: writing %d reports and %d events: %w", len(reports), len(events), err)
 		}
@@ -568,14 +568,18 @@ func reportReturnPath(env event.Envelope) string {
 // and is written again, to no effect.
 func (p *Pipeline) ackAll(ctx context.Context, msgs []jetstream.Msg) {
 	failed := 0
+	acked := msgs[:0:0]
 	for _, msg := range msgs {
 		if err := msg.Ack(); err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
 			failed++
 			if failed == 1 {
 				p.log.Warn("ack failed; the message will be redelivered", "error", err, "seq", sequence(msg))
 			}
+			continue
 		}
+		acked = append(acked, msg)
 	}
+	p.settled(acked...)
 	if failed > 1 {
 		p.log.Warn("acks failed; the messages will be redelivered", "messages", failed)
 	}
@@ -584,12 +588,6 @@ func (p *Pipeline) ackAll(ctx context.Context, msgs []jetstream.Msg) {
 			p.log.Warn("acks not confirmed; unconfirmed messages will be redelivered", "error", err, "messages", len(msgs)-failed)
 		}
 	}
-}
-
-// nak asks for msg again after delay; should that fail too, AckWait
-// brings it back.
-func nak(msg jetstream.Msg, delay time.Duration) {
-	_ = msg.NakWithDelay(delay)
 }
 
 // highestSequences is the highest stream sequence among msgs, by
