@@ -104,8 +104,8 @@ func (s *Store) Stats(ctx context.Context, since time.Time) (store.Stats, error)
 func (s *Store) stats(ctx context.Context, since time.Time) (store.Stats, error) {
 	st := store.NewStats(since)
 	from := clampUnixNano(since)
-	whole := minuteOf(from)
-	if from%nsPerMinute != 0 {
+	whole, partial := minuteOf(from), from%nsPerMinute != 0
+	if partial {
 		whole++
 	}
 
@@ -134,7 +134,7 @@ func (s *Store) stats(ctx context.Context, since time.Time) (store.Stats, error)
 		}
 		return rows.Err()
 	}
-	if from%nsPerMinute != 0 {
+	if partial {
 		// The seconds before the first whole minute, to its start or, when
 		// that is past the last nanosecond, to the end.
 		to := int64(math.MaxInt64)
