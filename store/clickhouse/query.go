@@ -138,31 +138,28 @@ func (s *Store) RecipientEvents(ctx context.Context, address string, limit int) 
 // "Query plans" and write.go's recount. A second's recount counts each
 // report id once, and each event id once, in the class of its highest
 // version, only when that version is its report's highest committed set.
-const (
-	// One pass over the window's minutes: per minute the rows of its
-	// highest gen (groupUniqArray drops the identical rows of two
-	// recounts with one gen), then summed by group.
-	selectStatsMinutes = `SELECT x.2, x.3, x.4, x.5, sum(x.6), sum(x.7) FROM (
-	SELECT minute, max(gen) AS g, groupUniqArray(tuple(gen, total, class, reason, provider, events, reports)) AS recounts
-	FROM stats_minutes
-	WHERE minute >= toDateTime(?)
-	GROUP BY minute
+var (
+	// The window's whole minutes.
+	selectStatsMinutes = statsSelect("stats_minutes", "minute", "minute >= toDateTime(?)")
+	// The seconds from one time to another, both included: the partial
+	// first minute of a window.
+	selectStatsSeconds = statsSelect("stats_seconds", "second", "second >= toDateTime(?) AND second <= toDateTime(?)")
+)
+
+// statsSelect reads the units (unit, a column of table) that match where
+// in one pass: per unit the rows of its highest gen (groupUniqArray drops
+// the identical rows of two recounts with one gen), then summed by group.
+func statsSelect(table, unit, where string) string {
+	return `SELECT x.2, x.3, x.4, x.5, sum(x.6), sum(x.7) FROM (
+	SELECT ` + unit + `, max(gen) AS g, groupUniqArray(tuple(gen, total, class, reason, provider, events, reports)) AS recounts
+	FROM ` + table + `
+	WHERE ` + where + `
+	GROUP BY ` + unit + `
 )
 ARRAY JOIN recounts AS x
 WHERE x.1 = g
 GROUP BY x.2, x.3, x.4, x.5`
-	// The same over the seconds from one time to another, both
-	// included: the partial first minute of a window.
-	selectStatsSeconds = `SELECT x.2, x.3, x.4, x.5, sum(x.6), sum(x.7) FROM (
-	SELECT second, max(gen) AS g, groupUniqArray(tuple(gen, total, class, reason, provider, events, reports)) AS recounts
-	FROM stats_seconds
-	WHERE second >= toDateTime(?) AND second <= toDateTime(?)
-	GROUP BY second
-)
-ARRAY JOIN recounts AS x
-WHERE x.1 = g
-GROUP BY x.2, x.3, x.4, x.5`
-)
+}
 
 // recountSelect counts the minutes of stats_log's rows that match where
 // ("" for all): recountSelectBy with minutes as the unit.
