@@ -138,6 +138,13 @@ func (p *Pipeline) reportSource(stream string) source {
 	return source{stream: stream, subject: broker.ReportSubject(i), durable: p.cfg.Durable, trims: &trimState{}}
 }
 
+// The kinds of batches, each with its processing loop and batch limit
+// (the label of bouncer_ingest_batch_limit).
+const (
+	kindReports  = "reports"
+	kindAttempts = "attempts"
+)
+
 // New checks cfg and registers the pipeline's metrics on cfg.Registerer.
 func New(cfg Config) (*Pipeline, error) {
 	if err := cfg.Validate(); err != nil {
@@ -150,6 +157,12 @@ func New(cfg Config) (*Pipeline, error) {
 	}
 	p := &Pipeline{cfg: cfg, log: cfg.Logger.With("component", "ingest"), m: m, now: time.Now, fetching: make(chan struct{}, reportFetches)}
 	p.refolder = &Refolder{Store: cfg.Store, Policy: cfg.Policy, Now: func() time.Time { return p.now() }}
+	// The batch limits' series exist from the start, at BatchSize, as
+	// Run will set them: a scrape before Run began found the family
+	// missing (cmd/bouncer's TestMetricsExposed, once under -race).
+	for _, kind := range []string{kindReports, kindAttempts} {
+		m.batchLimit.WithLabelValues(kind).Set(float64(cfg.BatchSize))
+	}
 	return p, nil
 }
 
@@ -177,7 +190,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	var processing, fetching sync.WaitGroup
 	reports, attempts := make(chan fetched), make(chan fetched)
 	// Each kind's batch limit is shared by its loop and its fetchers.
-	reportsLimit, attemptsLimit := p.newBatchLimit("reports"), p.newBatchLimit("attempts")
+	reportsLimit, attemptsLimit := p.newBatchLimit(kindReports), p.newBatchLimit(kindAttempts)
 	processing.Go(func() { p.processLoop(ctx, reports, reportsLimit) })
 	processing.Go(func() { p.processLoop(ctx, attempts, attemptsLimit) })
 	defer processing.Wait()
