@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -76,6 +77,15 @@ type Publisher struct {
 	AttemptTimeout time.Duration
 	// Health, when set, learns the outcome of every publish.
 	Health *PublishHealth
+	// BundleBytes bounds the data of a bundle (HeaderBundle);
+	// DefaultBundleBytes when zero. Below zero every report is published
+	// alone.
+	BundleBytes int
+
+	mu     sync.Mutex
+	queues map[int]chan *pendingReport // by partition, each with its publisher
+	quit   chan struct{}               // closed by Close
+	wg     sync.WaitGroup
 }
 
 // Publish stores raw in its reports partition (ReportPartition of env.ID)
@@ -84,6 +94,15 @@ type Publisher struct {
 // SyncAlways). A resend of the same bytes within ReportsDuplicates goes to
 // the same partition and is acknowledged as a duplicate, stored once;
 // that is success too.
+//
+// Reports that wait for their partition while the message before them is
+// being stored go together, as one bundle (HeaderBundle), which the
+// stream stores and syncs at once: under load a partition's fsync is
+// shared by every report that came while the one before it ran. A report
+// that finds its partition idle goes alone, as above. JetStream's
+// duplicate window does not see the reports of a bundle one by one: the
+// store's idempotent Write stores a resent report once (as it does after
+// the window, ReportsDuplicates).
 func (p *Publisher) Publish(ctx context.Context, env event.Envelope, raw []byte) error {
 	if env.ID == "" {
 		return errors.New("broker: publishing report: envelope has no id")
@@ -95,26 +114,211 @@ func (p *Publisher) Publish(ctx context.Context, env event.Envelope, raw []byte)
 	if len(hdr) > MaxEnvelopeBytes {
 		return fmt.Errorf("broker: publishing report %s: envelope is %d bytes, over %d", env.ID, len(hdr), MaxEnvelopeBytes)
 	}
-	timeout := p.Timeout
-	if timeout <= 0 {
-		timeout = DefaultPublishTimeout
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	ctx, cancel := context.WithTimeout(ctx, p.timeout())
 	defer cancel()
-
 	part := ReportPartition(env.ID, p.Partitions)
+	if p.BundleBytes < 0 {
+		return p.publish(ctx, part, []*pendingReport{{env: env, hdr: hdr, raw: raw}})
+	}
+	q, err := p.queue(part)
+	if err != nil {
+		return fmt.Errorf("broker: publishing report %s: %w", env.ID, err)
+	}
+	w := &pendingReport{ctx: ctx, env: env, hdr: hdr, raw: raw, done: make(chan error, 1)}
+	select {
+	case q <- w:
+	case <-ctx.Done():
+		return fmt.Errorf("broker: publishing report %s: %w: waiting for its partition: %w", env.ID, ErrUnavailable, ctx.Err())
+	case <-p.quit:
+		return fmt.Errorf("broker: publishing report %s: %w", env.ID, ErrPublisherClosed)
+	}
+	select {
+	case err := <-w.done:
+		return err
+	case <-ctx.Done():
+		err := fmt.Errorf("broker: publishing report %s: %w: %w", env.ID, ErrUnavailable, ctx.Err())
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			// Not stored in time, whatever the publish in flight does
+			// later: a failure for /readyz as well.
+			p.Health.record(err)
+		}
+		return err
+	}
+}
+
+// ErrPublisherClosed is returned by Publish after Close.
+var ErrPublisherClosed = errors.New("publisher closed")
+
+// pendingReport is one Publish waiting for its partition's publisher.
+type pendingReport struct {
+	ctx  context.Context // the caller's; a report it gave up on is not sent
+	env  event.Envelope
+	hdr  []byte // env as JSON
+	raw  []byte
+	done chan error
+}
+
+func (p *Publisher) timeout() time.Duration {
+	if p.Timeout > 0 {
+		return p.Timeout
+	}
+	return DefaultPublishTimeout
+}
+
+// queue returns the queue of a partition, starting its publisher on
+// first use.
+func (p *Publisher) queue(part int) (chan<- *pendingReport, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.quit == nil {
+		p.quit = make(chan struct{})
+	}
+	select {
+	case <-p.quit:
+		return nil, ErrPublisherClosed
+	default:
+	}
+	if p.queues == nil {
+		p.queues = map[int]chan *pendingReport{}
+	}
+	q, ok := p.queues[part]
+	if !ok {
+		q = make(chan *pendingReport, MaxBundleReports)
+		p.queues[part] = q
+		quit := p.quit
+		p.wg.Go(func() { p.run(part, q, quit) })
+	}
+	return q, nil
+}
+
+// Close stops the partitions' publishers once the reports they hold are
+// published; a Publish after it fails with ErrPublisherClosed.
+func (p *Publisher) Close() {
+	p.mu.Lock()
+	if p.quit == nil {
+		p.quit = make(chan struct{})
+	}
+	select {
+	case <-p.quit:
+	default:
+		close(p.quit)
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
+}
+
+// run publishes a partition's reports: what waits in q when one publish
+// is acknowledged goes in the next, bundled, up to MaxBundleReports and
+// the bundle bytes.
+func (p *Publisher) run(part int, q chan *pendingReport, quit <-chan struct{}) {
+	limit := p.BundleBytes
+	if limit == 0 {
+		limit = DefaultBundleBytes
+	}
+	var carry *pendingReport
+	for {
+		first := carry
+		carry = nil
+		if first == nil {
+			select {
+			case first = <-q:
+			case <-quit:
+				// Publish no longer queues: what is queued now is all.
+				for {
+					select {
+					case w := <-q:
+						w.done <- p.publish(w.ctx, part, []*pendingReport{w})
+					default:
+						return
+					}
+				}
+			}
+		}
+		batch := []*pendingReport{first}
+		size := bundledSize(len(first.hdr), len(first.raw))
+	fill:
+		for len(batch) < MaxBundleReports {
+			select {
+			case w := <-q:
+				s := bundledSize(len(w.hdr), len(w.raw))
+				if size+s > limit {
+					carry = w
+					break fill
+				}
+				batch = append(batch, w)
+				size += s
+			default:
+				break fill
+			}
+		}
+		// Reports whose sender gave up are not sent: it was answered 451
+		// and sends them again.
+		live := batch[:0]
+		for _, w := range batch {
+			if err := w.ctx.Err(); err != nil {
+				w.done <- fmt.Errorf("broker: publishing report %s: %w: %w", w.env.ID, ErrUnavailable, err)
+				continue
+			}
+			live = append(live, w)
+		}
+		if len(live) == 0 {
+			continue
+		}
+		// The publish lasts as long as the sender that waits the least
+		// still waits.
+		deadline := time.Now().Add(p.timeout())
+		for _, w := range live {
+			if d, ok := w.ctx.Deadline(); ok && d.Before(deadline) {
+				deadline = d
+			}
+		}
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		err := p.publish(ctx, part, live)
+		cancel()
+		for _, w := range live {
+			w.done <- err
+		}
+	}
+}
+
+// publish stores reports as one message of partition part: a plain one
+// for a single report, a bundle for more. It sends the message again,
+// with the same message id, while JetStream is unavailable and ctx lasts.
+func (p *Publisher) publish(ctx context.Context, part int, reports []*pendingReport) error {
 	stream := ReportStream(part)
-	msg := &nats.Msg{Subject: ReportSubject(part), Data: raw, Header: nats.Header{}}
-	msg.Header.Set(HeaderEnvelope, string(hdr))
+	msg := &nats.Msg{Subject: ReportSubject(part), Header: nats.Header{}}
+	var id, what string
+	if len(reports) == 1 {
+		r := reports[0]
+		msg.Data = r.raw
+		msg.Header.Set(HeaderEnvelope, string(r.hdr))
+		id, what = r.env.ID, "report "+r.env.ID
+	} else {
+		size := 0
+		for _, r := range reports {
+			size += bundledSize(len(r.hdr), len(r.raw))
+		}
+		data := make([]byte, 0, size)
+		h := sha256.New()
+		for _, r := range reports {
+			data = appendBundled(data, r.hdr, r.raw)
+			h.Write([]byte(r.env.ID))
+		}
+		msg.Data = data
+		msg.Header.Set(HeaderBundle, strconv.Itoa(len(reports)))
+		id = "bundle-" + hex.EncodeToString(h.Sum(nil))
+		what = fmt.Sprintf("report %s in a bundle of %d", reports[0].env.ID, len(reports))
+	}
 	// A duplicate ack (PubAck.Duplicate) means the bytes are stored
 	// already: success like any other ack.
 	attempt := p.AttemptTimeout
 	if attempt <= 0 {
 		attempt = DefaultPublishAttemptTimeout
 	}
+	var err error
 	for {
 		actx, acancel := context.WithTimeout(ctx, attempt)
-		_, err = p.JS.PublishMsg(actx, msg, jetstream.WithMsgID(env.ID), jetstream.WithExpectStream(stream))
+		_, err = p.JS.PublishMsg(actx, msg, jetstream.WithMsgID(id), jetstream.WithExpectStream(stream))
 		acancel()
 		if err == nil || !IsUnavailable(err) || ctx.Err() != nil {
 			break
@@ -131,9 +335,9 @@ func (p *Publisher) Publish(ctx context.Context, env event.Envelope, raw []byte)
 	p.Health.record(err)
 	if err != nil {
 		if IsUnavailable(err) {
-			return fmt.Errorf("broker: publishing report %s: %w: %w", env.ID, ErrUnavailable, err)
+			return fmt.Errorf("broker: publishing %s: %w: %w", what, ErrUnavailable, err)
 		}
-		return fmt.Errorf("broker: publishing report %s: %w", env.ID, err)
+		return fmt.Errorf("broker: publishing %s: %w", what, err)
 	}
 	return nil
 }

@@ -3,7 +3,9 @@ package ingest
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -135,10 +137,39 @@ func (e *env) stop() {
 func (e *env) publish(raw []byte) event.Envelope {
 	e.t.Helper()
 	en := envelopeOf(raw)
-	if err := (&broker.Publisher{JS: e.js}).Publish(context.Background(), en, raw); err != nil {
+	p := &broker.Publisher{JS: e.js}
+	defer p.Close()
+	if err := p.Publish(context.Background(), en, raw); err != nil {
 		e.t.Fatalf("Publish: %v", err)
 	}
 	return en
+}
+
+// publishBundle publishes reports as one bundle (broker.HeaderBundle)
+// saying it holds count of them, written here from the format's
+// description rather than by the Publisher, and returns their envelopes.
+func (e *env) publishBundle(count string, raws ...[]byte) []event.Envelope {
+	e.t.Helper()
+	var data []byte
+	var envs []event.Envelope
+	for _, raw := range raws {
+		en := envelopeOf(raw)
+		hdr, err := json.Marshal(en)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		data = binary.AppendUvarint(data, uint64(len(hdr)))
+		data = append(data, hdr...)
+		data = binary.AppendUvarint(data, uint64(len(raw)))
+		data = append(data, raw...)
+		envs = append(envs, en)
+	}
+	m := &nats.Msg{Subject: broker.SubjectReports, Data: data, Header: nats.Header{}}
+	m.Header.Set(broker.HeaderBundle, count)
+	if _, err := e.js.PublishMsg(context.Background(), m); err != nil {
+		e.t.Fatal(err)
+	}
+	return envs
 }
 
 // pipeline is a running Pipeline and what a test looks at.
@@ -358,6 +389,48 @@ func TestIngestReport(t *testing.T) {
 		return err != nil && strings.Contains(err.Error(), "NATS connection")
 	})
 	t.Logf("Ready with NATS down: %v", p.Ready())
+}
+
+// TestIngestBundle publishes a bundle of three reports, the third the
+// first's bytes again, and a bundle that says it holds two but holds
+// one: the first bundle's two reports are stored with their events, the
+// second bundle is dead-lettered whole, and both messages are acked.
+func TestIngestBundle(t *testing.T) {
+	e := newEnv(t)
+	st := newFaultStore(t)
+	p := e.run(st)
+	one, two := dsnReport("one@example.org", "b1"), dsnReport("two@example.org", "b2")
+	envs := e.publishBundle("3", one, two, one)
+	bad := e.publishBundle("2", dsnReport("lost@example.org", "b3"))
+
+	waitFor(t, "the reports in the store", func() bool { r, _, _ := st.snapshot(); return len(r) == 2 })
+	dl := nextDeadLetter(t, e)
+	if dl.Headers().Get(broker.HeaderBundle) != "2" || !strings.Contains(dl.Headers().Get(broker.HeaderDeadLetterError), "bad bundle") {
+		t.Errorf("dead letter: %s %q, error %q; want the bad bundle", broker.HeaderBundle, dl.Headers().Get(broker.HeaderBundle),
+			dl.Headers().Get(broker.HeaderDeadLetterError))
+	}
+	waitFor(t, "the acks", func() bool { return e.streamMsgs(broker.StreamReports) == 0 })
+	reports, events, _ := st.snapshot()
+	for i, rcpt := range []string{"one@example.org", "two@example.org"} {
+		rep, ok := reports[envs[i].ID]
+		if !ok {
+			t.Errorf("report %d not stored", i)
+			continue
+		}
+		if rep.Helo != envs[i].Helo || len(rep.Raw) == 0 {
+			t.Errorf("report %d stored as %+v", i, rep.Envelope)
+		}
+		ev, ok := events[store.EventID(envs[i].ID, 0)]
+		if !ok || ev.Recipient != rcpt || ev.Class != event.ClassHard || ev.ReportID != envs[i].ID {
+			t.Errorf("report %d's event: %+v, %v; want %s hard", i, ev, ok, rcpt)
+		}
+	}
+	if _, ok := reports[bad[0].ID]; ok {
+		t.Error("a report of the bad bundle was stored")
+	}
+	if got := metric(t, p.reg, "bouncer_reports_processed_total", nil); got != 2 {
+		t.Errorf("bouncer_reports_processed_total = %v, want 2", got)
+	}
 }
 
 // TestIngestDuplicates publishes the same bytes twice within the dedup

@@ -27,6 +27,7 @@ func TestPartitions(t *testing.T) {
 	}
 	st := newFaultStore(t)
 	pub := &broker.Publisher{JS: e.js, Partitions: 2}
+	defer pub.Close()
 	const first, second = 20, 40
 	perStream := map[string]int{}
 	publish := func(i int) {

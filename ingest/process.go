@@ -37,11 +37,19 @@ const (
 
 // decoded is what one message contributes to a batch's write.
 type decoded struct {
-	report *store.Report // nil when the message carries no report
-	events []store.Event
-	// results are, for a sync reply log, each event's synclog result,
-	// parallel to events.
+	// reports are the reports the message carries, with their events:
+	// one, or a bundle's (broker.HeaderBundle); none for a sync reply log.
+	reports []reportEvents
+	// events are a sync reply log's, and results each one's synclog
+	// result, parallel to events.
+	events  []store.Event
 	results []synclog.Result
+}
+
+// reportEvents is a report and the events classify found in it.
+type reportEvents struct {
+	report store.Report
+	events []store.Event
 }
 
 // unreadable is a message's failure to decode: it goes to the dead-letter
@@ -101,7 +109,7 @@ func (p *Pipeline) process(ctx context.Context, msgs []jetstream.Msg, srcs []sou
 			continue
 		}
 		pending = append(pending, msg)
-		if d.report == nil {
+		if d.reports == nil {
 			// A sync reply log: events only, deduplicated by id.
 			for i, ev := range d.events {
 				if !seen["event/"+ev.ID] {
@@ -116,16 +124,19 @@ func (p *Pipeline) process(ctx context.Context, msgs []jetstream.Msg, srcs []sou
 			}
 			continue
 		}
-		if seen[d.report.ID] {
-			// The same bytes twice in one batch (published again after
-			// the dedup window): written once, both acked.
-			continue
-		}
-		seen[d.report.ID] = true
-		reports = append(reports, *d.report)
-		events = append(events, d.events...)
-		if d.report.Received.After(newest) {
-			newest = d.report.Received
+		for _, r := range d.reports {
+			if seen[r.report.ID] {
+				// The same bytes twice in one batch (published again
+				// after the dedup window, or in a bundle): written
+				// once, both acked.
+				continue
+			}
+			seen[r.report.ID] = true
+			reports = append(reports, r.report)
+			events = append(events, r.events...)
+			if r.report.Received.After(newest) {
+				newest = r.report.Received
+			}
 		}
 	}
 
@@ -517,26 +528,38 @@ func (p *Pipeline) decode(msg jetstream.Msg) (d decoded, err error) {
 	}
 }
 
-// decodeReport reads a raw report: its envelope, and the events classify
-// finds in it. A report classify cannot parse is stored with its
-// ParseError and no events; one it cannot even decode is unreadable.
+// decodeReport reads a reports stream's message: its report, or a
+// bundle's reports (broker.DecodeReports), each with its envelope and
+// the events classify finds in it. A report classify cannot parse is
+// stored with its ParseError and no events; a message that cannot even
+// be decoded is unreadable, a bundle as a whole.
 func (p *Pipeline) decodeReport(msg jetstream.Msg, md *jetstream.MsgMetadata) (decoded, error) {
-	env, raw, err := broker.DecodeReport(msg)
+	bundled, err := broker.DecodeReports(msg)
 	if err != nil {
 		return decoded{}, &unreadable{reason: deadDecode, err: err}
 	}
-	if env.Received.IsZero() {
-		env.Received = md.Timestamp
+	d := decoded{reports: make([]reportEvents, 0, len(bundled))}
+	for _, b := range bundled {
+		d.reports = append(d.reports, p.classifyReport(b.Envelope, b.Raw, md.Timestamp))
 	}
-	rep := &store.Report{Envelope: env, Raw: raw}
+	return d, nil
+}
+
+// classifyReport is one report with its events; a report with no
+// received time takes stored, its message's time in JetStream.
+func (p *Pipeline) classifyReport(env event.Envelope, raw []byte, stored time.Time) reportEvents {
+	if env.Received.IsZero() {
+		env.Received = stored
+	}
+	r := reportEvents{report: store.Report{Envelope: env, Raw: raw}}
 	evs, err := p.cfg.Classifier.Bytes(raw)
 	if err != nil {
-		rep.ParseError = err.Error()
+		r.report.ParseError = err.Error()
 	}
-	d := decoded{report: rep, events: make([]store.Event, 0, len(evs))}
+	r.events = make([]store.Event, 0, len(evs))
 	returnPath := reportReturnPath(env)
 	for i, ev := range evs {
-		d.events = append(d.events, store.Event{
+		r.events = append(r.events, store.Event{
 			ID:         store.EventID(env.ID, i),
 			ReportID:   env.ID,
 			Index:      i,
@@ -547,7 +570,7 @@ func (p *Pipeline) decodeReport(msg jetstream.Msg, md *jetstream.MsgMetadata) (d
 			Event:      ev,
 		})
 	}
-	return d, nil
+	return r
 }
 
 // reportReturnPath is a report's correlation return path

@@ -48,11 +48,13 @@ func newHarness(t testing.TB, mod func(*Config)) *harness {
 		t.Fatal(err)
 	}
 	h.signer = &verp.Signer{Keys: keys}
+	pub := &broker.Publisher{JS: h.js, Timeout: 2 * time.Second}
+	t.Cleanup(pub.Close)
 	cfg := Config{
 		Hostname:   "bouncer.test",
 		Domains:    []string{testDomain},
 		Signer:     h.signer,
-		Publisher:  &broker.Publisher{JS: h.js, Timeout: 2 * time.Second},
+		Publisher:  pub,
 		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Registerer: h.reg,
 	}

@@ -358,6 +358,7 @@ GROUP BY statement ORDER BY server_ms DESC LIMIT 8 FORMAT PrettyCompactNoEscapes
 // a time, each acknowledged by JetStream (fsynced).
 func publishAll(ctx context.Context, js jetstream.JetStream, reports []report, partitions int) error {
 	pub := &broker.Publisher{JS: js, Partitions: partitions}
+	defer pub.Close()
 	var (
 		next atomic.Int64
 		wg   sync.WaitGroup

@@ -39,15 +39,16 @@ type Service struct {
 
 	SMTPAddr, HTTPAddr, NATSURL string // where it listens, known after Start
 
-	nats    *broker.Embedded
-	nc      *nats.Conn
-	smtp    *smtpd.Server
-	http    *http.Server
-	store   store.Store
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-	errc    chan error
-	stopped sync.Once
+	nats      *broker.Embedded
+	nc        *nats.Conn
+	smtp      *smtpd.Server
+	publisher *broker.Publisher // the listener's; closed once its sessions ended
+	http      *http.Server
+	store     store.Store
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	errc      chan error
+	stopped   sync.Once
 }
 
 // Start brings every part up, in dependency order, and returns once the
@@ -178,13 +179,14 @@ func Start(ctx context.Context, opts Options, log *slog.Logger, reg *prometheus.
 		}
 		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
+	s.publisher = &broker.Publisher{JS: js, Partitions: opts.Partitions, Timeout: smtpd.DefaultPublishTimeout, Health: published}
 	s.smtp, err = smtpd.New(smtpd.Config{
 		Hostname: opts.Hostname, Domains: opts.Domains, Signer: signer, AcceptUnsigned: opts.AcceptUnsigned,
 		MaxMessageBytes: opts.MaxMessageBytes, MaxInflightBytes: opts.MaxInflightBytes, MaxRecipients: opts.MaxRecipients,
 		MaxConnections: opts.MaxConnections, MaxConnsPerIP: opts.MaxConnsPerIP,
 		ReadTimeout: opts.ReadTimeout, WriteTimeout: opts.WriteTimeout,
 		CommandTimeout: opts.CommandTimeout, EnvelopeTimeout: opts.EnvelopeTimeout,
-		TLSConfig: tlsConfig, Publisher: &broker.Publisher{JS: js, Partitions: opts.Partitions, Timeout: smtpd.DefaultPublishTimeout, Health: published},
+		TLSConfig: tlsConfig, Publisher: s.publisher,
 		Logger: log.With("component", "smtpd"), Registerer: reg,
 	})
 	if err != nil {
@@ -221,6 +223,10 @@ func (s *Service) Stop(ctx context.Context) error {
 				err = fmt.Errorf("SMTP shutdown: %w", e)
 			}
 			cancel()
+		}
+		if s.publisher != nil {
+			// Every session has ended: no report waits to be published.
+			s.publisher.Close()
 		}
 		if s.cancel != nil {
 			s.cancel()

@@ -87,6 +87,7 @@ Diagnostic-Code: smtp; 550 5.1.1 <user%[1]d@example.net>: User unknown
 // between them.
 func publish(t *testing.T, js jetstream.JetStream, from, to int, pause time.Duration) {
 	p := &broker.Publisher{JS: js}
+	defer p.Close()
 	for i := from; i < to; i++ {
 		env, raw := report(i)
 		if err := p.Publish(context.Background(), env, raw); err != nil {
