@@ -14,6 +14,7 @@ import (
 	"github.com/bouncer-mail/bouncer/event"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // HeaderEnvelope holds a report's event.Envelope as JSON.
@@ -81,6 +82,9 @@ type Publisher struct {
 	// DefaultBundleBytes when zero. Below zero every report is published
 	// alone.
 	BundleBytes int
+	// Sizes, when set, observes the reports of every message published:
+	// 1 for a report alone, the count of a bundle.
+	Sizes prometheus.Observer
 
 	mu     sync.Mutex
 	queues map[int]chan *pendingReport // by partition, each with its publisher
@@ -333,6 +337,9 @@ func (p *Publisher) publish(ctx context.Context, part int, reports []*pendingRep
 		}
 	}
 	p.Health.record(err)
+	if err == nil && p.Sizes != nil {
+		p.Sizes.Observe(float64(len(reports)))
+	}
 	if err != nil {
 		if IsUnavailable(err) {
 			return fmt.Errorf("broker: publishing %s: %w: %w", what, ErrUnavailable, err)

@@ -44,12 +44,13 @@ const (
 	// 10 MiB of message; the rest is room for headers.
 	ReportsMaxMsgSize = 12 << 20
 	// ReportsDuplicates is the dedup window for reports: a resend of the
-	// same bytes within it (a publish retried after a timeout whose first
-	// try had landed) is stored once. Beyond it the store's idempotent
-	// Write is the dedup, so a remote MTA's resend after a 451 (Postfix
-	// retries after 5 minutes) is stored twice in the stream and once in
-	// the store. The window costs the server about 160 bytes of heap per
-	// report received within it (measured: 150,000 ids held 24.4 MB): at
+	// same message within it (a publish retried after a timeout whose
+	// first try had landed, a report alone or a whole bundle) is stored
+	// once. For a report resent in another bundle, or beyond the
+	// window, the store's idempotent Write is the dedup: a remote MTA's
+	// resend after a 451 (Postfix retries after 5 minutes) is stored
+	// twice in the stream and once in the store. The window costs the
+	// server about 160 bytes of heap per message received within it (measured: 150,000 ids held 24.4 MB): at
 	// 15 minutes, as before, a soak at 1,170 reports/s held about 170 MB
 	// and its RSS passed 512 MiB after 13 minutes; 2 minutes, NATS's own
 	// default, holds a seventh of that.

@@ -179,7 +179,15 @@ func Start(ctx context.Context, opts Options, log *slog.Logger, reg *prometheus.
 		}
 		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
-	s.publisher = &broker.Publisher{JS: js, Partitions: opts.Partitions, Timeout: smtpd.DefaultPublishTimeout, Health: published}
+	perMessage := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "bouncer_publish_reports_per_message",
+		Help:    "Reports in each message the listener stored in JetStream: 1 for a report alone, more for a bundle of the reports that came while the one before was being synced.",
+		Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256},
+	})
+	if err := reg.Register(perMessage); err != nil {
+		return nil, err
+	}
+	s.publisher = &broker.Publisher{JS: js, Partitions: opts.Partitions, Timeout: smtpd.DefaultPublishTimeout, Health: published, Sizes: perMessage}
 	s.smtp, err = smtpd.New(smtpd.Config{
 		Hostname: opts.Hostname, Domains: opts.Domains, Signer: signer, AcceptUnsigned: opts.AcceptUnsigned,
 		MaxMessageBytes: opts.MaxMessageBytes, MaxInflightBytes: opts.MaxInflightBytes, MaxRecipients: opts.MaxRecipients,
