@@ -36,6 +36,9 @@ const (
 	HeaderDeadLetterStream   = "Bouncer-Origin-Stream"   // the stream it came from
 	HeaderDeadLetterSubject  = "Bouncer-Origin-Subject"  // its subject there
 	HeaderDeadLetterSequence = "Bouncer-Origin-Sequence" // its stream sequence there
+	// HeaderDeadLetterIndex is set on a report dead-lettered alone out of
+	// a bundle (HeaderBundle): its place there, from 0.
+	HeaderDeadLetterIndex = "Bouncer-Origin-Index"
 )
 
 // Stream limits.

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -31,11 +32,6 @@ func deadLetterSubject(stream string) string {
 // dead-letter stream with why it is there, then acks it. It returns an
 // error, and leaves msg unacked, when the dead letter is not stored.
 func (p *Pipeline) deadLetter(ctx context.Context, msg jetstream.Msg, cause error) error {
-	reason := deadUnknown
-	var u *unreadable
-	if errors.As(cause, &u) {
-		reason = u.reason
-	}
 	stream, seq := "", uint64(0)
 	if md, err := msg.Metadata(); err == nil {
 		stream, seq = md.Stream, md.Sequence.Stream
@@ -47,6 +43,50 @@ func (p *Pipeline) deadLetter(ctx context.Context, msg jetstream.Msg, cause erro
 		}
 		out.Header[k] = vs
 	}
+	if err := p.publishDeadLetter(ctx, out, msg, cause, stream, seq, ""); err != nil {
+		return err
+	}
+	if err := msg.DoubleAck(ctx); err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
+		p.log.Warn("ack of dead-lettered message failed; it will be redelivered", "error", err, "seq", seq)
+		return nil
+	}
+	p.settled(msg)
+	return nil
+}
+
+// deadLetterBundled dead-letters reports of a bundle one by one, each as
+// a plain report message (its envelope in broker.HeaderEnvelope, its
+// bytes as the data, broker.HeaderDeadLetterIndex its place in the
+// bundle), without acking the bundle: its other reports are still to be
+// stored, and the bundle is acked with them.
+func (p *Pipeline) deadLetterBundled(ctx context.Context, msg jetstream.Msg, dead []deadReport) error {
+	stream, seq := "", uint64(0)
+	if md, err := msg.Metadata(); err == nil {
+		stream, seq = md.Stream, md.Sequence.Stream
+	}
+	for _, d := range dead {
+		env, err := json.Marshal(d.report.Envelope)
+		if err != nil {
+			return fmt.Errorf("ingest: dead-lettering report %d of %s seq %d: %w", d.index, stream, seq, err)
+		}
+		out := &nats.Msg{Subject: deadLetterSubject(stream), Data: d.report.Raw, Header: nats.Header{}}
+		out.Header.Set(broker.HeaderEnvelope, string(env))
+		out.Header.Set(broker.HeaderDeadLetterIndex, strconv.Itoa(d.index))
+		if err := p.publishDeadLetter(ctx, out, msg, d.err, stream, seq, "/"+strconv.Itoa(d.index)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// publishDeadLetter stores out, a dead letter of msg (stream seq; idSuffix
+// names a part of it), with why it is there, and counts it.
+func (p *Pipeline) publishDeadLetter(ctx context.Context, out *nats.Msg, msg jetstream.Msg, cause error, stream string, seq uint64, idSuffix string) error {
+	reason := deadUnknown
+	var u *unreadable
+	if errors.As(cause, &u) {
+		reason = u.reason
+	}
 	out.Header.Set(broker.HeaderDeadLetterError, headerValue(cause.Error()))
 	out.Header.Set(broker.HeaderDeadLetterStream, stream)
 	out.Header.Set(broker.HeaderDeadLetterSubject, msg.Subject())
@@ -55,22 +95,17 @@ func (p *Pipeline) deadLetter(ctx context.Context, msg jetstream.Msg, cause erro
 	// ack was lost) a duplicate.
 	opts := []jetstream.PublishOpt{jetstream.WithExpectStream(broker.StreamDeadLetter)}
 	if stream != "" {
-		opts = append(opts, jetstream.WithMsgID(stream+"/"+strconv.FormatUint(seq, 10)))
+		opts = append(opts, jetstream.WithMsgID(stream+"/"+strconv.FormatUint(seq, 10)+idSuffix))
 	}
 	ack, err := p.cfg.JS.PublishMsg(ctx, out, opts...)
 	if err != nil {
-		return fmt.Errorf("ingest: dead-lettering %s seq %d: %w", stream, seq, err)
+		return fmt.Errorf("ingest: dead-lettering %s seq %d%s: %w", stream, seq, idSuffix, err)
 	}
 	if !ack.Duplicate {
 		p.m.deadLetters.WithLabelValues(reason).Inc()
 		p.log.Warn("message dead-lettered", "reason", reason, "error", cause, "stream", stream, "seq", seq,
-			"subject", msg.Subject(), "dead_letter_subject", out.Subject, "dead_letter_seq", ack.Sequence)
+			"part", idSuffix, "subject", msg.Subject(), "dead_letter_subject", out.Subject, "dead_letter_seq", ack.Sequence)
 	}
-	if err := msg.DoubleAck(ctx); err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
-		p.log.Warn("ack of dead-lettered message failed; it will be redelivered", "error", err, "seq", seq)
-		return nil
-	}
-	p.settled(msg)
 	return nil
 }
 

@@ -588,6 +588,56 @@ func TestPanicDeadLetters(t *testing.T) {
 	}
 }
 
+// TestBundledPanic: in a bundle, the report whose classifying panics is
+// dead-lettered alone, as a plain report message naming its place in the
+// bundle, and the bundle's other report is stored. The panic is real: a
+// Classifier without rules dereferences nil on a report it can parse,
+// while one it cannot parse is stored with its parse error before any
+// rule is needed.
+func TestBundledPanic(t *testing.T) {
+	e := newEnv(t)
+	st := newFaultStore(t)
+	reg := prometheus.NewRegistry()
+	ctx, cancel := context.WithCancel(context.Background())
+	p, err := New(Config{
+		JS: e.js, Store: st, Classifier: classify.New(nil), Registerer: reg,
+		Logger:    slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelError + 1})),
+		BatchWait: 50 * time.Millisecond, Backoff: 10 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	boom, plain := dsnReport("boom@example.org", "boom"), []byte("not a mail at all")
+	envs := e.publishBundle("2", boom, plain)
+	dl := nextDeadLetter(t, e)
+	h := dl.Headers()
+	var env event.Envelope
+	if err := json.Unmarshal([]byte(h.Get(broker.HeaderEnvelope)), &env); err != nil || env.ID != envs[0].ID {
+		t.Errorf("dead letter's envelope %q (%v), want report 0's", h.Get(broker.HeaderEnvelope), err)
+	}
+	if string(dl.Data()) != string(boom) || h.Get(broker.HeaderDeadLetterIndex) != "0" || h.Get(broker.HeaderBundle) != "" ||
+		!strings.Contains(h.Get(broker.HeaderDeadLetterError), "panic") {
+		t.Errorf("dead letter: index %q, bundle %q, error %q, %d bytes; want report 0 alone, its panic",
+			h.Get(broker.HeaderDeadLetterIndex), h.Get(broker.HeaderBundle), h.Get(broker.HeaderDeadLetterError), len(dl.Data()))
+	}
+	waitFor(t, "the other report", func() bool { r, _, _ := st.snapshot(); _, ok := r[envs[1].ID]; return ok })
+	waitFor(t, "the ack", func() bool { return e.streamMsgs(broker.StreamReports) == 0 })
+	reports, _, _ := st.snapshot()
+	if len(reports) != 1 || reports[envs[1].ID].ParseError == "" {
+		t.Errorf("stored %d reports; want the unparsable one alone, with its parse error", len(reports))
+	}
+	if got := metric(t, reg, "bouncer_panics_total", map[string]string{"component": "ingest"}); got != 1 {
+		t.Errorf("bouncer_panics_total{ingest} = %v, want 1", got)
+	}
+	if got := metric(t, reg, "bouncer_ingest_dead_letters_total", map[string]string{"reason": "panic"}); got != 1 {
+		t.Errorf("bouncer_ingest_dead_letters_total{panic} = %v, want 1", got)
+	}
+}
+
 // nextDeadLetter returns the first message of the dead-letter stream.
 func nextDeadLetter(t *testing.T, e *env) jetstream.Msg {
 	t.Helper()

@@ -40,10 +40,20 @@ type decoded struct {
 	// reports are the reports the message carries, with their events:
 	// one, or a bundle's (broker.HeaderBundle); none for a sync reply log.
 	reports []reportEvents
+	// dead are the reports of a bundle that could not be read (classify
+	// panicked): dead-lettered one by one, the bundle's others stored.
+	dead []deadReport
 	// events are a sync reply log's, and results each one's synclog
 	// result, parallel to events.
 	events  []store.Event
 	results []synclog.Result
+}
+
+// deadReport is one report of a bundle that goes to the dead letters.
+type deadReport struct {
+	index  int // its place in the bundle, from 0
+	report broker.BundledReport
+	err    error
 }
 
 // reportEvents is a report and the events classify found in it.
@@ -108,8 +118,18 @@ func (p *Pipeline) process(ctx context.Context, msgs []jetstream.Msg, srcs []sou
 			}
 			continue
 		}
+		if len(d.dead) > 0 {
+			if err := p.deadLetterBundled(wctx, msg, d.dead); err != nil {
+				// The bundle comes back whole and is read again; its
+				// dead letters that were stored are duplicates then.
+				deadFails++
+				p.log.Error("cannot dead-letter; will retry", "error", err, "seq", sequence(msg))
+				p.nak(msg, nakDelay)
+				continue
+			}
+		}
 		pending = append(pending, msg)
-		if d.reports == nil {
+		if d.reports == nil && d.dead == nil {
 			// A sync reply log: events only, deduplicated by id.
 			for i, ev := range d.events {
 				if !seen["event/"+ev.ID] {
@@ -538,11 +558,34 @@ func (p *Pipeline) decodeReport(msg jetstream.Msg, md *jetstream.MsgMetadata) (d
 	if err != nil {
 		return decoded{}, &unreadable{reason: deadDecode, err: err}
 	}
+	if len(bundled) == 1 {
+		// A report alone: a panic makes the message unreadable (decode).
+		return decoded{reports: []reportEvents{p.classifyReport(bundled[0].Envelope, bundled[0].Raw, md.Timestamp)}}, nil
+	}
 	d := decoded{reports: make([]reportEvents, 0, len(bundled))}
-	for _, b := range bundled {
-		d.reports = append(d.reports, p.classifyReport(b.Envelope, b.Raw, md.Timestamp))
+	for i, b := range bundled {
+		r, err := p.classifyBundled(b, md.Timestamp)
+		if err != nil {
+			d.dead = append(d.dead, deadReport{index: i, report: b, err: err})
+			continue
+		}
+		d.reports = append(d.reports, r)
 	}
 	return d, nil
+}
+
+// classifyBundled is classifyReport for one report of a bundle, a panic
+// recovered, counted and returned as its error, so that the bundle's
+// other reports are stored.
+func (p *Pipeline) classifyBundled(b broker.BundledReport, stored time.Time) (r reportEvents, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			p.m.panics.Inc()
+			p.log.Error("panic reading a bundled report", "panic", v, "report", b.Envelope.ID, "stack", string(debug.Stack()))
+			err = &unreadable{reason: deadPanic, err: fmt.Errorf("panic: %v", v)}
+		}
+	}()
+	return p.classifyReport(b.Envelope, b.Raw, stored), nil
 }
 
 // classifyReport is one report with its events; a report with no
