@@ -413,10 +413,11 @@ func Stream(ctx context.Context, natsURL string) (StreamState, error) {
 	return st, nil
 }
 
-// StreamLeftovers returns the report ids (Nats-Msg-Id) of the messages
-// still in the reports streams and not acked by ingest, at most limit of
-// them: after a drain that did not finish, they tell a stall (ids stored
-// already, or never delivered) from a loss.
+// StreamLeftovers returns the report ids of the messages still in the
+// reports streams and not acked by ingest (a report alone's Nats-Msg-Id,
+// every report of a bundle), about limit of them at most: after a drain
+// that did not finish, they tell a stall (ids stored already, or never
+// delivered) from a loss.
 func StreamLeftovers(ctx context.Context, natsURL string, limit int) ([]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
@@ -446,6 +447,16 @@ func StreamLeftovers(ctx context.Context, natsURL string, limit int) ([]string, 
 			}
 			if err != nil {
 				return ids, err
+			}
+			if count := m.Header.Get(broker.HeaderBundle); count != "" {
+				reports, err := broker.DecodeBundle(m.Data, count)
+				if err != nil {
+					return ids, fmt.Errorf("%s seq %d: %w", info.Config.Name, seq, err)
+				}
+				for _, r := range reports {
+					ids = append(ids, r.Envelope.ID)
+				}
+				continue
 			}
 			ids = append(ids, m.Header.Get(jetstream.MsgIDHeader))
 		}

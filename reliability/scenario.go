@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/bouncer-mail/bouncer/broker"
 	"strings"
 	"time"
 )
@@ -147,7 +148,7 @@ func streamIDs(ctx context.Context, r *Result, natsURL string) map[string]bool {
 	if st.Msgs == 0 {
 		return nil
 	}
-	ids, err := StreamLeftovers(ctx, natsURL, int(st.Msgs)+1000)
+	ids, err := StreamLeftovers(ctx, natsURL, int(st.Msgs)*broker.MaxBundleReports+1000)
 	if err != nil {
 		r.Notes = append(r.Notes, fmt.Sprintf("reading the stream's leftovers: %v", err))
 		return nil
