@@ -78,9 +78,11 @@ type Config struct {
 	Durable string
 	// BatchSize and BatchWait bound one fetch, and so one Store.Write:
 	// at most BatchSize messages, waiting at most BatchWait for them.
-	// A bundle of reports (broker.HeaderBundle) is one message, so a
-	// batch of bundles holds more reports; BatchBytes bounds them. Zero:
-	// the store's IngestBatchSize (BatchSizer), else DefaultBatchSize.
+	// A bundle of reports (broker.HeaderBundle) is one message of
+	// several reports: a batch takes bundles up to BatchSize reports
+	// (one bundle at least), and the rest of the fetch waits for the next
+	// batch. Zero: the store's IngestBatchSize (BatchSizer), else
+	// DefaultBatchSize.
 	BatchSize int
 	BatchWait time.Duration
 	// BatchBytes bounds the bytes of the fetches of reports in flight at

@@ -27,6 +27,7 @@ type faultStore struct {
 	failed  int            // Write calls that failed
 
 	inWrite, mostInWrite atomic.Int32 // Write calls under way, and the most at once
+	sizes                []int        // the reports of each successful Write
 }
 
 func newFaultStore(t *testing.T) *faultStore {
@@ -56,6 +57,7 @@ func (f *faultStore) Write(ctx context.Context, reports []store.Report, events [
 	if err := f.Store.Write(ctx, reports, events); err != nil {
 		return err
 	}
+	f.sizes = append(f.sizes, len(reports))
 	for _, r := range reports {
 		f.written[r.ID]++
 		if _, ok := f.reports[r.ID]; !ok {

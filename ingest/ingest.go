@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -383,24 +384,32 @@ func (p *Pipeline) processLoop(ctx context.Context, in <-chan fetched, limit *ba
 				return
 			}
 		}
+		// The limit counts reports: a bundle of them is one message, so
+		// a fetch of bundles holds many times the limit, and a Store.Write
+		// of it all would be that much bigger (and its memory, with the
+		// batches before it still in hand).
 		size := limit.get()
-		if len(f.msgs) > size {
-			// Fetched before the limit shrank: the rest waits.
-			carry = &fetched{src: f.src, msgs: f.msgs[size:]}
-			f.msgs = f.msgs[:size]
+		if n, _ := fitting(f.msgs, size); n < len(f.msgs) {
+			// More than the limit (bundles, or fetched before the limit
+			// shrank): the rest waits.
+			carry = &fetched{src: f.src, msgs: f.msgs[n:]}
+			f.msgs = f.msgs[:n]
 		}
 		msgs, srcs := f.msgs, []source{f.src}
+		_, count := fitting(msgs, len(msgs)*broker.MaxBundleReports)
 	join:
-		for carry == nil && len(msgs) < size {
+		for carry == nil && count < size {
 			select {
 			case g, ok := <-in:
 				if !ok {
 					break join
 				}
-				if len(msgs)+len(g.msgs) > size {
+				n, more := fitting(g.msgs, size-count)
+				if n < len(g.msgs) || count+more > size {
 					carry = &g
 					break join
 				}
+				count += more
 				msgs = append(msgs, g.msgs...)
 				if !slices.ContainsFunc(srcs, func(s source) bool { return s.stream == g.src.stream }) {
 					srcs = append(srcs, g.src)
@@ -414,12 +423,12 @@ func (p *Pipeline) processLoop(ctx context.Context, in <-chan fetched, limit *ba
 		began := time.Now()
 		if err := p.process(ctx, msgs, srcs, bo.next(), done); err != nil {
 			d := bo.fail()
-			p.log.Error("batch not stored; its messages stay in JetStream", "error", err, "messages", len(msgs), "retry_in", d,
-				"next_batch_limit", limit.failed(len(msgs)))
+			p.log.Error("batch not stored; its messages stay in JetStream", "error", err, "messages", len(msgs), "reports", count, "retry_in", d,
+				"next_batch_limit", limit.failed(count))
 			sleep(ctx, d)
 			continue
 		}
-		limit.succeeded(len(msgs), time.Since(began))
+		limit.succeeded(count, time.Since(began))
 		bo.reset()
 	}
 }
@@ -454,20 +463,39 @@ func (l *batchLimit) set(n int) {
 	l.gauge.Set(float64(n))
 }
 
-// failed halves the limit below a failed batch of n messages and returns
-// it.
+// failed halves the limit below a failed batch of n reports (or sync
+// reply logs) and returns it.
 func (l *batchLimit) failed(n int) int {
 	next := max(min(l.get(), n)/2, 1)
 	l.set(next)
 	return next
 }
 
-// succeeded grows the limit after a batch of n messages written in took,
-// when the batch was a full one and quick.
+// succeeded grows the limit after a batch of n reports (or sync reply
+// logs) written in took, when the batch was a full one and quick.
 func (l *batchLimit) succeeded(n int, took time.Duration) {
 	if cur := l.get(); cur < l.max && n >= cur && took < l.quick {
 		l.set(min(2*cur, l.max))
 	}
+}
+
+// fitting returns how many of msgs, from the first, hold at most size
+// reports (at least one message, whatever it holds), and the reports
+// they hold: a bundle (broker.HeaderBundle) counts its reports, any other
+// message one.
+func fitting(msgs []jetstream.Msg, size int) (n, reports int) {
+	for n < len(msgs) {
+		k := 1
+		if c, err := strconv.Atoi(msgs[n].Headers().Get(broker.HeaderBundle)); err == nil && c > 1 && c <= broker.MaxBundleReports {
+			k = c
+		}
+		if n > 0 && reports+k > size {
+			break
+		}
+		reports += k
+		n++
+	}
+	return n, reports
 }
 
 // fetch returns one batch of at most size messages and maxBytes bytes,

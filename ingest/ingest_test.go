@@ -433,6 +433,42 @@ func TestIngestBundle(t *testing.T) {
 	}
 }
 
+// TestBatchCountsBundledReports: with a batch size of 5 reports, three
+// bundles of 3 and a plain report, all in the stream before ingest
+// starts (one fetch), are written at most 5 reports at a time, a bundle
+// never split, and all 10 are stored.
+func TestBatchCountsBundledReports(t *testing.T) {
+	e := newEnv(t)
+	st := newFaultStore(t)
+	var want []string
+	for b := range 3 {
+		var raws [][]byte
+		for i := range 3 {
+			raws = append(raws, dsnReport(fmt.Sprintf("u%d-%d@example.org", b, i), fmt.Sprintf("c%d-%d", b, i)))
+		}
+		for _, en := range e.publishBundle("3", raws...) {
+			want = append(want, en.ID)
+		}
+	}
+	want = append(want, e.publish(dsnReport("alone@example.org", "alone")).ID)
+	e.runWith(st, func(c *Config) { c.BatchSize = 5 })
+	waitFor(t, "the reports in the store", func() bool { r, _, _ := st.snapshot(); return len(r) == len(want) })
+	st.mu.Lock()
+	sizes := slices.Clone(st.sizes)
+	st.mu.Unlock()
+	total := 0
+	for _, n := range sizes {
+		if n > 5 || n%3 == 2 {
+			t.Errorf("writes of %v reports: one above 5, or a bundle split", sizes)
+			break
+		}
+		total += n
+	}
+	if total != len(want) {
+		t.Errorf("writes of %v reports, %d in all; want %d", sizes, total, len(want))
+	}
+}
+
 // TestIngestDuplicates publishes the same bytes twice within the dedup
 // window (JetStream stores them once), then once more past it (no msg id:
 // ingest reads them again and the store keeps the rows it has).

@@ -71,7 +71,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		batchLimit: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "bouncer_ingest_batch_limit",
-			Help: "The most messages ingest puts in a batch now, per kind (reports, attempts): the configured batch size, " +
+			Help: "The most reports (a bundle counting each of its reports) or sync reply logs ingest puts in a batch now, per kind (reports, attempts): the configured batch size, " +
 				"halved after each failed store write and grown back after quick ones. Below the batch size: writes have been failing or slow.",
 		}, []string{"kind"}),
 		writeErrors: prometheus.NewCounter(prometheus.CounterOpts{
