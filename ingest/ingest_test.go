@@ -633,19 +633,10 @@ func TestPanicDeadLetters(t *testing.T) {
 func TestBundledPanic(t *testing.T) {
 	e := newEnv(t)
 	st := newFaultStore(t)
-	reg := prometheus.NewRegistry()
-	ctx, cancel := context.WithCancel(context.Background())
-	p, err := New(Config{
-		JS: e.js, Store: st, Classifier: classify.New(nil), Registerer: reg,
-		Logger:    slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelError + 1})),
-		BatchWait: 50 * time.Millisecond, Backoff: 10 * time.Millisecond,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	reg := e.runWith(st, func(c *Config) {
+		c.Classifier = classify.New(nil)
+		c.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelError + 1}))
+	}).reg
 
 	boom, plain := dsnReport("boom@example.org", "boom"), []byte("not a mail at all")
 	envs := e.publishBundle("2", boom, plain)
