@@ -78,8 +78,16 @@ func runSoak(ctx context.Context, e *Env, c Config) (Result, error) {
 	}
 	loadTime := time.Since(start)
 	if sampleErr != nil {
-		load.Finish(ctx, 0)
-		return r, sampleErr
+		// A failed bound (memory) still gets the invariant checked while
+		// bouncer runs, so that it cannot hide a loss; a dead bouncer
+		// cannot be read.
+		err := load.Finish(ctx, c.DrainWait)
+		r.Counts = load.Ledger.Counts()
+		r.Notes = append(r.Notes, soakNotes(samples, loadTime)...)
+		if err == nil && b.Running() {
+			err = check(ctx, c, &r, b, b.NATSURL, load, sqliteReader(b.DataDir, run), nil)
+		}
+		return r, errors.Join(sampleErr, err)
 	}
 	err = load.Finish(ctx, c.DrainWait)
 	r.Counts = load.Ledger.Counts()
