@@ -389,14 +389,14 @@ func (p *Pipeline) processLoop(ctx context.Context, in <-chan fetched, limit *ba
 		// of it all would be that much bigger (and its memory, with the
 		// batches before it still in hand).
 		size := limit.get()
-		if n, _ := fitting(f.msgs, size); n < len(f.msgs) {
+		n, count := fitting(f.msgs, size)
+		if n < len(f.msgs) {
 			// More than the limit (bundles, or fetched before the limit
 			// shrank): the rest waits.
 			carry = &fetched{src: f.src, msgs: f.msgs[n:]}
 			f.msgs = f.msgs[:n]
 		}
 		msgs, srcs := f.msgs, []source{f.src}
-		_, count := fitting(msgs, len(msgs)*broker.MaxBundleReports)
 	join:
 		for carry == nil && count < size {
 			select {
