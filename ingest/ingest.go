@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -289,6 +290,12 @@ func (p *Pipeline) fetchLoop(ctx context.Context, src source, out chan<- fetched
 	bo := backoff{first: p.cfg.Backoff, max: p.cfg.MaxBackoff}
 	reports := broker.IsReportStream(src.stream)
 	var cons jetstream.Consumer
+	// perMsg is how many reports a message of src's last fetch carried,
+	// on average: bundles carry up to 256. A fetch asks for as many
+	// messages as make one batch of reports at that rate, not one batch
+	// of messages, which would hold many batches of reports (in this
+	// process and in the NATS server's buffers) while ingest is behind.
+	perMsg := 1.0
 	for ctx.Err() == nil {
 		if cons == nil {
 			c, err := p.cfg.JS.CreateOrUpdateConsumer(ctx, src.stream, jetstream.ConsumerConfig{
@@ -324,9 +331,13 @@ func (p *Pipeline) fetchLoop(ctx context.Context, src source, out chan<- fetched
 				return
 			}
 		}
-		msgs, ferr := fetch(cons, limit.get(), p.cfg.BatchWait, maxBytes)
+		msgs, ferr := fetch(cons, fetchCount(limit.get(), perMsg), p.cfg.BatchWait, maxBytes)
 		if reports {
 			<-p.fetching
+		}
+		if len(msgs) > 0 {
+			_, n := fitting(msgs, math.MaxInt)
+			perMsg = float64(n) / float64(len(msgs))
 		}
 		if ferr != nil {
 			ferr = fmt.Errorf("ingest: fetching from %s: %w", src.stream, ferr)
@@ -496,6 +507,15 @@ func fitting(msgs []jetstream.Msg, size int) (n, reports int) {
 		n++
 	}
 	return n, reports
+}
+
+// fetchCount is how many messages a fetch asks for so that, at perMsg
+// reports a message, it holds about limit reports: at least one.
+func fetchCount(limit int, perMsg float64) int {
+	if perMsg <= 1 {
+		return limit
+	}
+	return max(1, int(math.Ceil(float64(limit)/perMsg)))
 }
 
 // fetch returns one batch of at most size messages and maxBytes bytes,

@@ -469,6 +469,47 @@ func TestBatchCountsBundledReports(t *testing.T) {
 	}
 }
 
+// TestFetchSizedByBundles: once ingest has seen bundles, a fetch asks
+// for a batch of reports, not a batch of messages. With the store held
+// (a write blocked, the fault a test cannot make a real store do on
+// cue), the messages delivered and not acked stay a few batches' worth
+// of reports, where a fetch of BatchSize bundles alone would hold ten
+// times the batch.
+func TestFetchSizedByBundles(t *testing.T) {
+	e := newEnv(t)
+	st := newFaultStore(t)
+	bundle := func(b int) {
+		var raws [][]byte
+		for i := range 10 {
+			raws = append(raws, dsnReport(fmt.Sprintf("u%d-%d@example.org", b, i), fmt.Sprintf("c%d-%d", b, i)))
+		}
+		e.publishBundle("10", raws...)
+	}
+	bundle(0)
+	e.runWith(st, func(c *Config) { c.BatchSize = 20 })
+	waitFor(t, "the first bundle in the store", func() bool { r, _, _ := st.snapshot(); return len(r) == 10 })
+
+	st.mu.Lock()
+	for b := 1; b <= 40; b++ {
+		bundle(b)
+	}
+	// Ingest fetches until its loops wait on the held write; then the
+	// ack-pending count stops moving.
+	var pending []int
+	for range 20 {
+		time.Sleep(50 * time.Millisecond)
+		pending = append(pending, e.consumerInfo().NumAckPending)
+	}
+	st.mu.Unlock()
+	t.Logf("ack pending while the store was held: %v", pending)
+	// Two messages (20 reports) a fetch: the batch being written, one
+	// carried, one fetch waiting to be handed over and one under way.
+	if most := slices.Max(pending); most == 0 || most > 8 {
+		t.Errorf("bundles delivered and not acked while the store was held: %v; want 1..8 (a fetch of 2 bundles, a few in hand)", pending)
+	}
+	waitFor(t, "all 410 reports in the store", func() bool { r, _, _ := st.snapshot(); return len(r) == 410 })
+}
+
 // TestIngestDuplicates publishes the same bytes twice within the dedup
 // window (JetStream stores them once), then once more past it (no msg id:
 // ingest reads them again and the store keeps the rows it has).
