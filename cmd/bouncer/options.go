@@ -40,6 +40,7 @@ type Options struct {
 	TLSCert        string
 	TLSKey         string
 	LogLevel       string
+	MemoryLimit    string
 
 	MaxMessageBytes  int64
 	MaxInflightBytes int64
@@ -127,6 +128,7 @@ func parseOptions(args []string, getenv func(string) string) (Options, *flag.Fla
 	num(&maxMsg, "max-message-bytes", 10<<20, "largest message accepted, in bytes (552 5.3.4 beyond)")
 	maxInflight := 0
 	num(&maxInflight, "max-inflight-bytes", smtpd.DefaultMaxInflightBytes, "bytes of messages all SMTP sessions may hold at once while receiving and publishing them; beyond, a message waits up to 5 s, then gets 451 4.3.1 (at least --max-message-bytes + 128 KiB)")
+	str(&o.MemoryLimit, "memory-limit", "auto", "soft memory `limit` the Go runtime keeps to (400MiB, 2GiB; off): auto is GOMEMLIMIT if set, else --max-inflight-bytes + 256 MiB, lower in a cgroup with less memory")
 	dur(&o.ReadTimeout, "read-timeout", 60*time.Second, "SMTP read timeout")
 	dur(&o.WriteTimeout, "write-timeout", 60*time.Second, "SMTP write timeout")
 	dur(&o.CommandTimeout, "command-timeout", smtpd.DefaultCommandTimeout, "how long an SMTP command line may take from its first byte to its end (421 4.4.2 beyond)")
@@ -187,6 +189,9 @@ func (o Options) Validate() error {
 		return fmt.Errorf("--max-inflight-bytes %d cannot hold one message of --max-message-bytes %d (it needs 128 KiB more)", o.MaxInflightBytes, o.MaxMessageBytes)
 	case o.ReadTimeout <= 0 || o.WriteTimeout <= 0 || o.ShutdownTimeout <= 0 || o.CommandTimeout <= 0 || o.EnvelopeTimeout <= 0:
 		return errors.New("timeouts must be positive")
+	}
+	if _, _, err := memoryLimit(o.MemoryLimit, o.MaxInflightBytes, "", ""); err != nil {
+		return err
 	}
 	switch o.LogLevel {
 	case "debug", "info", "warn", "error":
