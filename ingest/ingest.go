@@ -29,8 +29,9 @@ import (
 // start it with Run; Ready is safe to call at any time, from any goroutine.
 type Pipeline struct {
 	cfg Config
-	// fetching holds a slot per fetch of reports in flight
-	// (reportFetches, whatever the partition count).
+	// fetching holds a slot per fetch of reports in flight or fetched
+	// and not yet taken by the processing loop (reportFetches, whatever
+	// the partition count).
 	fetching chan struct{}
 	log      *slog.Logger
 	m        *metrics
@@ -332,9 +333,6 @@ func (p *Pipeline) fetchLoop(ctx context.Context, src source, out chan<- fetched
 			}
 		}
 		msgs, ferr := fetch(cons, fetchCount(limit.get(), perMsg), p.cfg.BatchWait, maxBytes)
-		if reports {
-			<-p.fetching
-		}
 		if len(msgs) > 0 {
 			_, n := fitting(msgs, math.MaxInt)
 			perMsg = float64(n) / float64(len(msgs))
@@ -346,6 +344,12 @@ func (p *Pipeline) fetchLoop(ctx context.Context, src source, out chan<- fetched
 		p.setNATSErr(ferr)
 		if len(msgs) > 0 {
 			out <- fetched{src: src, msgs: msgs}
+		}
+		// A fetch's slot is free once the loop took its messages: while
+		// ingest is behind, fetched batches wait for it in reportFetches
+		// loops at most, not in every partition's.
+		if reports {
+			<-p.fetching
 		}
 		switch {
 		case ferr != nil:
