@@ -57,6 +57,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return runRecountStats(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
+		// The service's flags, as the usage line says -h lists them.
+		if _, fl, _ := parseOptions(nil, func(string) string { return "" }); fl != nil {
+			fmt.Fprint(stdout, "\nflags of the service:\n")
+			fl.SetOutput(stdout)
+			fl.PrintDefaults()
+		}
 		return 0
 	default:
 		fmt.Fprintf(stderr, "bouncer: unknown command %q\n\n%s", args[0], usage)

@@ -97,3 +97,19 @@ func TestIngestOption(t *testing.T) {
 		}
 	}
 }
+
+// TestHelpListsFlags: bouncer -h lists the service's flags, as its usage
+// line says.
+func TestHelpListsFlags(t *testing.T) {
+	for _, arg := range []string{"-h", "--help", "help"} {
+		var out, errOut strings.Builder
+		if status := run([]string{arg}, strings.NewReader(""), &out, &errOut); status != 0 {
+			t.Errorf("bouncer %s: exit %d, %s", arg, status, errOut.String())
+		}
+		for _, want := range []string{"classify [--rules FILE]", "-smtp-addr address", "-memory-limit limit", "env BOUNCER_DATA_DIR"} {
+			if !strings.Contains(out.String(), want) {
+				t.Errorf("bouncer %s does not print %q:\n%s", arg, want, out.String())
+			}
+		}
+	}
+}
