@@ -381,6 +381,16 @@ func TestIngestReport(t *testing.T) {
 	if lag := metric(t, p.reg, "bouncer_ingest_lag_seconds", nil); lag < 0 || lag > 60 {
 		t.Errorf("bouncer_ingest_lag_seconds = %v", lag)
 	}
+	// Each stage timed once per batch at least; the re-fold runs after
+	// the acks, which the loop above saw land.
+	waitFor(t, "the re-fold's timing", func() bool {
+		return metric(t, p.reg, "bouncer_ingest_stage_seconds", map[string]string{"stage": "refold"}) >= 1
+	})
+	for _, stage := range []string{"decode", "write", "ack"} {
+		if got := metric(t, p.reg, "bouncer_ingest_stage_seconds", map[string]string{"stage": stage}); got < 1 {
+			t.Errorf("bouncer_ingest_stage_seconds{stage=%q} has %v observations, want >= 1", stage, got)
+		}
+	}
 
 	// NATS gone: not ready.
 	e.stop()
@@ -795,7 +805,7 @@ func TestMetricsRegistered(t *testing.T) {
 	for _, name := range []string{
 		"bouncer_ingest_batches_total", "bouncer_ingest_batch_size", "bouncer_ingest_write_errors_total",
 		"bouncer_ingest_dead_letters_total", "bouncer_ingest_lag_seconds", "bouncer_events_total",
-		"bouncer_reports_processed_total", "bouncer_panics_total",
+		"bouncer_reports_processed_total", "bouncer_panics_total", "bouncer_ingest_stage_seconds",
 	} {
 		if !got[name] {
 			t.Errorf("metric %s not registered (or not pre-created)", name)

@@ -56,6 +56,7 @@ type metrics struct {
 	skipped            prometheus.Counter
 	panics             prometheus.Counter
 	trimErrors         prometheus.Counter
+	stageSeconds       *prometheus.HistogramVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -69,6 +70,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Messages per fetched batch.",
 			Buckets: []float64{1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000},
 		}),
+		stageSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "bouncer_ingest_stage_seconds",
+			Help: "Time a batch spent in each stage of ingest: decode (parse and classify), write (one Store.Write), ack (JetStream acks), refold (outcomes and suppressions of its recipients). " +
+				"When bouncer_ingest_lag_seconds grows, the stage whose time grew is where ingest falls behind.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 20},
+		}, []string{"stage"}),
 		batchLimit: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "bouncer_ingest_batch_limit",
 			Help: "The most reports (a bundle counting each of its reports) or sync reply logs ingest puts in a batch now, per kind (reports, attempts): the configured batch size, " +
@@ -178,7 +185,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			m.corrections.WithLabelValues(p, o[0], o[1], o[2])
 		}
 	}
-	for _, c := range []prometheus.Collector{m.batches, m.batchSize, m.batchLimit, m.writeErrors, m.refoldErrors, m.outcomes, m.corrections, m.suppressions, m.suppressionsLifted, m.suppressErrors, m.deadLetters, m.lag, m.events, m.attempts, m.reports, m.skipped, m.panics, m.trimErrors} {
+	for _, stage := range []string{"decode", "write", "ack", "refold"} {
+		m.stageSeconds.WithLabelValues(stage)
+	}
+	for _, c := range []prometheus.Collector{m.batches, m.batchSize, m.batchLimit, m.writeErrors, m.refoldErrors, m.outcomes, m.corrections, m.suppressions, m.suppressionsLifted, m.suppressErrors, m.deadLetters, m.lag, m.events, m.attempts, m.reports, m.skipped, m.panics, m.trimErrors, m.stageSeconds} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {

@@ -107,7 +107,9 @@ func (p *Pipeline) process(ctx context.Context, msgs []jetstream.Msg, srcs []sou
 		newest    time.Time
 		deadFails int
 	)
+	began := time.Now()
 	decodedMsgs, errs := p.decodeAll(msgs)
+	p.m.stageSeconds.WithLabelValues("decode").Observe(time.Since(began).Seconds())
 	for i, msg := range msgs {
 		d, err := decodedMsgs[i], errs[i]
 		if err != nil {
@@ -161,7 +163,10 @@ func (p *Pipeline) process(ctx context.Context, msgs []jetstream.Msg, srcs []sou
 	}
 
 	if len(reports) > 0 || len(events) > 0 {
-		if err := p.cfg.Store.Write(wctx, reports, events); err != nil {
+		began := time.Now()
+		err := p.cfg.Store.Write(wctx, reports, events)
+		p.m.stageSeconds.WithLabelValues("write").Observe(time.Since(began).Seconds())
+		if err != nil {
 			p.m.writeErrors.Inc()
 			p.setStoreErr(err)
 			for _, msg := range pending {
@@ -201,7 +206,9 @@ func (p *Pipeline) process(ctx context.Context, msgs []jetstream.Msg, srcs []sou
 func (p *Pipeline) finish(batches <-chan committed) {
 	for b := range batches {
 		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.WriteTimeout)
+		began := time.Now()
 		p.ackAll(ctx, b.msgs)
+		p.m.stageSeconds.WithLabelValues("ack").Observe(time.Since(began).Seconds())
 		var tops map[string]uint64
 		for _, src := range b.srcs {
 			if src.trims != nil {
@@ -213,7 +220,9 @@ func (p *Pipeline) finish(batches <-chan committed) {
 			}
 		}
 		if len(b.events) > 0 {
+			began := time.Now()
 			p.refold(ctx, b.events)
+			p.m.stageSeconds.WithLabelValues("refold").Observe(time.Since(began).Seconds())
 		}
 		cancel()
 	}
