@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -36,6 +37,7 @@ type soakSample struct {
 	at      time.Duration // since the load began
 	acked   int           // the load's 250s so far
 	rss     int64         // KiB
+	self    int64         // the harness's own RSS, KiB: it shares the machine (and its page cache) with bouncer
 	lag     float64       // bouncer_ingest_lag_seconds
 	buckets map[float64]float64
 }
@@ -57,7 +59,7 @@ func runSoak(ctx context.Context, e *Env, c Config) (Result, error) {
 	every := max(c.Load/soakSamples, time.Second)
 	var samples []soakSample
 	take := func() error {
-		s := soakSample{at: time.Since(start), acked: load.Ledger.Counts().Acked, rss: vmRSS(b.Pid())}
+		s := soakSample{at: time.Since(start), acked: load.Ledger.Counts().Acked, rss: vmRSS(b.Pid()), self: vmRSS(os.Getpid())}
 		var err error
 		if s.buckets, s.lag, err = scrapeLatency(ctx, "http://"+b.HTTPAddr+"/metrics"); err != nil {
 			return err
@@ -124,14 +126,15 @@ func soakNotes(samples []soakSample, loadTime time.Duration) []string {
 	}
 	notes = append(notes, "per window: "+strings.Join(windows, "; "))
 	var rss []string
-	maxRSS, maxLag := int64(0), 0.0
+	maxRSS, maxSelf, maxLag := int64(0), int64(0), 0.0
 	for i, s := range samples {
-		maxRSS, maxLag = max(maxRSS, s.rss), math.Max(maxLag, s.lag)
+		maxRSS, maxSelf, maxLag = max(maxRSS, s.rss), max(maxSelf, s.self), math.Max(maxLag, s.lag)
 		if i%step == step-1 || i == 0 {
 			rss = append(rss, fmt.Sprintf("%s %d MiB", s.at.Round(time.Second), s.rss>>10))
 		}
 	}
 	notes = append(notes, fmt.Sprintf("RSS: %s; peak %d MiB", strings.Join(rss, ", "), maxRSS>>10))
+	notes = append(notes, fmt.Sprintf("the harness's own RSS at most %d MiB (the load, the ledger of every report)", maxSelf>>10))
 	notes = append(notes, fmt.Sprintf("ingest lag (bouncer_ingest_lag_seconds) at most %.2f s at a sample", maxLag))
 	return notes
 }
