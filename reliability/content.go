@@ -415,7 +415,7 @@ func checkHostile(ctx context.Context, r *Result, b *Bouncer, h *hostileSender, 
 	storedAfterTemp := 0
 	var ackedBytes int64 // of every message answered 250, load and hostile
 	for _, m := range load.Ledger.Acked() {
-		ackedBytes += int64(len(m.Raw))
+		ackedBytes += int64(m.Size)
 	}
 	var samples []string
 	sample := func(s string) {

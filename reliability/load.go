@@ -17,6 +17,7 @@ type Message struct {
 	MessageID string // Message-ID of the returned original
 	Raw       []byte // CRLF lines, none starting with a dot: bouncer hashes exactly these bytes; nil once a load's message was answered for good
 	Sum       string // hex SHA-256 of Raw: the report id bouncer stores
+	Size      int    // len(Raw), kept when Raw is dropped
 }
 
 // RecipientDomain is the domain of every failed recipient of the load.
@@ -54,7 +55,7 @@ func NewReport(run string, w, n, size int) *Message {
 	b.WriteString(tail.String())
 	raw := []byte(b.String())
 	sum := sha256.Sum256(raw)
-	return &Message{Recipient: rcpt, MessageID: orig, Raw: raw, Sum: hex.EncodeToString(sum[:])}
+	return &Message{Recipient: rcpt, MessageID: orig, Raw: raw, Sum: hex.EncodeToString(sum[:]), Size: len(raw)}
 }
 
 // entry is the fate of one message of the load.

@@ -185,8 +185,8 @@ func TestNewReport(t *testing.T) {
 			t.Errorf("size %d: report not unique", size)
 		}
 		seen[m.Sum], seen[m.Recipient] = true, true
-		if len(m.Raw) < size {
-			t.Errorf("size %d: %d bytes", size, len(m.Raw))
+		if len(m.Raw) < size || m.Size != len(m.Raw) {
+			t.Errorf("size %d: %d bytes, Size %d", size, len(m.Raw), m.Size)
 		}
 		for i, line := range strings.SplitAfter(string(m.Raw), "\n") {
 			if line == "" {
