@@ -1,10 +1,7 @@
 package main
 
 import (
-	"io"
 	"math"
-	"net/http"
-	"strconv"
 	"strings"
 	"testing"
 )
@@ -53,22 +50,8 @@ func TestMemoryLimit(t *testing.T) {
 // limit the Go runtime then has, from /metrics.
 func TestMemoryLimitApplied(t *testing.T) {
 	p := startProcess(t, t.TempDir(), "--memory-limit", "600MiB")
-	resp, err := http.Get("http://" + p.http + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got string
-	for line := range strings.Lines(string(body)) {
-		if v, ok := strings.CutPrefix(line, "go_gc_gomemlimit_bytes "); ok {
-			got = strings.TrimSpace(v)
-		}
-	}
-	if n, err := strconv.ParseFloat(got, 64); err != nil || n != 600<<20 {
-		t.Errorf("go_gc_gomemlimit_bytes = %q, want %d (600 MiB)", got, 600<<20)
+	got, ok := scrapeAddr(t, p.http).samples["go_gc_gomemlimit_bytes"]
+	if !ok || got != 600<<20 {
+		t.Errorf("go_gc_gomemlimit_bytes = %v (exposed: %v), want %d (600 MiB)", got, ok, 600<<20)
 	}
 }

@@ -52,7 +52,14 @@ type exposition struct {
 
 func scrape(t *testing.T, svc *Service) exposition {
 	t.Helper()
-	resp, err := http.Get("http://" + svc.HTTPAddr + "/metrics")
+	return scrapeAddr(t, svc.HTTPAddr)
+}
+
+// scrapeAddr reads /metrics from the HTTP address addr (host:port), of an
+// in-process Service or of a bouncer process.
+func scrapeAddr(t *testing.T, addr string) exposition {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
