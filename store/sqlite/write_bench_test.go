@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/bouncer-mail/bouncer/event"
+	"github.com/bouncer-mail/bouncer/internal/procio"
 	"github.com/bouncer-mail/bouncer/store"
 )
 
@@ -48,8 +49,18 @@ func writeBenchBatch(seq, n int, at time.Time) ([]store.Report, []store.Event) {
 //
 //	go test -run '^$' -bench WriteAsStoreGrows -benchtime 20x ./store/sqlite/ -args -write-bench-fill 2000000
 func BenchmarkWriteAsStoreGrows(b *testing.B) {
-	for _, pageSize := range []int{16384, 4096} {
-		b.Run(fmt.Sprintf("page=%d", pageSize), func(b *testing.B) {
+	for _, v := range []struct {
+		name     string
+		pageSize int
+		cache    int64
+	}{
+		{"page=16384/cache=2MiB", 16384, 2 << 20}, // about SQLite's own default
+		{"page=16384/cache=64MiB", 16384, 64 << 20},
+		{"page=4096/cache=2MiB", 4096, 2 << 20},
+		{"page=4096/cache=64MiB", 4096, 64 << 20},
+	} {
+		pageSize := v.pageSize
+		b.Run(v.name, func(b *testing.B) {
 			ctx := context.Background()
 			path := filepath.Join(b.TempDir(), "bouncer.db")
 			if pageSize != 16384 {
@@ -63,7 +74,7 @@ func BenchmarkWriteAsStoreGrows(b *testing.B) {
 				}
 				db.Close()
 			}
-			s, err := Open(ctx, path, Options{})
+			s, err := Open(ctx, path, Options{WriterCacheBytes: v.cache})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -82,6 +93,7 @@ func BenchmarkWriteAsStoreGrows(b *testing.B) {
 				}
 				b.Run(fmt.Sprintf("stored=%d", stored), func(b *testing.B) {
 					began, n := time.Now(), 0
+					r0, w0 := procIO(b)
 					for b.Loop() {
 						r, e := writeBenchBatch(seq, batch, at)
 						seq += batch
@@ -91,6 +103,9 @@ func BenchmarkWriteAsStoreGrows(b *testing.B) {
 						n += batch
 					}
 					b.ReportMetric(float64(n)/time.Since(began).Seconds(), "reports/s")
+					r1, w1 := procIO(b)
+					b.ReportMetric(float64(r1-r0)/float64(b.N)/(1<<20), "MiB-read/op")
+					b.ReportMetric(float64(w1-w0)/float64(b.N)/(1<<20), "MiB-written/op")
 					if fi, err := os.Stat(path); err == nil {
 						b.ReportMetric(float64(fi.Size())/(1<<20), "MiB-file")
 					}
@@ -98,4 +113,13 @@ func BenchmarkWriteAsStoreGrows(b *testing.B) {
 			}
 		})
 	}
+}
+
+// procIO is procio.Self for a benchmark.
+func procIO(b *testing.B) (read, written int64) {
+	r, w, err := procio.Self()
+	if err != nil {
+		b.Skip(err)
+	}
+	return r, w
 }

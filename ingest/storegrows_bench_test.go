@@ -1,0 +1,137 @@
+package ingest
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bouncer-mail/bouncer/event"
+	"github.com/bouncer-mail/bouncer/internal/procio"
+	"github.com/bouncer-mail/bouncer/store"
+	"github.com/bouncer-mail/bouncer/store/sqlite"
+	"github.com/bouncer-mail/bouncer/suppress"
+)
+
+var storeGrowsFill = flag.Int("store-grows-fill", 200000, "BenchmarkBatchAsStoreGrows: reports stored before the last measure")
+
+// storeGrowsBatch is n reports of about 4 KB from seq on, as the soak
+// sends them: one hard bounce each, for a recipient of its own, with a
+// VERP return path.
+func storeGrowsBatch(seq, n int, at time.Time) ([]store.Report, []store.Event) {
+	raw := []byte(strings.Repeat("Diagnostic-Code: smtp; 550 5.1.1 user unknown\r\n", 85))
+	reports := make([]store.Report, 0, n)
+	events := make([]store.Event, 0, n)
+	for i := seq; i < seq+n; i++ {
+		sum := sha256.Sum256(fmt.Appendf(nil, "report %d", i))
+		id := hex.EncodeToString(sum[:])
+		rcpt := fmt.Sprintf("user%d@example%d.com", i, i%977)
+		rp := "b+" + id[:12] + "@bounces.example.com"
+		reports = append(reports, store.Report{Envelope: event.Envelope{ID: id, Received: at, ReturnPath: rp, Recipients: []string{"bounce@bounces.example.com"}}, Raw: raw})
+		events = append(events, store.Event{ID: store.EventID(id, 0), ReportID: id, Version: ClassificationVersion, Time: at, Source: SourceNDR,
+			ReturnPath: rp, Stream: "news",
+			Event: event.Event{Recipient: rcpt, Class: event.ClassHard, Reason: event.ReasonUserUnknown, Scope: event.ScopeRecipient,
+				Status: "5.1.1", Action: "failed", Diagnostic: "smtp; 550 5.1.1 user unknown", Provider: "gmail",
+				MessageID: fmt.Sprintf("<m%d@sender.example>", i)}})
+	}
+	return reports, events
+}
+
+// BenchmarkBatchAsStoreGrows measures what ingest asks of SQLite for one
+// batch (its Write, then the re-fold of its recipients: events and
+// outcomes read, outcomes written, suppressions read and put) on a store
+// holding more and more reports, up to -store-grows-fill, for writer
+// page caches of a few sizes. Every key of the batch (report id, event
+// id, recipient, return path, outcome key) falls in random places of its
+// index: once an index has many more pages than a batch has rows, each
+// row reads and dirties pages of its own. MiB-read/op and
+// MiB-written/op are the bytes of the process's read and write system
+// calls (/proc/self/io): page reads, WAL frames and checkpoints.
+//
+//	go test -run '^$' -bench BatchAsStoreGrows -benchtime 10x ./ingest/ -args -store-grows-fill 400000
+func BenchmarkBatchAsStoreGrows(b *testing.B) {
+	const batch = 2000 // sqlite's IngestBatchSize
+	for _, v := range []struct {
+		page  int
+		cache int64
+	}{{16384, 2 << 20}, {16384, 64 << 20}, {4096, 2 << 20}, {4096, 64 << 20}} { // 2 MiB: about SQLite's own default
+		cache := v.cache
+		b.Run(fmt.Sprintf("page=%d/cache=%dMiB", v.page, cache>>20), func(b *testing.B) {
+			ctx := context.Background()
+			path := filepath.Join(b.TempDir(), "bouncer.db")
+			if v.page != 16384 {
+				// Open keeps the page size of an existing file.
+				db, err := sql.Open("sqlite", "file:"+path)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := db.Exec(fmt.Sprintf("PRAGMA page_size=%d; PRAGMA journal_mode=WAL; CREATE TABLE x(y); DROP TABLE x;", v.page)); err != nil {
+					b.Fatal(err)
+				}
+				db.Close()
+			}
+			s, err := sqlite.Open(ctx, path, sqlite.Options{WriterCacheBytes: cache})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			at := time.Now().UTC()
+			rf := &Refolder{Store: s, Policy: suppress.Default, Now: func() time.Time { return at }}
+			seq := 0
+			one := func() {
+				reports, events := storeGrowsBatch(seq, batch, at)
+				seq += batch
+				if err := s.Write(ctx, reports, events); err != nil {
+					b.Fatal(err)
+				}
+				rcpts := make([]string, len(events))
+				for i, e := range events {
+					rcpts[i] = e.Recipient
+				}
+				res, err := rf.Recipients(ctx, rcpts)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if len(res.Suppressed) != batch {
+					b.Fatalf("re-fold put %d suppressions, want %d (one per hard bounce)", len(res.Suppressed), batch)
+				}
+			}
+			for _, fill := range []int{0, *storeGrowsFill / 4, *storeGrowsFill} {
+				for seq < fill {
+					one()
+				}
+				b.Run(fmt.Sprintf("stored=%d", seq), func(b *testing.B) {
+					began, n := time.Now(), 0
+					r0, w0 := procIO(b)
+					for b.Loop() {
+						one()
+						n += batch
+					}
+					b.ReportMetric(float64(n)/time.Since(began).Seconds(), "reports/s")
+					r1, w1 := procIO(b)
+					b.ReportMetric(float64(r1-r0)/float64(b.N)/(1<<20), "MiB-read/op")
+					b.ReportMetric(float64(w1-w0)/float64(b.N)/(1<<20), "MiB-written/op")
+					if fi, err := os.Stat(path); err == nil {
+						b.ReportMetric(float64(fi.Size())/(1<<20), "MiB-file")
+					}
+				})
+			}
+		})
+	}
+}
+
+// procIO is procio.Self for a benchmark.
+func procIO(b *testing.B) (read, written int64) {
+	r, w, err := procio.Self()
+	if err != nil {
+		b.Skip(err)
+	}
+	return r, w
+}
