@@ -84,7 +84,7 @@ func runServe(args []string, stderr io.Writer) int {
 	_ = level.UnmarshalText([]byte(opts.LogLevel))
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	cgroupMax, _ := os.ReadFile("/sys/fs/cgroup/memory.max")
-	limit, source, err := memoryLimit(opts.MemoryLimit, opts.MaxInflightBytes, os.Getenv("GOMEMLIMIT"), string(cgroupMax))
+	limit, source, err := memoryLimit(opts.MemoryLimit, opts.MaxInflightBytes, opts.outsideGoHeap(), os.Getenv("GOMEMLIMIT"), string(cgroupMax))
 	if err != nil {
 		fmt.Fprintf(stderr, "bouncer: %v\n", err)
 		return 2

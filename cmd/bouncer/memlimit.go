@@ -6,11 +6,14 @@ import (
 	"math"
 	"strconv"
 	"strings"
+
+	"github.com/bouncer-mail/bouncer/store/sqlite"
 )
 
 // memoryHeadroom is what the all-in-one needs beside the messages its
 // listener holds (--max-inflight-bytes): the embedded NATS server's block
-// caches and delivery buffers, ingest's batches, SQLite's page cache. An
+// caches and delivery buffers, ingest's batches, the read pool's SQLite
+// page caches (the writer's is outside the Go heap: see memoryLimit). An
 // unpaced soak (cmd/reliability -scenario soak -rate 0) with the limit at
 // 400 MiB held its RSS at 390-430 MiB at the same rate as without one,
 // where without one it climbed past 600 MiB.
@@ -20,18 +23,29 @@ const memoryHeadroom = 256 << 20
 // (runtime/debug.SetMemoryLimit) for --memory-limit value, and where it
 // comes from. "auto": GOMEMLIMIT when it is set (the runtime already took
 // it: limit is then -1, meaning leave it), else inflight + memoryHeadroom,
-// or 90% of the cgroup's memory.max (cgroupMax, the file's content) when
-// that is lower. "off" (or 0): no limit. Otherwise a size: bytes, or a
-// number with a B, KiB, MiB, GiB or TiB suffix, as GOMEMLIMIT takes.
-func memoryLimit(value string, inflight int64, gomemlimit, cgroupMax string) (limit int64, source string, err error) {
+// or 90% of the cgroup's memory.max (cgroupMax, the file's content) less
+// outside when that is lower. outside is what the process holds beside
+// the Go heap, which the Go runtime neither counts nor limits: SQLite's
+// writer page cache when SQLite is the store. "off" (or 0): no limit.
+// Otherwise a size: bytes, or a number with a B, KiB, MiB, GiB or TiB
+// suffix, as GOMEMLIMIT takes.
+func memoryLimit(value string, inflight, outside int64, gomemlimit, cgroupMax string) (limit int64, source string, err error) {
 	switch strings.TrimSpace(value) {
 	case "auto", "":
 		if gomemlimit != "" {
 			return -1, "GOMEMLIMIT", nil
 		}
 		limit, source = inflight+memoryHeadroom, "--max-inflight-bytes + 256 MiB"
-		if c, err := strconv.ParseInt(strings.TrimSpace(cgroupMax), 10, 64); err == nil && c > 0 && c/10*9 < limit {
-			limit, source = c/10*9, "90% of the cgroup's memory.max"
+		c, err := strconv.ParseInt(strings.TrimSpace(cgroupMax), 10, 64)
+		if err != nil || c <= 0 {
+			return limit, source, nil
+		}
+		in, src := c/10*9-outside, "90% of the cgroup's memory.max less SQLite's writer cache"
+		if outside == 0 || in <= 0 {
+			in, src = c/10*9, "90% of the cgroup's memory.max"
+		}
+		if in < limit {
+			limit, source = in, src
 		}
 		return limit, source, nil
 	case "off", "0":
@@ -70,4 +84,13 @@ func parseSize(s string) (int64, error) {
 		return 0, errors.New("too large")
 	}
 	return n << shift, nil
+}
+
+// outsideGoHeap is what the service holds outside the Go heap, for
+// memoryLimit: SQLite's writer cache, unless the store is ClickHouse.
+func (o Options) outsideGoHeap() int64 {
+	if o.ClickHouseDSN != "" {
+		return 0
+	}
+	return sqlite.DefaultWriterCacheBytes
 }

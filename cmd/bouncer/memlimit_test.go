@@ -10,6 +10,7 @@ func TestMemoryLimit(t *testing.T) {
 	const inflight = 128 << 20
 	tests := []struct {
 		value, gomemlimit, cgroup string
+		outside                   int64
 		limit                     int64
 		source                    string
 		err                       string
@@ -19,6 +20,9 @@ func TestMemoryLimit(t *testing.T) {
 		{value: "auto", cgroup: "max\n", limit: 384 << 20, source: "--max-inflight-bytes + 256 MiB"},
 		{value: "auto", cgroup: "8589934592\n", limit: 384 << 20, source: "--max-inflight-bytes + 256 MiB"},
 		{value: "auto", cgroup: "314572800\n", limit: 314572800 / 10 * 9, source: "90% of the cgroup's memory.max"},
+		{value: "auto", cgroup: "314572800\n", outside: 64 << 20, limit: 314572800/10*9 - 64<<20, source: "90% of the cgroup's memory.max less SQLite's writer cache"},
+		{value: "auto", cgroup: "8589934592\n", outside: 64 << 20, limit: 384 << 20, source: "--max-inflight-bytes + 256 MiB"},
+		{value: "auto", cgroup: "52428800\n", outside: 64 << 20, limit: 52428800 / 10 * 9, source: "90% of the cgroup's memory.max"},
 		{value: "auto", gomemlimit: "1GiB", cgroup: "314572800", limit: -1, source: "GOMEMLIMIT"},
 		{value: "off", limit: math.MaxInt64, source: "off"},
 		{value: "0", limit: math.MaxInt64, source: "off"},
@@ -33,7 +37,7 @@ func TestMemoryLimit(t *testing.T) {
 		{value: "9999999TiB", err: "too large"},
 	}
 	for _, tt := range tests {
-		limit, source, err := memoryLimit(tt.value, inflight, tt.gomemlimit, tt.cgroup)
+		limit, source, err := memoryLimit(tt.value, inflight, tt.outside, tt.gomemlimit, tt.cgroup)
 		if tt.err != "" {
 			if err == nil || !strings.Contains(err.Error(), tt.err) {
 				t.Errorf("memoryLimit(%q) error = %v, want one saying %q", tt.value, err, tt.err)

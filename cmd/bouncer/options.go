@@ -190,7 +190,7 @@ func (o Options) Validate() error {
 	case o.ReadTimeout <= 0 || o.WriteTimeout <= 0 || o.ShutdownTimeout <= 0 || o.CommandTimeout <= 0 || o.EnvelopeTimeout <= 0:
 		return errors.New("timeouts must be positive")
 	}
-	if _, _, err := memoryLimit(o.MemoryLimit, o.MaxInflightBytes, "", ""); err != nil {
+	if _, _, err := memoryLimit(o.MemoryLimit, o.MaxInflightBytes, 0, "", ""); err != nil {
 		return err
 	}
 	switch o.LogLevel {

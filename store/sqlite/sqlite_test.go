@@ -235,7 +235,9 @@ func TestPragmas(t *testing.T) {
 		{"w", "synchronous", "2"},
 		{"w", "foreign_keys", "1"},
 		{"w", "busy_timeout", "10000"},
-		{"w", "page_size", "16384"}, // a new file's
+		{"w", "page_size", "16384"},   // a new file's
+		{"w", "cache_size", "-65536"}, // DefaultWriterCacheBytes, in KiB
+		{"r", "cache_size", "-2000"},  // SQLite's own: readers are many
 		{"r", "journal_mode", "wal"},
 		{"r", "query_only", "1"},
 		{"r", "foreign_keys", "1"},
@@ -333,6 +335,22 @@ func TestOpenErrors(t *testing.T) {
 	}
 	if _, err := Open(ctx, filepath.Join(t.TempDir(), "x.db"), Options{ReadConns: -1}); err == nil {
 		t.Error("Open with ReadConns -1 succeeded")
+	}
+	if _, err := Open(ctx, filepath.Join(t.TempDir(), "x.db"), Options{WriterCacheBytes: -1}); err == nil {
+		t.Error("Open with WriterCacheBytes -1 succeeded")
+	}
+}
+
+// TestWriterCache: Options.WriterCacheBytes is the writer's cache_size.
+func TestWriterCache(t *testing.T) {
+	s, err := Open(context.Background(), filepath.Join(t.TempDir(), "c.db"), Options{WriterCacheBytes: 8 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var kib int
+	if err := s.w.QueryRow("PRAGMA cache_size").Scan(&kib); err != nil || kib != -8192 {
+		t.Errorf("writer cache_size = %d (%v), want -8192 (8 MiB in KiB)", kib, err)
 	}
 }
 
