@@ -163,15 +163,22 @@ func dsn(abs string, opts Options, readOnly bool) string {
 	} else {
 		q.Set("_journal_mode", "WAL")
 		q.Set("_txlock", "immediate")
-		// 16 KiB pages for a new file (an existing one keeps its own):
-		// a report's raw message, a few kB, then mostly fits the page
-		// of its row instead of a chain of 4 KiB overflow pages, each
-		// written to the WAL and checkpointed with a system call of its
-		// own (a fifth of ingest's CPU went to such calls). bench/ingest:
-		// 10,092-10,717 reports/s against 6,998-8,746 with 4 KiB pages
-		// (a fresh store). A bigger writer cache gained nothing there;
-		// on a store of 100,000 reports and more it does (below).
-		q.Add("_pragma", "page_size(16384)")
+		// 4 KiB pages for a new file (an existing one keeps its own;
+		// stores made between 9a959bf and this have 16 KiB). Ingest's
+		// inserts land in random places of the id, recipient and
+		// return-path indexes, so on a store of some size each dirties
+		// a page of its own, written to the WAL and again at the
+		// checkpoint: the smaller the page, the fewer bytes.
+		// BenchmarkBatchAsStoreGrows (ingest) with 1,600,000 reports
+		// stored: 16 KiB pages and SQLite's 2 MiB cache 2,118 reports/s,
+		// 798 MiB read and 448 MiB written per 2,000-report batch; 4 KiB
+		// and 64 MiB 2,984 reports/s, 187 and 145 MiB; at 400,000, 16
+		// KiB and 64 MiB wrote 289 MiB a batch, 4 KiB 125. On a fresh
+		// store 16 KiB was faster (bench/ingest, 20,000 reports: 10,092-
+		// 10,717 reports/s against 6,998-8,746): a raw report fits its
+		// row's page there instead of taking an overflow page, but a
+		// store does not stay fresh.
+		q.Add("_pragma", "page_size(4096)")
 		// A negative cache_size is KiB rather than pages.
 		q.Add("_pragma", fmt.Sprintf("cache_size(%d)", -max(opts.WriterCacheBytes>>10, 1)))
 	}

@@ -235,7 +235,7 @@ func TestPragmas(t *testing.T) {
 		{"w", "synchronous", "2"},
 		{"w", "foreign_keys", "1"},
 		{"w", "busy_timeout", "10000"},
-		{"w", "page_size", "16384"},   // a new file's
+		{"w", "page_size", "4096"},    // a new file's
 		{"w", "cache_size", "-65536"}, // DefaultWriterCacheBytes, in KiB
 		{"r", "cache_size", "-2000"},  // SQLite's own: readers are many
 		{"r", "journal_mode", "wal"},
@@ -263,16 +263,17 @@ func TestPragmas(t *testing.T) {
 	}
 }
 
-// TestOpenKeepsPageSize: a file made with SQLite's default 4 KiB pages
-// (every bouncer before 16 KiB pages) opens, migrates and takes writes
-// with its pages as they are: page_size changes an empty file only.
+// TestOpenKeepsPageSize: a file made with 16 KiB pages (bouncer's new
+// files from 9a959bf to 4 KiB pages again) opens, migrates and takes
+// writes with its pages as they are: page_size changes an empty file
+// only.
 func TestOpenKeepsPageSize(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "old.db")
 	old, err := sql.Open(driverName, "file:"+path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := old.Exec("PRAGMA page_size = 4096; PRAGMA journal_mode = WAL; CREATE TABLE before_bouncer (a)"); err != nil {
+	if _, err := old.Exec("PRAGMA page_size = 16384; PRAGMA journal_mode = WAL; CREATE TABLE before_bouncer (a)"); err != nil {
 		t.Fatal(err)
 	}
 	old.Close()
@@ -285,8 +286,8 @@ func TestOpenKeepsPageSize(t *testing.T) {
 		t.Fatalf("Write: %v", err)
 	}
 	var size int
-	if err := s.w.QueryRow("PRAGMA page_size").Scan(&size); err != nil || size != 4096 {
-		t.Errorf("page_size = %d (%v), want 4096 as the file was made", size, err)
+	if err := s.w.QueryRow("PRAGMA page_size").Scan(&size); err != nil || size != 16384 {
+		t.Errorf("page_size = %d (%v), want 16384 as the file was made", size, err)
 	}
 }
 
