@@ -419,13 +419,22 @@ func (p *Pipeline) processLoop(ctx context.Context, in <-chan fetched, limit *ba
 				if !ok {
 					break join
 				}
+				// What fits joins the batch, the rest waits for the next:
+				// carried whole, a fetch of about a batch (fetchCount)
+				// made the carry of the one before a small batch of its
+				// own, every other batch.
 				n, more := fitting(g.msgs, size-count)
-				if n < len(g.msgs) || count+more > size {
-					carry = &g
+				if count+more > size {
+					n, more = 0, 0 // its first message alone is too big
+				}
+				if n < len(g.msgs) {
+					carry = &fetched{src: g.src, msgs: g.msgs[n:]}
+				}
+				if n == 0 {
 					break join
 				}
 				count += more
-				msgs = append(msgs, g.msgs...)
+				msgs = append(msgs, g.msgs[:n]...)
 				if !slices.ContainsFunc(srcs, func(s source) bool { return s.stream == g.src.stream }) {
 					srcs = append(srcs, g.src)
 				}
