@@ -70,7 +70,7 @@ func TestPartitions(t *testing.T) {
 }
 
 // TestBatchSizeDefaults: a zero BatchSize takes the store's own
-// (ingest.BatchSizer: SQLite's 2,000), else DefaultBatchSize; a given one
+// (ingest.BatchSizer: SQLite's 8,000), else DefaultBatchSize; a given one
 // is kept.
 func TestBatchSizeDefaults(t *testing.T) {
 	sq, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "b.db"), sqlite.Options{})
@@ -84,7 +84,7 @@ func TestBatchSizeDefaults(t *testing.T) {
 		given int
 		want  int
 	}{
-		{"sqlite", sq, 0, 2000},
+		{"sqlite", sq, 0, 8000},
 		{"sqlite, given", sq, 50, 50},
 		{"a store without a preference", newFaultStore(t), 0, DefaultBatchSize},
 	} {

@@ -57,7 +57,7 @@ func storeGrowsBatch(seq, n int, at time.Time) ([]store.Report, []store.Event) {
 //
 //	go test -run '^$' -bench BatchAsStoreGrows -benchtime 10x ./ingest/ -args -store-grows-fill 400000
 func BenchmarkBatchAsStoreGrows(b *testing.B) {
-	const batch = 2000 // sqlite's IngestBatchSize
+	const batch = 2000 // what ingest writes when its batches are not full
 	for _, v := range []struct {
 		page  int
 		cache int64

@@ -89,7 +89,7 @@ func main() {
 	flag.StringVar(&c.ndrDir, "ndr", "testdata/ndr", "`directory` of the NDR samples (*.eml) the reports are made from")
 	flag.IntVar(&c.reports, "reports", 20000, "throughput: reports published, then ingested, on SQLite")
 	flag.IntVar(&c.chReports, "ch-reports", 2000, "throughput: the same on ClickHouse (a smaller default: its bulk load and throwaway server take longer)")
-	flag.IntVar(&c.batch, "batch", 0, "throughput: ingest's BatchSize (0: its default for the store, 2,000 on SQLite, 4,000 on ClickHouse)")
+	flag.IntVar(&c.batch, "batch", 0, "throughput: ingest's BatchSize (0: its default for the store, 8,000)")
 	flag.IntVar(&c.partitions, "partitions", broker.DefaultReportPartitions, "throughput: reports partitions the backlog is published over, as the listener does")
 	flag.StringVar(&c.chFormat, "ch-format", "TabSeparated", "throughput: clickhouse-client's bulk format, TabSeparated or Native")
 	flag.StringVar(&c.bouncer, "bouncer", "", "lag: bouncer `binary`; empty: go build ./cmd/bouncer into the work dir")

@@ -184,15 +184,17 @@ func (s *Store) Ping(ctx context.Context) error {
 }
 
 // IngestBatchSize is the batch ingest writes this store with
-// (ingest.BatchSizer): 4,000 reports, not ingest's 500. Most of a batch's
+// (ingest.BatchSizer): 8,000 reports, not ingest's 500. Most of a batch's
 // cost is the server's per statement (the inserts into each table, the
 // re-fold's reads, the recount of the Stats rollup's minutes), so bigger
 // batches cost less per report: bench/ingest gave 3,714-4,225 reports/s
 // at 500, 6,415-6,612 at 2,000, 8,697-8,835 at 4,000 and 9,447-9,721 at
-// 8,000 (bench/README.md); 4,000 keeps a batch's raw reports near 32 MB.
-// A link too slow for a batch that big within the write timeout makes
-// ingest halve its batches until they fit (ingest's batch limit).
-func (s *Store) IngestBatchSize() int { return 4000 }
+// 8,000 (bench/README.md, session 6); with bundled reports and batches
+// that count reports, 6,768-6,782 at 4,000 and 9,068-9,314 at 8,000
+// (session 10). A batch of 8,000 reports of 4 KB is 32 MB of raw
+// reports. A link too slow for a batch that big within the write timeout
+// makes ingest halve its batches until they fit (ingest's batch limit).
+func (s *Store) IngestBatchSize() int { return 8000 }
 
 // Close waits for running calls, then closes the connection pool. Later
 // calls return store.ErrClosed; closing again returns nil.

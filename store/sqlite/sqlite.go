@@ -225,13 +225,15 @@ func (s *Store) Ping(ctx context.Context) error {
 }
 
 // IngestBatchSize is the batch ingest writes this store with
-// (ingest.BatchSizer): 2,000 reports, not ingest's 500. A batch costs a
+// (ingest.BatchSizer): 8,000 reports, not ingest's 500. A batch costs a
 // few fixed transactions and reads (the write, the re-fold's reads, its
 // outcomes and suppressions), so bigger batches are cheaper per report:
 // bench/ingest gave 6,019-6,070 reports/s at 500 and 8,117-8,270 at
-// 2,000 (5,000 was no faster). The store is local, so a batch that big is
-// written in well under a second.
-func (s *Store) IngestBatchSize() int { return 2000 }
+// 2,000 (session 5); with bundled reports and batches that count
+// reports, 7,054-8,132 at 2,000 and 9,949-10,569 at 8,000 (bench/README.md,
+// session 10). A batch is only that big when ingest is behind; the store
+// is local, so it is written in a few seconds at most.
+func (s *Store) IngestBatchSize() int { return 8000 }
 
 // Close waits for running calls, then closes both pools. Later calls
 // return store.ErrClosed; closing again returns nil.
