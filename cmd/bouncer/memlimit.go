@@ -26,13 +26,13 @@ const memoryHeadroom = 256 << 20
 // memoryLimit is the soft memory limit the Go runtime is asked to keep
 // (runtime/debug.SetMemoryLimit) for --memory-limit value, and where it
 // comes from. "auto": GOMEMLIMIT when it is set (the runtime already took
-// it: limit is then -1, meaning leave it), else inflight + memoryHeadroom
-// less outside, or 90% of the cgroup's memory.max (cgroupMax, the file's
-// content) less outside when that is lower. outside is what the process
-// holds beside the Go heap, which the Go runtime neither counts nor limits: SQLite's
-// writer page cache when SQLite is the store. "off" (or 0): no limit.
-// Otherwise a size: bytes, or a number with a B, KiB, MiB, GiB or TiB
-// suffix, as GOMEMLIMIT takes.
+// it: limit is then -1, meaning leave it), else inflight + memoryHeadroom,
+// or 90% of the cgroup's memory.max (cgroupMax, the file's content) when
+// that is lower, less outside while that leaves more than inflight.
+// outside is what the process holds beside the Go heap, which the Go
+// runtime neither counts nor limits: SQLite's writer page cache when
+// SQLite is the store. "off" (or 0): no limit. Otherwise a size: bytes,
+// or a number with a B, KiB, MiB, GiB or TiB suffix, as GOMEMLIMIT takes.
 func memoryLimit(value string, inflight, outside int64, gomemlimit, cgroupMax string) (limit int64, source string, err error) {
 	switch strings.TrimSpace(value) {
 	case "auto", "":
@@ -40,19 +40,11 @@ func memoryLimit(value string, inflight, outside int64, gomemlimit, cgroupMax st
 			return -1, "GOMEMLIMIT", nil
 		}
 		limit, source = inflight+memoryHeadroom, "--max-inflight-bytes + 256 MiB"
-		if outside > 0 && outside < memoryHeadroom {
-			limit, source = inflight+memoryHeadroom-outside, "--max-inflight-bytes + 256 MiB less SQLite's writer cache"
+		if c, err := strconv.ParseInt(strings.TrimSpace(cgroupMax), 10, 64); err == nil && c > 0 && c/10*9 < limit {
+			limit, source = c/10*9, "90% of the cgroup's memory.max"
 		}
-		c, err := strconv.ParseInt(strings.TrimSpace(cgroupMax), 10, 64)
-		if err != nil || c <= 0 {
-			return limit, source, nil
-		}
-		in, src := c/10*9-outside, "90% of the cgroup's memory.max less SQLite's writer cache"
-		if outside == 0 || in <= 0 {
-			in, src = c/10*9, "90% of the cgroup's memory.max"
-		}
-		if in < limit {
-			limit, source = in, src
+		if outside > 0 && limit-outside > inflight {
+			limit, source = limit-outside, source+" less SQLite's writer cache"
 		}
 		return limit, source, nil
 	case "off", "0":
