@@ -193,25 +193,20 @@ type Load struct {
 func StartLoad(cfg LoadConfig) *Load {
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &Load{cfg: cfg, Ledger: &Ledger{}, stopNew: make(chan struct{}), cancel: cancel, done: make(chan struct{})}
-	var tick <-chan time.Time
-	var ticker *time.Ticker
+	var pace *pacer
 	if cfg.Rate > 0 {
-		ticker = time.NewTicker(time.Duration(float64(time.Second) / cfg.Rate))
-		tick = ticker.C
+		pace = newPacer(cfg.Rate, time.Now())
 	}
 	var wg sync.WaitGroup
 	for w := range cfg.Sessions {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			l.session(ctx, w, tick)
+			l.session(ctx, w, pace)
 		}()
 	}
 	go func() {
 		wg.Wait()
-		if ticker != nil {
-			ticker.Stop()
-		}
 		close(l.done)
 	}()
 	return l
@@ -239,7 +234,7 @@ func (l *Load) Finish(ctx context.Context, timeout time.Duration) error {
 	return fmt.Errorf("%d messages still not answered 250 or 5xx %s after the load ended", l.Ledger.Counts().Pending, timeout)
 }
 
-func (l *Load) session(ctx context.Context, w int, tick <-chan time.Time) {
+func (l *Load) session(ctx context.Context, w int, pace *pacer) {
 	cl := &smtpClient{addr: l.cfg.Addr, helo: fmt.Sprintf("mta%d.sender.example", w)}
 	defer cl.close()
 	var retry []*entry
@@ -257,12 +252,15 @@ func (l *Load) session(ctx context.Context, w int, tick <-chan time.Time) {
 		case len(retry) > 0 && !retry[0].next.After(now):
 			e, retry = retry[0], retry[1:]
 		case newOK:
-			if tick != nil {
+			if pace != nil {
+				t := time.NewTimer(time.Until(pace.next(time.Now())))
 				select {
-				case <-tick:
+				case <-t.C:
 				case <-ctx.Done():
+					t.Stop()
 					return
 				case <-l.stopNew:
+					t.Stop()
 					continue
 				}
 			}
@@ -310,6 +308,41 @@ func (l *Load) session(ctx context.Context, w int, tick <-chan time.Time) {
 			}
 		}
 	}
+}
+
+// pacer hands out the send times of a paced load: one every 1/rate
+// seconds, to whichever session asks next. A slot whose time has passed
+// is taken at once, so sessions delayed by slow answers catch up and the
+// load holds its rate as long as the sessions can; a time.Ticker shared
+// by the sessions dropped the ticks that came while every session was
+// busy, and ran ~30% below the rate asked of it. The catch-up is bounded
+// (pacerSlack): after a stall the load does not burst to make up more
+// than that.
+type pacer struct {
+	mu       sync.Mutex
+	interval time.Duration
+	due      time.Time // the next slot
+}
+
+// pacerSlack is how far behind the schedule a pacer lets the load fall
+// and still make up for it.
+const pacerSlack = time.Second
+
+func newPacer(rate float64, start time.Time) *pacer {
+	return &pacer{interval: time.Duration(float64(time.Second) / rate), due: start}
+}
+
+// next takes the next slot and returns its time: now or earlier means
+// send at once.
+func (p *pacer) next(now time.Time) time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if late := now.Sub(p.due); late > pacerSlack {
+		p.due = now.Add(-pacerSlack)
+	}
+	t := p.due
+	p.due = p.due.Add(p.interval)
+	return t
 }
 
 func sleep(ctx context.Context, d time.Duration) {
