@@ -16,11 +16,11 @@ import (
 // page caches (the writer's is outside the Go heap: see memoryLimit). An
 // unpaced soak (cmd/reliability -scenario soak -rate 0) with the limit at
 // 400 MiB held its RSS at 390-430 MiB at the same rate as without one,
-// where without one it climbed past 600 MiB. SQLite's writer cache
-// (64 MiB) is outside the Go heap and comes off the limit: with both at
-// once the same soak went over 512 MiB (526-532 MiB); with the limit at
-// 320 MiB it held 464-487 MiB (peak 491) at 2,595 reports/s, against
-// 2,249/s and a peak of 420 MiB with SQLite's own 2 MiB cache.
+// where without one it climbed past 600 MiB. SQLite's writer cache is
+// outside the Go heap and its memory comes off the limit. A cache of 64
+// MiB took 116 MiB (sqlite.CacheMemory); taking only 64 off, the paced
+// soak at 2,500 reports/s went over 512 MiB within 6 minutes (505-515
+// MiB). Now the cache is 32 MiB, its 64 MiB come off: 320 MiB.
 const memoryHeadroom = 256 << 20
 
 // memoryLimit is the soft memory limit the Go runtime is asked to keep
@@ -86,10 +86,11 @@ func parseSize(s string) (int64, error) {
 }
 
 // outsideGoHeap is what the service holds outside the Go heap, for
-// memoryLimit: SQLite's writer cache, unless the store is ClickHouse.
+// memoryLimit: the memory of SQLite's writer cache (twice its size,
+// sqlite.CacheMemory), unless the store is ClickHouse.
 func (o Options) outsideGoHeap() int64 {
 	if o.ClickHouseDSN != "" {
 		return 0
 	}
-	return sqlite.DefaultWriterCacheBytes
+	return sqlite.CacheMemory(sqlite.DefaultWriterCacheBytes)
 }

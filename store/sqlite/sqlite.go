@@ -41,9 +41,20 @@ const (
 	// its pages again from the file (BenchmarkBatchAsStoreGrows in
 	// ingest, 400,000 reports stored: 655 MiB read and 384 MiB written
 	// per 2,000-report batch, 2,412 reports/s; with 64 MiB 181 and 289
-	// MiB, 3,232 reports/s).
-	DefaultWriterCacheBytes = 64 << 20
+	// MiB, 3,232 reports/s). 32 MiB rather than the 64 measured there:
+	// the cache costs twice its size in memory (CacheMemory), and 64
+	// MiB took the all-in-one past its memory bound at 2,400 reports/s
+	// (docs/reliability.md, "One hour of load").
+	DefaultWriterCacheBytes = 32 << 20
 )
+
+// CacheMemory is the memory a page cache of cacheBytes (cache_size) takes
+// once full: about twice cacheBytes. modernc.org/sqlite's allocator
+// (modernc.org/memory) hands out power-of-two slots, and a 4 KiB page
+// with SQLite's header of a few hundred bytes takes an 8 KiB slot. A
+// program filling the cache by a table scan grew its anonymous resident
+// memory by 58 MiB with cache_size 32 MiB and by 116 MiB with 64 MiB.
+func CacheMemory(cacheBytes int64) int64 { return 2 * cacheBytes }
 
 // Options tunes a Store. The zero value is ready to use.
 type Options struct {
@@ -54,7 +65,7 @@ type Options struct {
 	ReadConns int
 	// WriterCacheBytes is the write connection's page cache (SQLite's
 	// cache_size), allocated as it fills, outside the Go heap: a Go
-	// memory limit does not count it.
+	// memory limit does not count it. It takes CacheMemory of it.
 	WriterCacheBytes int64
 }
 

@@ -236,7 +236,7 @@ func TestPragmas(t *testing.T) {
 		{"w", "foreign_keys", "1"},
 		{"w", "busy_timeout", "10000"},
 		{"w", "page_size", "4096"},    // a new file's
-		{"w", "cache_size", "-65536"}, // DefaultWriterCacheBytes, in KiB
+		{"w", "cache_size", "-32768"}, // DefaultWriterCacheBytes, in KiB
 		{"r", "cache_size", "-2000"},  // SQLite's own: readers are many
 		{"r", "journal_mode", "wal"},
 		{"r", "query_only", "1"},
