@@ -61,7 +61,7 @@ func BenchmarkBatchAsStoreGrows(b *testing.B) {
 	for _, v := range []struct {
 		page  int
 		cache int64
-	}{{16384, 2 << 20}, {16384, 64 << 20}, {4096, 2 << 20}, {4096, 64 << 20}} { // 2 MiB: about SQLite's own default
+	}{{16384, 2 << 20}, {16384, 64 << 20}, {4096, 2 << 20}, {4096, 32 << 20}, {4096, 64 << 20}} { // 2 MiB: about SQLite's own default
 		cache := v.cache
 		b.Run(fmt.Sprintf("page=%d/cache=%dMiB", v.page, cache>>20), func(b *testing.B) {
 			ctx := context.Background()
