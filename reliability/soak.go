@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/http"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -98,7 +99,42 @@ func runSoak(ctx context.Context, e *Env, c Config) (Result, error) {
 		return r, err
 	}
 	drainErr := check(ctx, c, &r, b, b.NATSURL, load, sqliteReader(b.DataDir, run), nil)
-	return r, errors.Join(drainErr, b.Stop())
+	var flatErr error
+	if growth, ok := rssGrowth(samples); ok {
+		r.Notes = append(r.Notes, fmt.Sprintf("RSS median of the last third %+.1f%% against the middle third's (bound: +%.0f%%)", (growth-1)*100, (soakRSSGrowth-1)*100))
+		if growth > soakRSSGrowth {
+			flatErr = fmt.Errorf("bouncer's memory is not flat: the median RSS of the run's last third is %.0f%% above the middle third's", (growth-1)*100)
+		}
+	}
+	return r, errors.Join(drainErr, flatErr, b.Stop())
+}
+
+// soakRSSGrowth bounds how much the median RSS of a soak's last third may
+// exceed its middle third's: "memory flat over the run" (issue 7). The
+// first third is left out, as caches, pools and the dedup window fill
+// there; medians, as a backlog's spike is not a trend.
+const soakRSSGrowth = 1.10
+
+// rssGrowth is the median RSS of the samples' last third over their
+// middle third's; ok is false with fewer than 9 samples (a CI-sized run).
+func rssGrowth(samples []soakSample) (growth float64, ok bool) {
+	n := len(samples) / 3
+	if n < 3 {
+		return 0, false
+	}
+	median := func(ss []soakSample) int64 {
+		v := make([]int64, len(ss))
+		for i, s := range ss {
+			v[i] = s.rss
+		}
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	mid, last := median(samples[n:2*n]), median(samples[len(samples)-n:])
+	if mid <= 0 {
+		return 0, false
+	}
+	return float64(last) / float64(mid), true
 }
 
 // soakNotes describes the samples: the rate that held, the accept latency

@@ -38,3 +38,38 @@ func TestQuantile(t *testing.T) {
 }
 
 var zero float64
+
+// TestRSSGrowth checks the soak's flatness measure: level memory with a
+// backlog's spikes passes, a steady climb does not, and a run too short
+// to have thirds is not judged.
+func TestRSSGrowth(t *testing.T) {
+	rss := func(mib ...int64) []soakSample {
+		ss := make([]soakSample, len(mib))
+		for i, m := range mib {
+			ss[i] = soakSample{rss: m << 10}
+		}
+		return ss
+	}
+	tests := []struct {
+		name    string
+		samples []soakSample
+		ok      bool
+		over    bool // beyond soakRSSGrowth
+	}{
+		{"the 46-minute soak's tenths, with spikes", rss(314, 418, 424, 438, 432, 458, 463, 441, 438, 514, 416, 442), true, false},
+		{"warm-up in the first third only", rss(100, 200, 300, 420, 430, 425, 428, 431, 426), true, false},
+		{"a climb of 25 MiB a sample", rss(300, 325, 350, 375, 400, 425, 450, 475, 500), true, true},
+		{"too short", rss(100, 200, 300, 400, 500, 600, 700, 800), false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g, ok := rssGrowth(tt.samples)
+			if ok != tt.ok {
+				t.Fatalf("ok = %v, want %v", ok, tt.ok)
+			}
+			if ok && (g > soakRSSGrowth) != tt.over {
+				t.Errorf("growth %.3f: over the bound %v, want %v", g, g > soakRSSGrowth, tt.over)
+			}
+		})
+	}
+}
