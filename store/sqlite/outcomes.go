@@ -10,15 +10,17 @@ import (
 )
 
 // upsertOutcome replaces a key's row only when the new version is higher.
+// The table's key is (recipient, key) (migration 7); a key names one
+// recipient's group, so the pair is the key alone.
 // Versions are uint64 (store.OutcomeVersion) stored as int64: the
 // observations count would need 2^31 events to reach the sign bit.
 const upsertOutcome = `INSERT INTO outcomes
 	(key, version, stream, message_id, recipient, state, class, reason, scope, provider,
 	 final, first, last, observations)
 	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-	ON CONFLICT(key) DO UPDATE SET
+	ON CONFLICT(recipient, key) DO UPDATE SET
 		version = excluded.version, stream = excluded.stream, message_id = excluded.message_id,
-		recipient = excluded.recipient, state = excluded.state, class = excluded.class,
+		state = excluded.state, class = excluded.class,
 		reason = excluded.reason, scope = excluded.scope, provider = excluded.provider,
 		final = excluded.final, first = excluded.first, last = excluded.last,
 		observations = excluded.observations

@@ -27,7 +27,7 @@ func TestBatchQueryPlans(t *testing.T) {
 		{"RecipientsEvents", fmt.Sprintf(selectRecipientsEvents, placeholders("(?)", 3)), append(addrs[:3:3], 10),
 			[]string{"SEARCH o USING INTEGER PRIMARY KEY (rowid=?)", "SEARCH e USING INDEX events_recipient_time (recipient=?)"}},
 		{"RecipientsOutcomes", fmt.Sprintf(selectRecipientsOutcomes, placeholders("?", 3)), addrs,
-			[]string{"SEARCH outcomes USING INDEX outcomes_recipient (recipient=?)"}},
+			[]string{"SEARCH outcomes USING PRIMARY KEY (recipient=?)"}},
 		{"LatestRemovals", fmt.Sprintf(selectLatestRemovals, placeholders("?", 3)), addrs,
 			[]string{"SEARCH suppression_audit USING INDEX suppression_audit_address_time (address=?)"}},
 		{"AddressesSuppressions", fmt.Sprintf(selectAddressesSuppressions, placeholders("?", 3)), append(addrs[:3:3], 1, 1),

@@ -301,7 +301,7 @@ func TestQueryPlans(t *testing.T) {
 		want  string
 	}{
 		{selectRecipientEvents, []any{"a@example.com", 10}, "events_recipient_time"},
-		{"SELECT count(*) FROM reports WHERE received >= ?", []any{0}, "reports_received"},
+		{"SELECT count(*) FROM reports WHERE received >= ?", []any{0}, "reports_received_id"},
 		{"SELECT e.class, count(*) FROM events e WHERE e.time >= ? AND " + newest + " GROUP BY e.class", []any{0}, "events_time"},
 	}
 	for _, tt := range tests {
@@ -356,8 +356,7 @@ func TestWriterCache(t *testing.T) {
 }
 
 // A database at version 1 with events in it gains the correlation
-// columns, its events reading back with empty ones, and the partial index
-// on return_path.
+// columns, its events reading back with empty ones.
 func TestUpgradeFromVersion1(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "bouncer.db")
@@ -402,9 +401,76 @@ func TestUpgradeFromVersion1(t *testing.T) {
 	if err := s.r.QueryRow("SELECT sum(events) FROM stats_minutes").Scan(&rollup); err != nil || rollup != 1 {
 		t.Errorf("stats_minutes after the upgrade sums to %d, %v; want 1", rollup, err)
 	}
-	var where string
-	if err := s.r.QueryRow(`SELECT sql FROM sqlite_master WHERE type = 'index' AND name = 'events_return_path'`).
-		Scan(&where); err != nil || !strings.Contains(where, "WHERE return_path != ''") {
-		t.Errorf("index events_return_path: %q, %v; want a partial index", where, err)
+}
+
+// A database at version 6 with outcomes in it (keyed by key alone, with
+// its rowid table and two indexes) moves them to the table keyed by
+// (recipient, key): they read back as they were, a higher version
+// replaces one and a lower one does not, and the indexes no statement
+// used are gone.
+func TestUpgradeToVersion7(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "bouncer.db")
+	saved := migrations
+	migrations = migrations[:6]
+	s, err := Open(ctx, path, Options{})
+	migrations = saved
+	if err != nil {
+		t.Fatal(err)
+	}
+	outcome := func(key, rcpt string, observations int, last time.Time, class event.Class) store.Outcome {
+		return store.Outcome{Key: key, Stream: "news", MessageID: "<" + key + "@example.com>", Recipient: rcpt,
+			State: "bounced", Class: class, Reason: event.ReasonUserUnknown, Scope: event.ScopeRecipient,
+			Provider: "gmail", Final: true, First: last.Add(-time.Minute), Last: last,
+			Observations: observations, Version: store.OutcomeVersion(observations, last)}
+	}
+	a1 := outcome("k1", "a@example.com", 1, t0, event.ClassHard)
+	a2 := outcome("k2", "a@example.com", 2, t0.Add(time.Hour), event.ClassSoft)
+	b1 := outcome("k3", "b@example.com", 1, t0, event.ClassHard)
+	// Version 6's WriteOutcomes, by hand: the statement names the new
+	// conflict target.
+	for _, o := range []store.Outcome{a1, a2, b1} {
+		if _, err := s.w.Exec(`INSERT INTO outcomes (key, version, stream, message_id, recipient, state, class,
+			reason, scope, provider, final, first, last, observations) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)`,
+			o.Key, int64(o.Version), o.Stream, o.MessageID, o.Recipient, o.State, string(o.Class), string(o.Reason),
+			string(o.Scope), o.Provider, unixNano(o.First), unixNano(o.Last), o.Observations); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+
+	s, err = Open(ctx, path, Options{})
+	if err != nil {
+		t.Fatalf("Open after the upgrade: %v", err)
+	}
+	defer s.Close()
+	check := func(when, rcpt string, want ...store.Outcome) {
+		t.Helper()
+		got, err := s.RecipientOutcomes(ctx, rcpt)
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: RecipientOutcomes(%s) =\n%+v, %v\nwant\n%+v", when, rcpt, got, err, want)
+		}
+	}
+	check("upgraded", "a@example.com", a2, a1)
+	check("upgraded", "b@example.com", b1)
+
+	newer := outcome("k1", "a@example.com", 3, t0.Add(2*time.Hour), event.ClassComplaint)
+	older := outcome("k3", "b@example.com", 0, t0.Add(-time.Hour), event.ClassDelivered)
+	if err := s.WriteOutcomes(ctx, []store.Outcome{newer, older}); err != nil {
+		t.Fatal(err)
+	}
+	check("rewritten", "a@example.com", newer, a2)
+	check("rewritten", "b@example.com", b1)
+
+	for _, name := range []string{"events_return_path", "reports_received", "outcomes_recipient"} {
+		var n int
+		if err := s.r.QueryRow(`SELECT count(*) FROM sqlite_master WHERE name = ?`, name).Scan(&n); err != nil || n != 0 {
+			t.Errorf("%s: %d in sqlite_master (%v), want dropped", name, n, err)
+		}
+	}
+	var ddl string
+	if err := s.r.QueryRow(`SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'outcomes'`).Scan(&ddl); err != nil ||
+		!strings.Contains(ddl, "PRIMARY KEY (recipient, key)") || !strings.Contains(ddl, "WITHOUT ROWID") {
+		t.Errorf("outcomes: %q, %v; want keyed by (recipient, key), WITHOUT ROWID", ddl, err)
 	}
 }
