@@ -177,7 +177,7 @@ func dsn(abs string, opts Options, readOnly bool) string {
 		// 4 KiB pages for a new file (an existing one keeps its own;
 		// stores made between 9a959bf and this have 16 KiB). Ingest's
 		// inserts land in random places of the id, recipient and
-		// return-path indexes, so on a store of some size each dirties
+		// outcome indexes, so on a store of some size each dirties
 		// a page of its own, written to the WAL and again at the
 		// checkpoint: the smaller the page, the fewer bytes.
 		// BenchmarkBatchAsStoreGrows (ingest) with 1,600,000 reports
