@@ -355,18 +355,26 @@ func TestWriterCache(t *testing.T) {
 	}
 }
 
+// openAtVersion opens a new database at path migrated up to version
+// only, as a binary of that schema made it.
+func openAtVersion(t *testing.T, path string, version int) *Store {
+	t.Helper()
+	saved := migrations
+	migrations = migrations[:version]
+	defer func() { migrations = saved }()
+	s, err := Open(context.Background(), path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 // A database at version 1 with events in it gains the correlation
 // columns, its events reading back with empty ones.
 func TestUpgradeFromVersion1(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "bouncer.db")
-	saved := migrations
-	migrations = migrations[:1]
-	s, err := Open(ctx, path, Options{})
-	migrations = saved
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openAtVersion(t, path, 1)
 	// Write's INSERT names the new columns, so write the version 1 row by
 	// hand.
 	if _, err := s.w.Exec(`INSERT INTO events (id, version, report_id, idx, time, source,
@@ -378,7 +386,7 @@ func TestUpgradeFromVersion1(t *testing.T) {
 	}
 	s.Close()
 
-	s, err = Open(ctx, path, Options{})
+	s, err := Open(ctx, path, Options{})
 	if err != nil {
 		t.Fatalf("Open after the upgrade: %v", err)
 	}
@@ -411,13 +419,7 @@ func TestUpgradeFromVersion1(t *testing.T) {
 func TestUpgradeToVersion7(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "bouncer.db")
-	saved := migrations
-	migrations = migrations[:6]
-	s, err := Open(ctx, path, Options{})
-	migrations = saved
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openAtVersion(t, path, 6)
 	outcome := func(key, rcpt string, observations int, last time.Time, class event.Class) store.Outcome {
 		return store.Outcome{Key: key, Stream: "news", MessageID: "<" + key + "@example.com>", Recipient: rcpt,
 			State: "bounced", Class: class, Reason: event.ReasonUserUnknown, Scope: event.ScopeRecipient,
@@ -439,7 +441,7 @@ func TestUpgradeToVersion7(t *testing.T) {
 	}
 	s.Close()
 
-	s, err = Open(ctx, path, Options{})
+	s, err := Open(ctx, path, Options{})
 	if err != nil {
 		t.Fatalf("Open after the upgrade: %v", err)
 	}
