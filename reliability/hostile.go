@@ -143,13 +143,21 @@ func runSlowloris(ctx context.Context, e *Env, c Config) (Result, error) {
 }
 
 // vmRSS is a process's resident set in KiB, 0 when unknown.
-func vmRSS(pid int) int64 {
+func vmRSS(pid int) int64 { return procStatusKiB(pid, "VmRSS:") }
+
+// vmHWM is the peak of a process's resident set since it started, in
+// KiB (the kernel's high-water mark), 0 when unknown: a spike between
+// two samples of VmRSS still shows in it.
+func vmHWM(pid int) int64 { return procStatusKiB(pid, "VmHWM:") }
+
+// procStatusKiB is the value of a "kB" field of /proc/PID/status.
+func procStatusKiB(pid int, field string) int64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(line, field); ok {
 			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
 			return n
 		}

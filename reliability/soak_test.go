@@ -1,6 +1,10 @@
 package reliability
 
-import "testing"
+import (
+	"os"
+	"runtime"
+	"testing"
+)
 
 // TestSoak is the sustained load in its CI size: a few seconds. The hour
 // is run by hand (docs/reliability.md).
@@ -72,4 +76,30 @@ func TestRSSGrowth(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestProcStatusKiB: the soak's memory readings come from /proc. For this
+// process, the high-water mark is at least the resident set, and both
+// are there; a field that does not exist, or a process that does not,
+// reads 0.
+func TestProcStatusKiB(t *testing.T) {
+	pid := os.Getpid()
+	ballast := make([]byte, 64<<20)
+	for i := range ballast {
+		ballast[i] = 1
+	}
+	rss, hwm := vmRSS(pid), vmHWM(pid)
+	if rss < 64<<10 {
+		t.Errorf("VmRSS = %d KiB with 64 MiB touched, want at least 65536", rss)
+	}
+	if hwm < rss {
+		t.Errorf("VmHWM = %d KiB below VmRSS %d KiB", hwm, rss)
+	}
+	if got := procStatusKiB(pid, "NoSuchField:"); got != 0 {
+		t.Errorf("an unknown field reads %d, want 0", got)
+	}
+	if got := vmHWM(-1); got != 0 {
+		t.Errorf("pid -1 reads %d, want 0", got)
+	}
+	runtime.KeepAlive(ballast)
 }
