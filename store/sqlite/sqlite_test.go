@@ -369,6 +369,17 @@ func openAtVersion(t *testing.T, path string, version int) *Store {
 	return s
 }
 
+// openUpgraded opens the database at path with every migration, as the
+// binary of this checkout would after an upgrade.
+func openUpgraded(t *testing.T, path string) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), path, Options{})
+	if err != nil {
+		t.Fatalf("Open after the upgrade: %v", err)
+	}
+	return s
+}
+
 // A database at version 1 with events in it gains the correlation
 // columns, its events reading back with empty ones.
 func TestUpgradeFromVersion1(t *testing.T) {
@@ -386,10 +397,7 @@ func TestUpgradeFromVersion1(t *testing.T) {
 	}
 	s.Close()
 
-	s, err := Open(ctx, path, Options{})
-	if err != nil {
-		t.Fatalf("Open after the upgrade: %v", err)
-	}
+	s = openUpgraded(t, path)
 	defer s.Close()
 	got, err := s.RecipientEvents(ctx, "a@example.com", 10)
 	if err != nil || len(got) != 1 {
@@ -441,10 +449,7 @@ func TestUpgradeToVersion7(t *testing.T) {
 	}
 	s.Close()
 
-	s, err := Open(ctx, path, Options{})
-	if err != nil {
-		t.Fatalf("Open after the upgrade: %v", err)
-	}
+	s = openUpgraded(t, path)
 	defer s.Close()
 	check := func(when, rcpt string, want ...store.Outcome) {
 		t.Helper()
