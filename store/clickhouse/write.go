@@ -611,6 +611,14 @@ func (s *Store) newEvents(ctx context.Context, events []store.Event, firstReceiv
 	return out, skipped, nil
 }
 
+// reportsBlockBytes bounds the raw bytes of one block of a reports
+// INSERT. The client builds a block's raw column in one buffer that grows
+// by doubling, and encodes it into a second one: for a batch of 8,000
+// reports that was tens of MB copied and faulted in per batch (15% of
+// ingest's CPU on ClickHouse in a profile of bench/ingest). Sent in blocks
+// of this size, the buffers are reused from one block to the next.
+var reportsBlockBytes = 4 << 20
+
 func (s *Store) insertReports(ctx context.Context, reports []store.Report) error {
 	if len(reports) == 0 {
 		return nil
@@ -620,14 +628,21 @@ func (s *Store) insertReports(ctx context.Context, reports []store.Report) error
 		return err
 	}
 	defer b.Abort() // a no-op after Send
+	pending := 0
 	for _, r := range reports {
 		rcpts := r.Recipients
 		if rcpts == nil {
 			rcpts = []string{}
 		}
 		if err := b.Append(r.ID, r.Received.UTC(), r.ReturnPath, rcpts, r.ClientIP, r.Helo, r.TLS,
-			string(r.Raw), r.ParseError); err != nil {
+			r.Raw, r.ParseError); err != nil {
 			return fmt.Errorf("report %s: %w", r.ID, err)
+		}
+		if pending += len(r.Raw); pending >= reportsBlockBytes {
+			if err := b.Flush(); err != nil {
+				return err
+			}
+			pending = 0
 		}
 	}
 	return b.Send()
