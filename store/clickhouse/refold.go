@@ -7,6 +7,7 @@ import (
 	"time"
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/ext"
 	"github.com/bouncer-mail/bouncer/event"
 	"github.com/bouncer-mail/bouncer/store"
 )
@@ -16,24 +17,19 @@ import (
 // a recipient's history tens of them (bench/README.md), so ingest's
 // re-fold of a 500-recipient batch one recipient at a time took longer
 // than its write. Each batch read is the single-address query with the
-// address test widened to `IN (list)`, which uses the same primary key
-// range reads, and per-address limits kept by LIMIT BY; the list is sent
-// in chunks bounded by the bytes their literals take (chunkBytes), so a
-// statement that names its chunk twice stays below max_query_size (256
-// KiB) with the longest addresses, and a batch of ordinary ones is one
-// or two statements. (Chunks of 256 addresses, as before, made a batch
-// of 2,000 eight reads of each kind; on a table of a few granules every
-// one of them reads the whole table.)
-const (
-	// chunkBytes bounds a chunk's literals, as literalCost counts them.
-	chunkBytes = 96 << 10
-	// chunkAddresses bounds a chunk's count: the IN set ClickHouse
-	// builds, and the rows a chunk can return, stay modest.
-	chunkAddresses = 4096
-)
+// address test widened to `IN (SELECT address FROM _batch)`, which uses
+// the same primary key range reads, and per-address limits kept by LIMIT
+// BY; the addresses go as an external table (batchTable), as the Write's
+// lookups send their ids, in chunks of at most chunkAddresses. (They went
+// as IN lists of literals before: bounded by max_query_size, 256 KiB, a
+// batch of 8,000 was three or four reads of each kind, and on a table of
+// a few granules each read all of it; with a larger max_query_size, one
+// read a batch, the server still took about 16 µs an address to parse
+// and evaluate the list.)
+const chunkAddresses = 8192
 
 // batchQuery is single with each `= ?` of the address column widened to
-// `IN ?` and the other replacements done. It panics (at package init,
+// `IN (SELECT address FROM _batch)` and the other replacements done. It panics (at package init,
 // so every test catches it) when a pattern is not where it is expected:
 // the batch read must not drift from the single one it widens.
 func batchQuery(single string, column string, count int, more ...string) string {
@@ -41,7 +37,7 @@ func batchQuery(single string, column string, count int, more ...string) string 
 	if n := strings.Count(single, eq); n != count {
 		panic(fmt.Sprintf("clickhouse: batch query: %q found %d times, want %d", eq, n, count))
 	}
-	q := strings.ReplaceAll(single, eq, column+" IN ?") // a GroupSet binds as (a, b, ...)
+	q := strings.ReplaceAll(single, eq, column+" IN (SELECT address FROM "+batchTable+")")
 	for i := 0; i+1 < len(more); i += 2 {
 		if strings.Count(q, more[i]) != 1 {
 			panic(fmt.Sprintf("clickhouse: batch query: %q not found once", more[i]))
@@ -91,8 +87,8 @@ func (s *Store) RecipientsEvents(ctx context.Context, addresses []string, limit 
 		return nil, fmt.Errorf("clickhouse: recipients events: limit %d, want at least 1", limit)
 	}
 	out := make(map[string][]store.Event, len(addresses))
-	err := eachChunk(addresses, func(chunk ch.GroupSet) error {
-		rows, err := s.conn.Query(ctx, s.sql(selectRecipientsEvents), chunk, chunk, uint64(limit))
+	err := eachChunk(addresses, func(chunk *ext.Table) error {
+		rows, err := s.conn.Query(ch.Context(ctx, ch.WithExternalTable(chunk)), s.sql(selectRecipientsEvents), uint64(limit))
 		if err != nil {
 			return err
 		}
@@ -136,8 +132,8 @@ func (s *Store) RecipientsOutcomes(ctx context.Context, addresses []string) (map
 	}
 	defer s.gate.Leave()
 	out := make(map[string][]store.Outcome, len(addresses))
-	err := eachChunk(addresses, func(chunk ch.GroupSet) error {
-		rows, err := s.conn.Query(ctx, selectRecipientsOutcomes, chunk)
+	err := eachChunk(addresses, func(chunk *ext.Table) error {
+		rows, err := s.conn.Query(ch.Context(ctx, ch.WithExternalTable(chunk)), selectRecipientsOutcomes)
 		if err != nil {
 			return err
 		}
@@ -173,8 +169,8 @@ func (s *Store) LatestRemovals(ctx context.Context, addresses []string) (map[str
 	for _, a := range addresses {
 		out[normalizeAddress(a)] = time.Time{}
 	}
-	err := eachChunk(addresses, func(chunk ch.GroupSet) error {
-		rows, err := s.conn.Query(ctx, selectLatestRemovals, chunk)
+	err := eachChunk(addresses, func(chunk *ext.Table) error {
+		rows, err := s.conn.Query(ch.Context(ctx, ch.WithExternalTable(chunk)), selectLatestRemovals)
 		if err != nil {
 			return err
 		}
@@ -211,8 +207,8 @@ func (s *Store) AddressesSuppressions(ctx context.Context, addresses []string, n
 	for _, a := range addresses {
 		out[normalizeAddress(a)] = []store.Suppression{}
 	}
-	err := eachChunk(addresses, func(chunk ch.GroupSet) error {
-		rows, err := s.conn.Query(ch.Context(ctx, ch.WithSettings(pointReadSettings)), selectAddressesSuppressions, chunk)
+	err := eachChunk(addresses, func(chunk *ext.Table) error {
+		rows, err := s.conn.Query(ch.Context(ctx, ch.WithSettings(pointReadSettings), ch.WithExternalTable(chunk)), selectAddressesSuppressions)
 		if err != nil {
 			return err
 		}
@@ -233,47 +229,36 @@ func (s *Store) AddressesSuppressions(ctx context.Context, addresses []string, n
 	return out, nil
 }
 
-// eachChunk calls fn with the distinct addresses, lower-cased, in chunks
-// of at most chunkAddresses whose literals take at most chunkBytes (a
-// single address longer than that is a chunk of its own).
-func eachChunk(addresses []string, fn func(ch.GroupSet) error) error {
+// eachChunk calls fn with the distinct addresses, lower-cased, in
+// external tables named batchTable (one column, address) of at most
+// chunkAddresses each.
+func eachChunk(addresses []string, fn func(*ext.Table) error) error {
 	seen := make(map[string]bool, len(addresses))
-	var (
-		chunk []any
-		size  int
-	)
+	var tbl *ext.Table
 	for _, a := range addresses {
 		addr := normalizeAddress(a)
 		if seen[addr] {
 			continue
 		}
 		seen[addr] = true
-		cost := literalCost(addr)
-		if len(chunk) > 0 && (len(chunk) == chunkAddresses || size+cost > chunkBytes) {
-			if err := fn(ch.GroupSet{Value: chunk}); err != nil {
+		if tbl != nil && tbl.Block().Rows() == chunkAddresses {
+			if err := fn(tbl); err != nil {
 				return err
 			}
-			chunk, size = nil, 0
+			tbl = nil
 		}
-		chunk = append(chunk, addr)
-		size += cost
+		if tbl == nil {
+			var err error
+			if tbl, err = ext.NewTable(batchTable, ext.Column("address", "String")); err != nil {
+				return err
+			}
+		}
+		if err := tbl.Append(addr); err != nil {
+			return err
+		}
 	}
-	if len(chunk) > 0 {
-		return fn(ch.GroupSet{Value: chunk})
+	if tbl != nil {
+		return fn(tbl)
 	}
 	return nil
-}
-
-// literalCost is the bytes addr takes in an IN list as clickhouse-go
-// binds a string: a backslash before each backslash, quote and NUL (which
-// becomes \0), its quotes, a comma and a space.
-func literalCost(addr string) int {
-	n := len(addr) + 4
-	for i := 0; i < len(addr); i++ {
-		switch addr[i] {
-		case '\\', '\'', 0:
-			n++
-		}
-	}
-	return n
 }
