@@ -50,6 +50,7 @@ type throughputRound struct {
 	cpu             time.Duration // this process (NATS, ingest, SQLite) while draining
 	serverCPU       time.Duration // clickhouse-server while draining
 	batches         float64
+	stages          map[string]float64 // seconds summed over the batches, by ingest stage
 	bulk            time.Duration // the engine's own bulk load of the same reports and events
 	bulkCPU         time.Duration
 	bulkBytes       int64
@@ -116,6 +117,8 @@ func throughput(c config) error {
 				perSec(tr.reports, tr.pipeline), bulkName(st, c.chFormat), perSec(tr.reports, tr.bulk),
 				100*tr.bulk.Seconds()/tr.pipeline.Seconds(), perSec(tr.reports, tr.bulkAll),
 				100*tr.bulkAll.Seconds()/tr.pipeline.Seconds(), loadAvg())
+			fmt.Printf("   stages over %.0f batches (s, summed; decode of one batch and re-fold of another overlap the writes): decode %.2f, write %.2f, ack %.2f, refold %.2f; CPU s: this process %.2f, clickhouse-server %.2f\n",
+				tr.batches, tr.stages["decode"], tr.stages["write"], tr.stages["ack"], tr.stages["refold"], tr.cpu.Seconds(), tr.serverCPU.Seconds())
 		}
 	}
 
@@ -288,6 +291,7 @@ func throughputRun(c config, kind string, chs *chServer, round int, reports []re
 	cancel()
 	<-done
 	tr.batches = gathered(reg, "bouncer_ingest_batches_total")
+	tr.stages = stageSums(reg)
 
 	stats, err := st.Stats(ctx, time.Time{})
 	if err != nil {
@@ -411,6 +415,28 @@ func gathered(reg *prometheus.Registry, name string) float64 {
 		}
 	}
 	return sum
+}
+
+// stageSums is bouncer_ingest_stage_seconds' sum by stage in reg.
+func stageSums(reg *prometheus.Registry) map[string]float64 {
+	out := map[string]float64{}
+	mfs, err := reg.Gather()
+	if err != nil {
+		return out
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "bouncer_ingest_stage_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "stage" {
+					out[l.GetValue()] += m.GetHistogram().GetSampleSum()
+				}
+			}
+		}
+	}
+	return out
 }
 
 // selfCPU is this process's user plus system time so far.
