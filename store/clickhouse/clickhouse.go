@@ -91,6 +91,10 @@ type Store struct {
 	// (CheckSuppressions), so they leave connections to the filter's
 	// refresh and to ingest.
 	checkReads chan struct{}
+	// pairs: a Write may run two statements at once (two connections
+	// of the pool). Not with a pool of one, where the second would wait
+	// for the first and could time out waiting.
+	pairs bool
 }
 
 var _ store.Store = (*Store)(nil)
@@ -151,7 +155,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("clickhouse: migrating %s: %w", db, err)
 	}
 	s := &Store{conn: conn, database: db, reportLookback: opts.ReportLookback,
-		checkReads: make(chan struct{}, checkReadSlots(co.MaxOpenConns))}
+		checkReads: make(chan struct{}, checkReadSlots(co.MaxOpenConns)), pairs: co.MaxOpenConns > 1}
 	s.checks.opts.AddressesOnly = opts.CheckAddressesOnly
 	return s, nil
 }

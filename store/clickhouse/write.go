@@ -7,6 +7,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
@@ -92,25 +93,48 @@ func (s *Store) Write(ctx context.Context, reports []store.Report, events []stor
 	reports, events = dedupBatch(reports, events)
 	sets := setVersions(events)
 
-	newReports, firstReceived, err := s.newReports(ctx, reports)
+	// The lookups, and then the two inserts of rows, go in pairs of
+	// statements at once: each waits on the server, which has cores to
+	// spare for a second (bench/README.md, session 13).
+	var (
+		newReports    []store.Report
+		firstReceived map[string]time.Time
+		newEvents     []store.Event
+		storedEvents  []statsLogRow
+		earlier       map[string][]time.Time
+	)
+	err := s.pair(func() (err error) {
+		if newReports, firstReceived, err = s.newReports(ctx, reports); err != nil {
+			return err
+		}
+		newEvents, storedEvents, err = s.newEvents(ctx, events, firstReceived)
+		return err
+	}, func() (err error) {
+		earlier, err = s.storedSetTimes(ctx, sets)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("clickhouse: write: %w", err)
 	}
-	newEvents, storedEvents, err := s.newEvents(ctx, events, firstReceived)
+	// Reports and events together: a crash between them may leave either
+	// without the other. Ingest acknowledges only after a Write returned
+	// nil, so the batch comes again and its retry stores what is missing
+	// (the lookups above skip what is there); until then a raw report
+	// without its events can be classified again, and events without their
+	// raw report are only not reclassifiable.
+	err = s.pair(func() error {
+		if err := s.insertReports(ctx, newReports); err != nil {
+			return fmt.Errorf("reports: %w", err)
+		}
+		return nil
+	}, func() error {
+		if err := s.insertEvents(ctx, newEvents); err != nil {
+			return fmt.Errorf("events: %w", err)
+		}
+		return nil
+	})
 	if err != nil {
 		return fmt.Errorf("clickhouse: write: %w", err)
-	}
-	earlier, err := s.storedSetTimes(ctx, sets)
-	if err != nil {
-		return fmt.Errorf("clickhouse: write: %w", err)
-	}
-	// Reports first: a raw report without its events is what a crash
-	// between the two leaves, and it can be classified again.
-	if err := s.insertReports(ctx, newReports); err != nil {
-		return fmt.Errorf("clickhouse: write: reports: %w", err)
-	}
-	if err := s.insertEvents(ctx, newEvents); err != nil {
-		return fmt.Errorf("clickhouse: write: events: %w", err)
 	}
 	// The set versions next: a new set becomes visible only once all its
 	// events are in. Sent for every set of the batch, also those whose
@@ -129,6 +153,28 @@ func (s *Store) Write(ctx context.Context, reports []store.Report, events []stor
 		return fmt.Errorf("clickhouse: write: recounting stats: %w", err)
 	}
 	return nil
+}
+
+// pair runs a and b, at once when the pool allows (Store.pairs), and
+// returns the first of their errors; both have returned when it does.
+func (s *Store) pair(a, b func() error) error {
+	if !s.pairs {
+		if err := a(); err != nil {
+			return err
+		}
+		return b()
+	}
+	var (
+		wg   sync.WaitGroup
+		errB error
+	)
+	wg.Go(func() { errB = b() })
+	errA := a()
+	wg.Wait()
+	if errA != nil {
+		return errA
+	}
+	return errB
 }
 
 // reportSet is a report's highest version in a batch, and the times of
