@@ -51,7 +51,7 @@ type throughputRound struct {
 	serverCPU       time.Duration // clickhouse-server while draining
 	batches         float64
 	stages          map[string]float64 // seconds summed over the batches, by ingest stage
-	bulk            time.Duration // the engine's own bulk load of the same reports and events
+	bulk            time.Duration      // the engine's own bulk load of the same reports and events
 	bulkCPU         time.Duration
 	bulkBytes       int64
 	// bulkAll is the bulk load of every row ingest stored: reports and
