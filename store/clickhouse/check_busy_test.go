@@ -82,7 +82,7 @@ func TestCheckSuppressionsBusy(t *testing.T) {
 }
 
 func TestCheckReadSlots(t *testing.T) {
-	for _, tt := range []struct{ open, want int }{{1, 1}, {2, 1}, {3, 1}, {10, 8}, {50, 48}} {
+	for _, tt := range []struct{ open, want int }{{1, 1}, {2, 1}, {3, 1}, {4, 1}, {5, 2}, {10, 7}, {50, 47}} {
 		if got := checkReadSlots(tt.open); got != tt.want {
 			t.Errorf("checkReadSlots(%d) = %d, want %d", tt.open, got, tt.want)
 		}

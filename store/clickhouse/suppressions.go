@@ -626,10 +626,11 @@ func (s *Store) CheckSuppressions(ctx context.Context, address string, now time.
 const checkQueueWait = 250 * time.Millisecond
 
 // checkReadSlots is how many checks may read ClickHouse at once with a
-// pool of maxOpen connections: all but two, kept for the filter's
-// refresh and for ingest's writes; one at least.
+// pool of maxOpen connections: all but three, kept for the filter's
+// refresh and for ingest, whose Write runs two statements at once
+// (Store.pair) beside the re-fold of the batch before; one at least.
 func checkReadSlots(maxOpen int) int {
-	return max(1, maxOpen-2)
+	return max(1, maxOpen-3)
 }
 
 // Suppressions lists one page of the suppressions in force, in key
