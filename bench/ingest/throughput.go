@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/bouncer-mail/bouncer/broker"
 	"github.com/bouncer-mail/bouncer/classify"
@@ -401,42 +402,38 @@ func envelope(raw []byte, i int) event.Envelope {
 
 // gathered is the sum of a counter's samples in reg.
 func gathered(reg *prometheus.Registry, name string) float64 {
-	mfs, err := reg.Gather()
-	if err != nil {
-		return 0
-	}
 	sum := 0.0
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			sum += m.GetCounter().GetValue()
-		}
-	}
+	eachMetric(reg, name, func(m *dto.Metric) { sum += m.GetCounter().GetValue() })
 	return sum
 }
 
 // stageSums is bouncer_ingest_stage_seconds' sum by stage in reg.
 func stageSums(reg *prometheus.Registry) map[string]float64 {
 	out := map[string]float64{}
+	eachMetric(reg, "bouncer_ingest_stage_seconds", func(m *dto.Metric) {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "stage" {
+				out[l.GetValue()] += m.GetHistogram().GetSampleSum()
+			}
+		}
+	})
+	return out
+}
+
+// eachMetric calls fn with every sample of the metric name in reg (none
+// when reg cannot be gathered: the figures are then 0).
+func eachMetric(reg *prometheus.Registry, name string, fn func(*dto.Metric)) {
 	mfs, err := reg.Gather()
 	if err != nil {
-		return out
+		return
 	}
 	for _, mf := range mfs {
-		if mf.GetName() != "bouncer_ingest_stage_seconds" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "stage" {
-					out[l.GetValue()] += m.GetHistogram().GetSampleSum()
-				}
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				fn(m)
 			}
 		}
 	}
-	return out
 }
 
 // selfCPU is this process's user plus system time so far.
