@@ -663,7 +663,7 @@ func (s *Store) newEvents(ctx context.Context, events []store.Event, firstReceiv
 // reports that was tens of MB copied and faulted in per batch (15% of
 // ingest's CPU on ClickHouse in a profile of bench/ingest). Sent in blocks
 // of this size, the buffers are reused from one block to the next.
-var reportsBlockBytes = 4 << 20
+const reportsBlockBytes = 4 << 20
 
 func (s *Store) insertReports(ctx context.Context, reports []store.Report) error {
 	if len(reports) == 0 {
