@@ -26,12 +26,17 @@ import (
 // a few granules each read all of it; with a larger max_query_size, one
 // read a batch, the server still took about 16 µs an address to parse
 // and evaluate the list.)
+//
+// chunkAddresses takes a batch of ingest's 8,000 reports in one chunk
+// and keeps the set the server builds, and the rows a read returns,
+// bounded for a caller with more addresses.
 const chunkAddresses = 8192
 
 // batchQuery is single with each `= ?` of the address column widened to
-// `IN (SELECT address FROM _batch)` and the other replacements done. It panics (at package init,
-// so every test catches it) when a pattern is not where it is expected:
-// the batch read must not drift from the single one it widens.
+// `IN (SELECT address FROM _batch)` and the other replacements done. It
+// panics (at package init, so every test catches it) when a pattern is
+// not where it is expected: the batch read must not drift from the
+// single one it widens.
 func batchQuery(single string, column string, count int, more ...string) string {
 	eq := column + " = ?"
 	if n := strings.Count(single, eq); n != count {
