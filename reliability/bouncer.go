@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -166,6 +167,13 @@ func (b *Bouncer) Stop() error {
 	}
 	return b.p.stop(stopTimeout)
 }
+
+// Freeze stops the process with SIGSTOP: its connections stay open and
+// nothing answers on them, as with a paused VM or a host thrashing.
+func (b *Bouncer) Freeze() error { return syscall.Kill(-b.p.pid(), syscall.SIGSTOP) }
+
+// Thaw resumes a frozen process with SIGCONT.
+func (b *Bouncer) Thaw() error { return syscall.Kill(-b.p.pid(), syscall.SIGCONT) }
 
 // Running reports whether the process runs.
 func (b *Bouncer) Running() bool { return b.p != nil && b.p.running() }

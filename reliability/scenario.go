@@ -28,6 +28,9 @@ type Config struct {
 	RecoverWait time.Duration
 	// Attack is the number of connections of the slowloris scenario.
 	Attack int
+	// FaultEvery is how much of soak-faults' load comes between two
+	// faults; 0 is a quarter of Load.
+	FaultEvery time.Duration
 	// DiskSize is the size of the disk-full scenario's tmpfs (mount's
 	// size= option): room for what the load stores once the filler is
 	// removed.

@@ -16,9 +16,29 @@ import (
 )
 
 func init() {
-	Scenarios = append(Scenarios, Scenario{"soak",
-		"none: the all-in-one (embedded NATS, SQLite) under a steady load for the whole -load time (1 hour: -load 1h), RSS and accept latency sampled",
-		runSoak})
+	Scenarios = append(Scenarios,
+		Scenario{"soak",
+			"none: the all-in-one (embedded NATS, SQLite) under a steady load for the whole -load time (1 hour: -load 1h), RSS and accept latency sampled",
+			runSoak},
+		Scenario{"soak-faults",
+			"the soak with a fault every -fault-every of its load (default a quarter of -load; the faults' time is not counted in -load), in turn: kill -9 of the all-in-one and restart; SIGSTOP for -fault, then SIGCONT; SIGTERM and restart",
+			runSoakFaults})
+}
+
+// soakFault is one fault of soak-faults: inject starts it, -fault later
+// recover ends it.
+type soakFault struct {
+	name            string
+	inject, recover func(*Bouncer) error
+}
+
+// soakFaults are the faults of soak-faults, injected in turn: the ways
+// the all-in-one stops answering that a long run meets (a crash, a frozen
+// process or a paused VM, a deploy's restart).
+var soakFaults = []soakFault{
+	{"kill -9, restart after -fault", func(b *Bouncer) error { return b.Kill() }, func(b *Bouncer) error { return b.Start() }},
+	{"SIGSTOP, SIGCONT after -fault", func(b *Bouncer) error { return b.Freeze() }, func(b *Bouncer) error { return b.Thaw() }},
+	{"SIGTERM, restart after -fault", func(b *Bouncer) error { return b.Stop() }, func(b *Bouncer) error { return b.Start() }},
 }
 
 // soakSamples is about how many times a soak samples bouncer.
@@ -42,6 +62,9 @@ type soakSample struct {
 	self    int64         // the harness's own RSS, KiB: it shares the machine (and its page cache) with bouncer
 	lag     float64       // bouncer_ingest_lag_seconds
 	buckets map[float64]float64
+	// epoch counts bouncer's restarts before the sample: the latency
+	// histogram and VmHWM start again with a new process.
+	epoch int
 }
 
 // runSoak is the sustained load of issue 7: no fault, a steady load for
@@ -50,7 +73,35 @@ type soakSample struct {
 // accept latency per window, its RSS (flat, or growing) and ingest's lag.
 func runSoak(ctx context.Context, e *Env, c Config) (Result, error) {
 	r := Result{Scenario: "soak", Injected: fmt.Sprintf("none: %s of steady load (%d sessions, %.0f reports/s asked, %d bytes each)", c.Load, c.Sessions, c.Rate, c.Size)}
-	b, err := e.startBouncer("soak", BouncerOptions{})
+	return soak(ctx, e, c, r, 0)
+}
+
+// runSoakFaults is the soak with faults at intervals: every c.FaultEvery
+// of load (a quarter of c.Load when 0) the next of soakFaults, lasting
+// c.Fault, under the same steady load, which goes on through each fault
+// (the senders resend what got no 250). The same bounds and invariant.
+func runSoakFaults(ctx context.Context, e *Env, c Config) (Result, error) {
+	every := c.FaultEvery
+	if every <= 0 {
+		every = c.Load / 4
+	}
+	r := Result{Scenario: "soak-faults", Injected: fmt.Sprintf("a fault every %s of %s of steady load (%d sessions, %.0f reports/s asked, %d bytes each), each for %s, in turn: %s",
+		every, c.Load, c.Sessions, c.Rate, c.Size, c.Fault, faultNames())}
+	return soak(ctx, e, c, r, every)
+}
+
+func faultNames() string {
+	var names []string
+	for _, f := range soakFaults {
+		names = append(names, f.name)
+	}
+	return strings.Join(names, "; ")
+}
+
+// soak runs the all-in-one under c's load for c.Load, sampling it; with
+// faultEvery > 0 it injects soakFaults in turn at that interval.
+func soak(ctx context.Context, e *Env, c Config, r Result, faultEvery time.Duration) (Result, error) {
+	b, err := e.startBouncer(r.Scenario, BouncerOptions{})
 	if err != nil {
 		return r, err
 	}
@@ -60,8 +111,9 @@ func runSoak(ctx context.Context, e *Env, c Config) (Result, error) {
 	start := time.Now()
 	every := max(c.Load/soakSamples, time.Second)
 	var samples []soakSample
+	epoch := 0
 	take := func() error {
-		s := soakSample{at: time.Since(start), acked: load.Ledger.Counts().Acked, rss: vmRSS(b.Pid()), hwm: vmHWM(b.Pid()), self: vmRSS(os.Getpid())}
+		s := soakSample{at: time.Since(start), acked: load.Ledger.Counts().Acked, rss: vmRSS(b.Pid()), hwm: vmHWM(b.Pid()), self: vmRSS(os.Getpid()), epoch: epoch}
 		var err error
 		if s.buckets, s.lag, err = scrapeLatency(ctx, "http://"+b.HTTPAddr+"/metrics"); err != nil {
 			return err
@@ -82,9 +134,46 @@ func runSoak(ctx context.Context, e *Env, c Config) (Result, error) {
 		}
 		return nil
 	}
+	// inject runs the next fault: the load goes on through it. The time
+	// of the faults does not count in c.Load, so that every fault of
+	// the cycle comes in a short run.
+	faults, inFaults := 0, time.Duration(0)
+	loaded := func() time.Duration { return time.Since(start) - inFaults }
+	inject := func() error {
+		f := soakFaults[faults%len(soakFaults)]
+		faults++
+		began := time.Now()
+		at := time.Since(start).Round(time.Second)
+		p, pid := mark(load), b.Pid()
+		e.logf("%s: fault %d at %s: %s, after %d answered 250", r.Scenario, faults, at, f.name, p.c.Acked)
+		if err := f.inject(b); err != nil {
+			return fmt.Errorf("fault %d (%s): %w", faults, f.name, err)
+		}
+		sleep(ctx, c.Fault)
+		if err := f.recover(b); err != nil {
+			return fmt.Errorf("recovering from fault %d (%s): %w", faults, f.name, err)
+		}
+		if b.Pid() != pid {
+			epoch++
+		}
+		inFaults += time.Since(began)
+		r.Notes = append(r.Notes, p.since(load, fmt.Sprintf("fault %d at %s (%s), back after %s", faults, at, f.name, time.Since(began).Round(100*time.Millisecond))))
+		return nil
+	}
+	nextFault := faultEvery
 	var sampleErr error
-	for time.Since(start) < c.Load && sampleErr == nil && ctx.Err() == nil {
-		sleep(ctx, min(every, c.Load-time.Since(start)))
+	for loaded() < c.Load && sampleErr == nil && ctx.Err() == nil {
+		wait := min(every, c.Load-loaded())
+		if faultEvery > 0 {
+			wait = max(min(wait, nextFault-loaded()), 0)
+		}
+		sleep(ctx, wait)
+		if faultEvery > 0 && loaded() >= nextFault && loaded() < c.Load {
+			if sampleErr = inject(); sampleErr != nil {
+				break
+			}
+			nextFault += faultEvery
+		}
 		sampleErr = take()
 	}
 	loadTime := time.Since(start)
@@ -102,17 +191,22 @@ func runSoak(ctx context.Context, e *Env, c Config) (Result, error) {
 	}
 	err = load.Finish(ctx, c.DrainWait)
 	r.Counts = load.Ledger.Counts()
+	if rej := load.Ledger.Rejections(3); len(rej) > 0 {
+		r.Notes = append(r.Notes, fmt.Sprintf("5xx replies: %s", strings.Join(rej, " | ")))
+	}
 	r.Notes = append(r.Notes, soakNotes(samples, loadTime)...)
 	if err != nil {
 		return r, err
 	}
 	drainErr := check(ctx, c, &r, b, b.NATSURL, load, sqliteReader(b.DataDir, run), nil)
 	var flatErr error
-	if growth, ok := rssGrowth(samples); ok {
+	if growth, ok := rssGrowth(samples); ok && epoch == 0 {
 		r.Notes = append(r.Notes, fmt.Sprintf("RSS median of the last third %+.1f%% against the middle third's (bound: +%.0f%%)", (growth-1)*100, (soakRSSGrowth-1)*100))
 		if growth > soakRSSGrowth {
 			flatErr = fmt.Errorf("bouncer's memory is not flat: the median RSS of the run's last third is %.0f%% above the middle third's", (growth-1)*100)
 		}
+	} else if epoch > 0 {
+		r.Notes = append(r.Notes, fmt.Sprintf("flatness not judged: bouncer restarted %d times, each starting its memory again", epoch))
 	}
 	return r, errors.Join(drainErr, flatErr, b.Stop())
 }
@@ -153,8 +247,18 @@ func soakNotes(samples []soakSample, loadTime time.Duration) []string {
 	}
 	last := samples[len(samples)-1]
 	notes := []string{fmt.Sprintf("sustained: %d reports answered 250 in %s of load, %.0f/s", last.acked, loadTime.Round(time.Second), float64(last.acked)/loadTime.Seconds())}
+	// A restarted bouncer counts again from zero: the run's histogram is
+	// the sum of each process's last sample.
+	whole := map[float64]float64{}
+	for i, s := range samples {
+		if i == len(samples)-1 || samples[i+1].epoch != s.epoch {
+			for le, n := range s.buckets {
+				whole[le] += n
+			}
+		}
+	}
 	notes = append(notes, fmt.Sprintf("accept latency over the run: p50 %s, p99 %s (histogram bucket bounds)",
-		quantile(last.buckets, nil, 0.5), quantile(last.buckets, nil, 0.99)))
+		quantile(whole, nil, 0.5), quantile(whole, nil, 0.99)))
 	// Per tenth of the run: a p99 that climbs is a slow leak of time.
 	var windows []string
 	step := max(len(samples)/10, 1)
@@ -162,7 +266,12 @@ func soakNotes(samples []soakSample, loadTime time.Duration) []string {
 		var prev map[float64]float64
 		from := 0
 		if i-step >= 0 {
-			prev, from = samples[i-step].buckets, samples[i-step].acked
+			from = samples[i-step].acked
+			// After a restart the new process's whole histogram is
+			// the window's (it may hold a little of the one before).
+			if samples[i-step].epoch == samples[i].epoch {
+				prev = samples[i-step].buckets
+			}
 		}
 		s := samples[i]
 		windows = append(windows, fmt.Sprintf("%s: %.0f/s p99 %s", s.at.Round(time.Second),
@@ -170,14 +279,14 @@ func soakNotes(samples []soakSample, loadTime time.Duration) []string {
 	}
 	notes = append(notes, "per window: "+strings.Join(windows, "; "))
 	var rss []string
-	maxRSS, maxSelf, maxLag := int64(0), int64(0), 0.0
+	maxRSS, maxHWM, maxSelf, maxLag := int64(0), int64(0), int64(0), 0.0
 	for i, s := range samples {
-		maxRSS, maxSelf, maxLag = max(maxRSS, s.rss), max(maxSelf, s.self), math.Max(maxLag, s.lag)
+		maxRSS, maxHWM, maxSelf, maxLag = max(maxRSS, s.rss), max(maxHWM, s.hwm), max(maxSelf, s.self), math.Max(maxLag, s.lag)
 		if i%step == step-1 || i == 0 {
 			rss = append(rss, fmt.Sprintf("%s %d MiB", s.at.Round(time.Second), s.rss>>10))
 		}
 	}
-	notes = append(notes, fmt.Sprintf("RSS: %s; peak %d MiB at the samples, %d MiB by the kernel's high-water mark (VmHWM)", strings.Join(rss, ", "), maxRSS>>10, last.hwm>>10))
+	notes = append(notes, fmt.Sprintf("RSS: %s; peak %d MiB at the samples, %d MiB by the kernel's high-water mark (VmHWM)", strings.Join(rss, ", "), maxRSS>>10, maxHWM>>10))
 	notes = append(notes, fmt.Sprintf("the harness's own RSS at most %d MiB (the load, the ledger of every report)", maxSelf>>10))
 	notes = append(notes, fmt.Sprintf("ingest lag (bouncer_ingest_lag_seconds) at most %.2f s at a sample", maxLag))
 	return notes

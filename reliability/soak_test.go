@@ -103,3 +103,7 @@ func TestProcStatusKiB(t *testing.T) {
 	}
 	runtime.KeepAlive(ballast)
 }
+
+// TestSoakFaults is the soak with faults at intervals in its CI size:
+// each of soakFaults once in 2 s of load.
+func TestSoakFaults(t *testing.T) { runScenario(t, "soak-faults") }

@@ -48,6 +48,7 @@ func run() int {
 	flag.IntVar(&c.Messages, "messages", c.Messages, "messages relayed through Postfix in the postfix scenarios")
 	flag.DurationVar(&c.DrainWait, "drain-wait", c.DrainWait, "bound on waiting for resends, Postfix's queue and ingest")
 	flag.DurationVar(&c.RecoverWait, "recover-wait", c.RecoverWait, "disk-full: how long to wait for 250s after space is freed before restarting bouncer")
+	flag.DurationVar(&c.FaultEvery, "fault-every", c.FaultEvery, "soak-faults: load between two faults (0: a quarter of -load)")
 	flag.IntVar(&c.Attack, "attack", c.Attack, "connections of the slowloris scenario")
 	flag.StringVar(&c.DiskSize, "disk-size", c.DiskSize, "size of the disk-full scenario's tmpfs (mount -o size=)")
 	bouncerBin := flag.String("bouncer", "", "bouncer `binary` to test instead of ./cmd/bouncer built from this checkout")
