@@ -22,7 +22,10 @@ func init() {
 			runSoak},
 		Scenario{"soak-faults",
 			"the soak with a fault every -fault-every of its load (default a quarter of -load; the faults' time is not counted in -load), in turn: kill -9 of the all-in-one and restart; SIGSTOP for -fault, then SIGCONT; SIGTERM and restart",
-			runSoakFaults})
+			runSoakFaults},
+		Scenario{"soak-clickhouse",
+			"none: the split topology (a listener-only bouncer, a bouncer-ingest worker, clickhouse-server) under a steady load for the whole -load time, sampled as soak is",
+			runSoakClickHouse})
 }
 
 // soakFault is one fault of soak-faults: inject starts it, -fault later
@@ -62,6 +65,9 @@ type soakSample struct {
 	self    int64         // the harness's own RSS, KiB: it shares the machine (and its page cache) with bouncer
 	lag     float64       // bouncer_ingest_lag_seconds
 	buckets map[float64]float64
+	// split topology only, KiB: the ingest worker's RSS and VmHWM, and
+	// clickhouse-server's RSS
+	wrss, whwm, chrss int64
 	// epoch counts bouncer's restarts before the sample: the latency
 	// histogram and VmHWM start again with a new process.
 	epoch int
@@ -73,7 +79,61 @@ type soakSample struct {
 // accept latency per window, its RSS (flat, or growing) and ingest's lag.
 func runSoak(ctx context.Context, e *Env, c Config) (Result, error) {
 	r := Result{Scenario: "soak", Injected: fmt.Sprintf("none: %s of steady load (%d sessions, %.0f reports/s asked, %d bytes each)", c.Load, c.Sessions, c.Rate, c.Size)}
-	return soak(ctx, e, c, r, 0)
+	return soak(ctx, e, c, r, e.allInOne, 0)
+}
+
+// runSoakClickHouse is the soak of the scale-out deployment: the listener
+// alone in bouncer, ingest in a bouncer-ingest worker, the store in
+// ClickHouse. Both Go processes are held to soakRSSBound; ClickHouse's
+// memory is reported, not bounded (the server sizes its own caches).
+func runSoakClickHouse(ctx context.Context, e *Env, c Config) (Result, error) {
+	r := Result{Scenario: "soak-clickhouse", Injected: fmt.Sprintf("none: %s of steady load (%d sessions, %.0f reports/s asked, %d bytes each) on a listener-only bouncer, a bouncer-ingest worker and ClickHouse", c.Load, c.Sessions, c.Rate, c.Size)}
+	return soak(ctx, e, c, r, e.splitSoak, 0)
+}
+
+// soakSystem is what a soak runs: the processes it loads and samples, and
+// how it reads the store afterwards.
+type soakSystem struct {
+	b      *Bouncer      // takes the load; its /metrics has the accept latency
+	worker *IngestWorker // split: the ingest process, its /metrics has the lag
+	ch     *ClickHouse   // split: the store
+	read   func(context.Context) (StoreView, error)
+	stop   func() error // a graceful end
+	kill   func()
+}
+
+// allInOne is soak's system: bouncer with embedded NATS, in-process
+// ingest and SQLite.
+func (e *Env) allInOne(name, run string) (*soakSystem, error) {
+	b, err := e.startBouncer(name, BouncerOptions{})
+	if err != nil {
+		return nil, err
+	}
+	return &soakSystem{b: b, read: sqliteReader(b.DataDir, run), stop: b.Stop, kill: func() { b.Kill() }}, nil
+}
+
+// splitSoak is soak-clickhouse's system. Unlike the split fault
+// scenarios, bouncer runs no ingest of its own (--ingest=false): the
+// worker is the only consumer, as in a scaled-out deployment.
+func (e *Env) splitSoak(name, run string) (*soakSystem, error) {
+	s := &split{db: "reliability_" + strings.ReplaceAll(name, "-", "_")}
+	var err error
+	if s.ch, err = e.StartClickHouse(); err != nil {
+		return nil, err
+	}
+	dsn := s.ch.DSN(s.db)
+	if s.b, err = e.startBouncer(name, BouncerOptions{ClickHouseDSN: dsn, Args: []string{"--ingest=false"}}); err == nil {
+		if s.w, err = e.NewIngestWorker(name+"-ingest", s.b.NATSURL, dsn); err == nil {
+			err = s.w.Start()
+		}
+	}
+	if err != nil {
+		s.close()
+		return nil, err
+	}
+	return &soakSystem{b: s.b, worker: s.w, ch: s.ch,
+		read: func(ctx context.Context) (StoreView, error) { return s.ch.Read(ctx, s.db, prefix(run)) },
+		stop: s.stop, kill: s.close}, nil
 }
 
 // runSoakFaults is the soak with faults at intervals: every c.FaultEvery
@@ -87,7 +147,7 @@ func runSoakFaults(ctx context.Context, e *Env, c Config) (Result, error) {
 	}
 	r := Result{Scenario: "soak-faults", Injected: fmt.Sprintf("a fault every %s of %s of steady load (%d sessions, %.0f reports/s asked, %d bytes each), each for %s, in turn: %s",
 		every, c.Load, c.Sessions, c.Rate, c.Size, c.Fault, faultNames())}
-	return soak(ctx, e, c, r, every)
+	return soak(ctx, e, c, r, e.allInOne, every)
 }
 
 func faultNames() string {
@@ -98,15 +158,17 @@ func faultNames() string {
 	return strings.Join(names, "; ")
 }
 
-// soak runs the all-in-one under c's load for c.Load, sampling it; with
-// faultEvery > 0 it injects soakFaults in turn at that interval.
-func soak(ctx context.Context, e *Env, c Config, r Result, faultEvery time.Duration) (Result, error) {
-	b, err := e.startBouncer(r.Scenario, BouncerOptions{})
+// soak starts a system and runs c's load on it for c.Load, sampling it;
+// with faultEvery > 0 it injects soakFaults in turn at that interval (on
+// sys.b: the all-in-one's faults).
+func soak(ctx context.Context, e *Env, c Config, r Result, system func(name, run string) (*soakSystem, error), faultEvery time.Duration) (Result, error) {
+	run := newRun()
+	sys, err := system(r.Scenario, run)
 	if err != nil {
 		return r, err
 	}
-	defer b.Kill()
-	run := newRun()
+	defer sys.kill()
+	b := sys.b
 	load := c.startLoad(b.SMTPAddr, run)
 	start := time.Now()
 	every := max(c.Load/soakSamples, time.Second)
@@ -117,6 +179,12 @@ func soak(ctx context.Context, e *Env, c Config, r Result, faultEvery time.Durat
 		var err error
 		if s.buckets, s.lag, err = scrapeLatency(ctx, "http://"+b.HTTPAddr+"/metrics"); err != nil {
 			return err
+		}
+		if w := sys.worker; w != nil {
+			s.wrss, s.whwm, s.chrss = vmRSS(w.p.pid()), vmHWM(w.p.pid()), vmRSS(sys.ch.p.pid())
+			if s.lag, err = w.Metric(ctx, "bouncer_ingest_lag_seconds"); err != nil {
+				return err
+			}
 		}
 		samples = append(samples, s)
 		if s.rss<<10 > soakRSSBound {
@@ -129,8 +197,14 @@ func soak(ctx context.Context, e *Env, c Config, r Result, faultEvery time.Durat
 		if s.hwm<<10 > soakRSSBound {
 			return fmt.Errorf("bouncer's peak RSS (VmHWM) reached %d MiB by %s, over the %d MiB bound (%d MiB now)", s.hwm>>10, s.at.Round(time.Second), soakRSSBound>>20, s.rss>>10)
 		}
+		if s.whwm<<10 > soakRSSBound {
+			return fmt.Errorf("the ingest worker's peak RSS (VmHWM) reached %d MiB by %s, over the %d MiB bound (%d MiB now)", s.whwm>>10, s.at.Round(time.Second), soakRSSBound>>20, s.wrss>>10)
+		}
 		if !b.Running() {
 			return errors.New("bouncer died: " + lastLines(b.LogPath, 3))
+		}
+		if w := sys.worker; w != nil && !w.p.running() {
+			return errors.New("the ingest worker died: " + lastLines(w.LogPath, 3))
 		}
 		return nil
 	}
@@ -185,7 +259,7 @@ func soak(ctx context.Context, e *Env, c Config, r Result, faultEvery time.Durat
 		r.Counts = load.Ledger.Counts()
 		r.Notes = append(r.Notes, soakNotes(samples, loadTime)...)
 		if err == nil && b.Running() {
-			err = check(ctx, c, &r, b, b.NATSURL, load, sqliteReader(b.DataDir, run), nil)
+			err = check(ctx, c, &r, b, b.NATSURL, load, sys.read, nil)
 		}
 		return r, errors.Join(sampleErr, err)
 	}
@@ -198,7 +272,7 @@ func soak(ctx context.Context, e *Env, c Config, r Result, faultEvery time.Durat
 	if err != nil {
 		return r, err
 	}
-	drainErr := check(ctx, c, &r, b, b.NATSURL, load, sqliteReader(b.DataDir, run), nil)
+	drainErr := check(ctx, c, &r, b, b.NATSURL, load, sys.read, nil)
 	var flatErr error
 	if growth, ok := rssGrowth(samples); ok && epoch == 0 {
 		r.Notes = append(r.Notes, fmt.Sprintf("RSS median of the last third %+.1f%% against the middle third's (bound: +%.0f%%)", (growth-1)*100, (soakRSSGrowth-1)*100))
@@ -208,7 +282,7 @@ func soak(ctx context.Context, e *Env, c Config, r Result, faultEvery time.Durat
 	} else if epoch > 0 {
 		r.Notes = append(r.Notes, fmt.Sprintf("flatness not judged: bouncer restarted %d times, each starting its memory again", epoch))
 	}
-	return r, errors.Join(drainErr, flatErr, b.Stop())
+	return r, errors.Join(drainErr, flatErr, sys.stop())
 }
 
 // soakRSSGrowth bounds how much the median RSS of a soak's last third may
@@ -287,6 +361,18 @@ func soakNotes(samples []soakSample, loadTime time.Duration) []string {
 		}
 	}
 	notes = append(notes, fmt.Sprintf("RSS: %s; peak %d MiB at the samples, %d MiB by the kernel's high-water mark (VmHWM)", strings.Join(rss, ", "), maxRSS>>10, maxHWM>>10))
+	if last.chrss > 0 {
+		var wPeak, wHWM, chPeak int64
+		var ch []string
+		for i, s := range samples {
+			wPeak, wHWM, chPeak = max(wPeak, s.wrss), max(wHWM, s.whwm), max(chPeak, s.chrss)
+			if i%step == step-1 || i == 0 {
+				ch = append(ch, fmt.Sprintf("%s %d/%d MiB", s.at.Round(time.Second), s.wrss>>10, s.chrss>>10))
+			}
+		}
+		notes = append(notes, fmt.Sprintf("the ingest worker's / clickhouse-server's RSS: %s; worker's peak %d MiB at the samples, %d MiB by VmHWM; ClickHouse's peak %d MiB at the samples",
+			strings.Join(ch, ", "), wPeak>>10, wHWM>>10, chPeak>>10))
+	}
 	notes = append(notes, fmt.Sprintf("the harness's own RSS at most %d MiB (the load, the ledger of every report)", maxSelf>>10))
 	notes = append(notes, fmt.Sprintf("ingest lag (bouncer_ingest_lag_seconds) at most %.2f s at a sample", maxLag))
 	return notes

@@ -107,3 +107,7 @@ func TestProcStatusKiB(t *testing.T) {
 // TestSoakFaults is the soak with faults at intervals in its CI size:
 // each of soakFaults once in 2 s of load.
 func TestSoakFaults(t *testing.T) { runScenario(t, "soak-faults") }
+
+// TestSoakClickHouse is the soak of the split topology (listener-only
+// bouncer, bouncer-ingest, ClickHouse) in its CI size.
+func TestSoakClickHouse(t *testing.T) { runScenario(t, "soak-clickhouse") }
