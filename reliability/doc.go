@@ -10,8 +10,9 @@
 //   - all-in-one: one bouncer process with its embedded NATS, in-process
 //     ingest and SQLite under a temporary --data-dir;
 //   - split: a bouncer process (listener and embedded NATS, writing
-//     ClickHouse) and a separate bouncer-ingest worker sharing its durable
-//     consumer, both storing into a throwaway ClickHouse server.
+//     ClickHouse; a listener only in soak-clickhouse) and a separate
+//     bouncer-ingest worker sharing its durable consumer, storing into a
+//     throwaway ClickHouse server.
 //
 // The load is this package's own SMTP client (Load): every message is a
 // unique RFC 3464 report of a 5.1.1 rejection, and the SHA-256 of the bytes

@@ -12,9 +12,9 @@ import (
 )
 
 // split is the scale-out topology: ClickHouse, a bouncer (listener and
-// embedded NATS; its in-process ingest also writes ClickHouse, there being
-// no listener-only mode) and a separate bouncer-ingest worker on the same
-// durable consumer.
+// embedded NATS; in the fault scenarios its in-process ingest also writes
+// ClickHouse, as the compose file runs it; soak-clickhouse's is a listener
+// only) and a separate bouncer-ingest worker on the same durable consumer.
 type split struct {
 	ch *ClickHouse
 	db string
