@@ -42,7 +42,7 @@ func run() int {
 	flag.IntVar(&c.Sessions, "sessions", c.Sessions, "parallel SMTP sessions of the load")
 	flag.IntVar(&c.Size, "size", c.Size, "bytes per report, about")
 	flag.Float64Var(&c.Rate, "rate", c.Rate, "new reports per second over all sessions; 0: as fast as answered")
-	flag.DurationVar(&c.Load, "load", c.Load, "load before the fault")
+	flag.DurationVar(&c.Load, "load", c.Load, "load before the fault; the soaks: all of their load")
 	flag.DurationVar(&c.Fault, "fault", c.Fault, "how long the fault lasts")
 	flag.DurationVar(&c.After, "after", c.After, "load after the recovery")
 	flag.IntVar(&c.Messages, "messages", c.Messages, "messages relayed through Postfix in the postfix scenarios")
