@@ -46,6 +46,17 @@ func (b *budget) take(ctx context.Context, n int64) error {
 	}
 }
 
+// tryTake takes n bytes if they are free, without waiting.
+func (b *budget) tryTake(n int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.free < n {
+		return false
+	}
+	b.free -= n
+	return true
+}
+
 // give gives n bytes back.
 func (b *budget) give(n int64) {
 	if n == 0 {
@@ -104,11 +115,16 @@ func readBudgeted(b *budget, r io.Reader, wait time.Duration) ([]byte, int64, er
 		return nil, 0, err
 	}
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), wait)
-		err := b.take(ctx, budgetChunk)
-		cancel()
-		if err != nil {
-			return fail(errBudget)
+		if !b.tryTake(budgetChunk) {
+			// A timer only when the budget is short: a context with a
+			// deadline per message was the next allocation after the
+			// chunks.
+			ctx, cancel := context.WithTimeout(context.Background(), wait)
+			err := b.take(ctx, budgetChunk)
+			cancel()
+			if err != nil {
+				return fail(errBudget)
+			}
 		}
 		taken += budgetChunk
 		c := chunkPool.Get().(*[]byte)
