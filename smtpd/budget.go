@@ -96,7 +96,7 @@ var errBudget = errors.New("smtpd: in-flight message budget spent")
 // message's own size: a fresh chunk per message was 64 KiB allocated and
 // zeroed for a report of a few KB (most are), about 130 MB/s of garbage
 // at 2,000 reports/s and most of the listener's allocations
-// (docs/reliability.md, "An hour with faults at intervals"). The copy is
+// (bench/README.md, "The message buffer"). The copy is
 // the caller's: it may outlive the call (a publish that timed out can
 // leave it in a bundle being written).
 func readBudgeted(b *budget, r io.Reader, wait time.Duration) ([]byte, int64, error) {
