@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -100,8 +99,8 @@ func (e *Env) startBouncer(name string, o BouncerOptions) (*Bouncer, error) {
 // database and the streams), then a bouncer-ingest worker sharing its
 // NATS and its durable consumer. With an error, the bouncer it started
 // is killed.
-func (e *Env) startBouncerAndWorker(name, dsn string) (*Bouncer, *IngestWorker, error) {
-	b, err := e.startBouncer(name, BouncerOptions{ClickHouseDSN: dsn})
+func (e *Env) startBouncerAndWorker(name, dsn string, args ...string) (*Bouncer, *IngestWorker, error) {
+	b, err := e.startBouncer(name, BouncerOptions{ClickHouseDSN: dsn, Args: args})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -170,10 +169,10 @@ func (b *Bouncer) Stop() error {
 
 // Freeze stops the process with SIGSTOP: its connections stay open and
 // nothing answers on them, as with a paused VM or a host thrashing.
-func (b *Bouncer) Freeze() error { return syscall.Kill(-b.p.pid(), syscall.SIGSTOP) }
+func (b *Bouncer) Freeze() error { return b.p.freeze() }
 
 // Thaw resumes a frozen process with SIGCONT.
-func (b *Bouncer) Thaw() error { return syscall.Kill(-b.p.pid(), syscall.SIGCONT) }
+func (b *Bouncer) Thaw() error { return b.p.thaw() }
 
 // Running reports whether the process runs.
 func (b *Bouncer) Running() bool { return b.p != nil && b.p.running() }

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -121,10 +120,10 @@ func (c *ClickHouse) Kill() error {
 // Freeze stops the server with SIGSTOP: its connections stay open and
 // nothing answers, as a wedged server or a lost network looks. Thaw
 // resumes it.
-func (c *ClickHouse) Freeze() error { return syscall.Kill(-c.p.pid(), syscall.SIGSTOP) }
+func (c *ClickHouse) Freeze() error { return c.p.freeze() }
 
 // Thaw resumes a frozen server.
-func (c *ClickHouse) Thaw() error { return syscall.Kill(-c.p.pid(), syscall.SIGCONT) }
+func (c *ClickHouse) Thaw() error { return c.p.thaw() }
 
 // Close kills the server; the directory goes with the work directory.
 func (c *ClickHouse) Close() error { return c.Kill() }

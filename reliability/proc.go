@@ -77,6 +77,10 @@ func (p *proc) kill() error {
 	}
 }
 
+// freeze stops the process group with SIGSTOP; thaw resumes it.
+func (p *proc) freeze() error { return syscall.Kill(-p.pid(), syscall.SIGSTOP) }
+func (p *proc) thaw() error   { return syscall.Kill(-p.pid(), syscall.SIGCONT) }
+
 // stop sends SIGTERM and waits up to timeout for the exit, then kills.
 func (p *proc) stop(timeout time.Duration) error {
 	if !p.running() {

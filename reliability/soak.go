@@ -39,9 +39,9 @@ type soakFault struct {
 // the all-in-one stops answering that a long run meets (a crash, a frozen
 // process or a paused VM, a deploy's restart).
 var soakFaults = []soakFault{
-	{"kill -9, restart after -fault", func(b *Bouncer) error { return b.Kill() }, func(b *Bouncer) error { return b.Start() }},
-	{"SIGSTOP, SIGCONT after -fault", func(b *Bouncer) error { return b.Freeze() }, func(b *Bouncer) error { return b.Thaw() }},
-	{"SIGTERM, restart after -fault", func(b *Bouncer) error { return b.Stop() }, func(b *Bouncer) error { return b.Start() }},
+	{"kill -9, restart after -fault", (*Bouncer).Kill, (*Bouncer).Start},
+	{"SIGSTOP, SIGCONT after -fault", (*Bouncer).Freeze, (*Bouncer).Thaw},
+	{"SIGTERM, restart after -fault", (*Bouncer).Stop, (*Bouncer).Start},
 }
 
 // soakSamples is about how many times a soak samples bouncer.
@@ -116,19 +116,8 @@ func (e *Env) allInOne(name, run string) (*soakSystem, error) {
 // scenarios, bouncer runs no ingest of its own (--ingest=false): the
 // worker is the only consumer, as in a scaled-out deployment.
 func (e *Env) splitSoak(name, run string) (*soakSystem, error) {
-	s := &split{db: "reliability_" + strings.ReplaceAll(name, "-", "_")}
-	var err error
-	if s.ch, err = e.StartClickHouse(); err != nil {
-		return nil, err
-	}
-	dsn := s.ch.DSN(s.db)
-	if s.b, err = e.startBouncer(name, BouncerOptions{ClickHouseDSN: dsn, Args: []string{"--ingest=false"}}); err == nil {
-		if s.w, err = e.NewIngestWorker(name+"-ingest", s.b.NATSURL, dsn); err == nil {
-			err = s.w.Start()
-		}
-	}
+	s, err := e.startSplit(name, "--ingest=false")
 	if err != nil {
-		s.close()
 		return nil, err
 	}
 	return &soakSystem{b: s.b, worker: s.w, ch: s.ch,

@@ -22,13 +22,13 @@ type split struct {
 	w  *IngestWorker
 }
 
-func (e *Env) startSplit(name string) (*split, error) {
+func (e *Env) startSplit(name string, bouncerArgs ...string) (*split, error) {
 	s := &split{db: "reliability_" + strings.ReplaceAll(name, "-", "_")}
 	var err error
 	if s.ch, err = e.StartClickHouse(); err != nil {
 		return nil, err
 	}
-	if s.b, s.w, err = e.startBouncerAndWorker(name, s.ch.DSN(s.db)); err != nil {
+	if s.b, s.w, err = e.startBouncerAndWorker(name, s.ch.DSN(s.db), bouncerArgs...); err != nil {
 		s.close()
 		return nil, err
 	}
