@@ -271,10 +271,15 @@ func drive(ctx context.Context, e *Env, c Config, r *Result, load *Load, faults 
 	e.logf("%s: load stopped; waiting for the senders' resends", r.Scenario)
 	err := load.Finish(ctx, c.DrainWait)
 	r.Counts = load.Ledger.Counts()
+	noteRejections(r, load)
+	return err
+}
+
+// noteRejections notes the first few 5xx replies the load got, if any.
+func noteRejections(r *Result, load *Load) {
 	if rej := load.Ledger.Rejections(3); len(rej) > 0 {
 		r.Notes = append(r.Notes, fmt.Sprintf("5xx replies: %s", strings.Join(rej, " | ")))
 	}
-	return err
 }
 
 func runKill9(ctx context.Context, e *Env, c Config) (Result, error) {

@@ -254,9 +254,7 @@ func soak(ctx context.Context, e *Env, c Config, r Result, system func(name, run
 	}
 	err = load.Finish(ctx, c.DrainWait)
 	r.Counts = load.Ledger.Counts()
-	if rej := load.Ledger.Rejections(3); len(rej) > 0 {
-		r.Notes = append(r.Notes, fmt.Sprintf("5xx replies: %s", strings.Join(rej, " | ")))
-	}
+	noteRejections(&r, load)
 	r.Notes = append(r.Notes, soakNotes(samples, loadTime)...)
 	if err != nil {
 		return r, err
@@ -341,26 +339,22 @@ func soakNotes(samples []soakSample, loadTime time.Duration) []string {
 			float64(s.acked-from)/(s.at-atOr0(samples, i-step)).Seconds(), quantile(s.buckets, prev, 0.99)))
 	}
 	notes = append(notes, "per window: "+strings.Join(windows, "; "))
-	var rss []string
+	var rss, split []string
 	maxRSS, maxHWM, maxSelf, maxLag := int64(0), int64(0), int64(0), 0.0
+	var wPeak, wHWM, chPeak int64
 	for i, s := range samples {
 		maxRSS, maxHWM, maxSelf, maxLag = max(maxRSS, s.rss), max(maxHWM, s.hwm), max(maxSelf, s.self), math.Max(maxLag, s.lag)
+		wPeak, wHWM, chPeak = max(wPeak, s.wrss), max(wHWM, s.whwm), max(chPeak, s.chrss)
 		if i%step == step-1 || i == 0 {
-			rss = append(rss, fmt.Sprintf("%s %d MiB", s.at.Round(time.Second), s.rss>>10))
+			at := s.at.Round(time.Second)
+			rss = append(rss, fmt.Sprintf("%s %d MiB", at, s.rss>>10))
+			split = append(split, fmt.Sprintf("%s %d/%d MiB", at, s.wrss>>10, s.chrss>>10))
 		}
 	}
 	notes = append(notes, fmt.Sprintf("RSS: %s; peak %d MiB at the samples, %d MiB by the kernel's high-water mark (VmHWM)", strings.Join(rss, ", "), maxRSS>>10, maxHWM>>10))
 	if last.chrss > 0 {
-		var wPeak, wHWM, chPeak int64
-		var ch []string
-		for i, s := range samples {
-			wPeak, wHWM, chPeak = max(wPeak, s.wrss), max(wHWM, s.whwm), max(chPeak, s.chrss)
-			if i%step == step-1 || i == 0 {
-				ch = append(ch, fmt.Sprintf("%s %d/%d MiB", s.at.Round(time.Second), s.wrss>>10, s.chrss>>10))
-			}
-		}
 		notes = append(notes, fmt.Sprintf("the ingest worker's / clickhouse-server's RSS: %s; worker's peak %d MiB at the samples, %d MiB by VmHWM; ClickHouse's peak %d MiB at the samples",
-			strings.Join(ch, ", "), wPeak>>10, wHWM>>10, chPeak>>10))
+			strings.Join(split, ", "), wPeak>>10, wHWM>>10, chPeak>>10))
 	}
 	notes = append(notes, fmt.Sprintf("the harness's own RSS at most %d MiB (the load, the ledger of every report)", maxSelf>>10))
 	notes = append(notes, fmt.Sprintf("ingest lag (bouncer_ingest_lag_seconds) at most %.2f s at a sample", maxLag))
