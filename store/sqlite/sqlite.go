@@ -98,8 +98,9 @@ func (o Options) withDefaults() Options {
 
 // Store is a store.Store on a SQLite file. It is safe for concurrent use.
 type Store struct {
-	w *sql.DB // the single write connection
-	r *sql.DB // the read pool, query_only
+	w    *sql.DB // the single write connection
+	r    *sql.DB // the read pool, query_only
+	ckpt *checkpointer
 
 	// mu guards closed. Every method holds it for reading while it runs,
 	// so Close waits for in-flight calls instead of failing them midway.
@@ -126,7 +127,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("sqlite: %w", err)
 	}
 
-	w, err := sql.Open(driverName, dsn(abs, opts, false))
+	w, err := sql.Open(driverName, dsn(abs, opts, roleWriter))
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: opening %s: %w", abs, err)
 	}
@@ -145,7 +146,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 
 	// The read pool opens after the writer switched the file to WAL, so
 	// it never needs to write the journal mode itself.
-	r, err := sql.Open(driverName, dsn(abs, opts, true))
+	r, err := sql.Open(driverName, dsn(abs, opts, roleReader))
 	if err != nil {
 		w.Close()
 		return nil, fmt.Errorf("sqlite: opening %s: %w", abs, err)
@@ -157,21 +158,43 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		w.Close()
 		return nil, fmt.Errorf("sqlite: opening %s: %w", abs, err)
 	}
-	return &Store{w: w, r: r}, nil
+	c, err := sql.Open(driverName, dsn(abs, opts, roleCheckpointer))
+	if err != nil {
+		r.Close()
+		w.Close()
+		return nil, fmt.Errorf("sqlite: opening %s: %w", abs, err)
+	}
+	c.SetMaxOpenConns(1)
+	c.SetMaxIdleConns(1)
+	c.SetConnMaxLifetime(0)
+	c.SetConnMaxIdleTime(0)
+	if err := c.PingContext(ctx); err != nil {
+		c.Close()
+		r.Close()
+		w.Close()
+		return nil, fmt.Errorf("sqlite: opening %s: %w", abs, err)
+	}
+	return &Store{w: w, r: r, ckpt: startCheckpointer(c)}, nil
 }
 
 // dsn builds a file: URI for the driver. Every connection gets the
 // pragmas, as they are per connection (journal_mode is per file, but
 // asking again is harmless). The writer begins its transactions
 // IMMEDIATE, so a write never fails halfway to upgrade its lock.
-func dsn(abs string, opts Options, readOnly bool) string {
+func dsn(abs string, opts Options, role role) string {
 	q := url.Values{}
 	q.Set("_busy_timeout", strconv.FormatInt(opts.BusyTimeout.Milliseconds(), 10))
 	q.Set("_foreign_keys", "1")
+	// FULL on the checkpointer too: it fsyncs the database file after
+	// copying frames into it, before the WAL may be reset over them.
 	q.Set("_synchronous", "FULL")
-	if readOnly {
+	switch role {
+	case roleReader:
 		q.Set("_query_only", "1")
-	} else {
+	case roleCheckpointer:
+		// It only checkpoints: no journal mode to set, no cache to fill
+		// (a checkpoint copies frames without SQLite's page cache).
+	case roleWriter:
 		q.Set("_journal_mode", "WAL")
 		q.Set("_txlock", "immediate")
 		// 4 KiB pages for a new file (an existing one keeps its own;
@@ -192,11 +215,23 @@ func dsn(abs string, opts Options, readOnly bool) string {
 		q.Add("_pragma", "page_size(4096)")
 		// A negative cache_size is KiB rather than pages.
 		q.Add("_pragma", fmt.Sprintf("cache_size(%d)", -max(opts.WriterCacheBytes>>10, 1)))
+		// The checkpointer copies the WAL; the writer only as a
+		// backstop (checkpoint.go).
+		q.Add("_pragma", fmt.Sprintf("wal_autocheckpoint(%d)", writerAutoCheckpoint))
 	}
 	// The path goes through url.URL so '?', '#' and '%' in it are escaped;
 	// SQLite decodes %HH in a file: URI.
 	return "file:" + (&url.URL{Path: abs}).EscapedPath() + "?" + q.Encode()
 }
+
+// role is what a connection of the Store is for.
+type role int
+
+const (
+	roleWriter role = iota
+	roleReader
+	roleCheckpointer
+)
 
 // checkWriter makes sure the pragmas that durability depends on took
 // effect: a file system without shared memory support silently keeps the
@@ -246,8 +281,14 @@ func (s *Store) Ping(ctx context.Context) error {
 // is local, so it is written in a few seconds at most.
 func (s *Store) IngestBatchSize() int { return 8000 }
 
-// Close waits for running calls, then closes both pools. Later calls
-// return store.ErrClosed; closing again returns nil.
+// Close waits for running calls, then stops the checkpointer and closes
+// the connections. Later calls return store.ErrClosed; closing again
+// returns nil.
 func (s *Store) Close() error {
-	return s.gate.Close(func() error { return errors.Join(s.r.Close(), s.w.Close()) })
+	return s.gate.Close(func() error {
+		s.ckpt.stop()
+		// The writer closes last: as the last connection it checkpoints
+		// what is left and removes the WAL.
+		return errors.Join(s.ckpt.db.Close(), s.r.Close(), s.w.Close())
+	})
 }

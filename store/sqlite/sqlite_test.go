@@ -241,12 +241,12 @@ func TestPragmas(t *testing.T) {
 		{"r", "journal_mode", "wal"},
 		{"r", "query_only", "1"},
 		{"r", "foreign_keys", "1"},
+		{"w", "wal_autocheckpoint", "16384"}, // the checkpointer copies the WAL
+		{"c", "synchronous", "2"},
+		{"c", "journal_mode", "wal"},
 	}
 	for _, tt := range tests {
-		db := s.w
-		if tt.db == "r" {
-			db = s.r
-		}
+		db := map[string]*sql.DB{"w": s.w, "r": s.r, "c": s.ckpt.db}[tt.db]
 		var got string
 		if err := db.QueryRow("PRAGMA " + tt.pragma).Scan(&got); err != nil {
 			t.Fatalf("PRAGMA %s: %v", tt.pragma, err)

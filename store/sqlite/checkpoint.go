@@ -1,0 +1,117 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// The WAL's checkpoints run on a connection of their own, beside the
+// writer, instead of inside the writer's commits.
+//
+// SQLite checkpoints by itself at the end of a commit that leaves more
+// than wal_autocheckpoint pages (1,000) in the WAL. Ingest's batch
+// dirties far more than that on a store of some size (every key lands on
+// a page of its own), so nearly every commit copied its pages into the
+// database file and fsynced it before the writer could start the next
+// batch: the write path paid for the checkpoint's reads, writes and
+// fsyncs in full. A checkpointer connection copies the frames of
+// committed transactions while the writer goes on appending new ones
+// (WAL mode allows both at once); the writer resets the WAL to its start
+// whenever it finds it fully copied.
+//
+// The writer keeps a checkpoint of its own as a backstop, at
+// writerAutoCheckpoint pages: if the checkpointer stops or falls behind,
+// the WAL is still bounded, as before, only larger.
+const (
+	// writerAutoCheckpoint is the writer's wal_autocheckpoint: 16,384
+	// pages of 4 KiB, 64 MiB of WAL.
+	writerAutoCheckpoint = 16384
+	// checkpointIdle is how long the checkpointer waits after a
+	// checkpoint that found nothing new.
+	checkpointIdle = 20 * time.Millisecond
+	// checkpointRetry is how long it waits after an error.
+	checkpointRetry = time.Second
+)
+
+// checkpointer runs PASSIVE checkpoints on its own connection until
+// stopped. PASSIVE never waits for readers or the writer: it copies what
+// it can and returns.
+type checkpointer struct {
+	db     *sql.DB
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	copied atomic.Int64 // checkpoints that copied frames
+	errs   atomic.Int64 // checkpoints that failed
+	last   atomic.Pointer[error]
+
+	stopOnce sync.Once
+}
+
+func startCheckpointer(db *sql.DB) *checkpointer {
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &checkpointer{db: db, cancel: cancel, done: make(chan struct{})}
+	go c.run(ctx)
+	return c
+}
+
+// run checkpoints again at once while checkpoints make progress (the
+// writer is committing), and every checkpointIdle otherwise.
+func (c *checkpointer) run(ctx context.Context) {
+	defer close(c.done)
+	wait := time.NewTimer(0)
+	defer wait.Stop()
+	var prev walState
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-wait.C:
+		}
+		st, err := c.once(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			c.errs.Add(1)
+			c.last.Store(&err)
+			wait.Reset(checkpointRetry)
+		case st.copied > 0 && st != prev:
+			c.copied.Add(1)
+			wait.Reset(0)
+		default:
+			wait.Reset(checkpointIdle)
+		}
+		prev = st
+	}
+}
+
+// walState is what a checkpoint returns: the WAL's frames and how many of
+// them are copied into the database file. Both are -1 when the file is
+// not in WAL mode.
+type walState struct{ frames, copied int64 }
+
+func (c *checkpointer) once(ctx context.Context) (walState, error) {
+	var busy int64
+	var st walState
+	if err := c.db.QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &st.frames, &st.copied); err != nil {
+		return walState{}, err
+	}
+	// busy is 1 when another checkpoint (another process's) held the
+	// lock: nothing was done, try again later.
+	if busy != 0 {
+		return walState{}, nil
+	}
+	return st, nil
+}
+
+// stop ends the loop and waits for a running checkpoint.
+func (c *checkpointer) stop() {
+	c.stopOnce.Do(func() {
+		c.cancel()
+		<-c.done
+	})
+}
