@@ -84,7 +84,7 @@ func runReclassify(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	st, err := openStore(ctx, Options{DataDir: *dataDir, ClickHouseDSN: *dsn})
+	st, err := openStore(ctx, Options{DataDir: *dataDir, ClickHouseDSN: *dsn}, nil, nil)
 	if err != nil {
 		fmt.Fprintf(stderr, "bouncer reclassify: %v\n", err)
 		return 1

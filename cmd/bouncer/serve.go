@@ -85,7 +85,7 @@ func Start(ctx context.Context, opts Options, log *slog.Logger, reg *prometheus.
 	if len(opts.Domains) == 0 {
 		log.Warn("no --domain: RCPT is accepted for any domain")
 	}
-	s.store, err = openStore(ctx, opts)
+	s.store, err = openStore(ctx, opts, log.With("component", "store"), reg)
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
@@ -280,11 +280,11 @@ func (s *Service) ready(pipe *ingest.Pipeline, published *broker.PublishHealth) 
 
 // openStore opens ClickHouse when --clickhouse-dsn is set, else SQLite
 // under the data dir.
-func openStore(ctx context.Context, o Options) (store.Store, error) {
+func openStore(ctx context.Context, o Options, log *slog.Logger, reg prometheus.Registerer) (store.Store, error) {
 	if o.ClickHouseDSN != "" {
 		return clickhouse.Open(ctx, o.ClickHouseDSN, clickhouse.Options{})
 	}
-	return sqlite.Open(ctx, filepath.Join(o.DataDir, "bouncer.db"), sqlite.Options{})
+	return sqlite.Open(ctx, filepath.Join(o.DataDir, "bouncer.db"), sqlite.Options{Logger: log, Registerer: reg})
 }
 
 func loadSigner(o Options) (*verp.Signer, error) {

@@ -93,7 +93,7 @@ func Start(ctx context.Context, opts Options, log *slog.Logger, reg *prometheus.
 		log.Warn("no --clickhouse-dsn: storing in SQLite under --data-dir; only one ingest process may run like this, several workers need ClickHouse",
 			"data_dir", opts.DataDir)
 	}
-	w.store, err = openStore(ctx, opts)
+	w.store, err = openStore(ctx, opts, log.With("component", "store"), reg)
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
@@ -190,7 +190,7 @@ func (w *Worker) Stop(ctx context.Context) error {
 
 // openStore opens ClickHouse when --clickhouse-dsn is set, else SQLite
 // under the data dir: the same file the all-in-one uses there.
-func openStore(ctx context.Context, o Options) (store.Store, error) {
+func openStore(ctx context.Context, o Options, log *slog.Logger, reg prometheus.Registerer) (store.Store, error) {
 	// A failed Open returns a nil *Store, which as a store.Store would
 	// not be nil: Stop would call Close on it.
 	if o.ClickHouseDSN != "" {
@@ -203,7 +203,7 @@ func openStore(ctx context.Context, o Options) (store.Store, error) {
 	if err := os.MkdirAll(o.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	s, err := sqlite.Open(ctx, filepath.Join(o.DataDir, "bouncer.db"), sqlite.Options{})
+	s, err := sqlite.Open(ctx, filepath.Join(o.DataDir, "bouncer.db"), sqlite.Options{Logger: log, Registerer: reg})
 	if err != nil {
 		return nil, err
 	}

@@ -363,7 +363,7 @@ func TestWorkerSQLite(t *testing.T) {
 			t.Errorf("GET %s: %d, want %d", path, resp.StatusCode, want)
 		}
 		if path == "/metrics" {
-			for _, m := range []string{"bouncer_reports_processed_total 3", "bouncer_ingest_batches_total", "go_goroutines", `bouncer_panics_total{component="ingest"} 0`} {
+			for _, m := range []string{"bouncer_reports_processed_total 3", "bouncer_ingest_batches_total", "go_goroutines", `bouncer_panics_total{component="ingest"} 0`, "bouncer_sqlite_checkpoints_total", "bouncer_sqlite_checkpoint_errors_total 0"} {
 				if !strings.Contains(string(body), m) {
 					t.Errorf("/metrics lacks %q", m)
 				}

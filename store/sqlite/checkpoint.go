@@ -3,9 +3,12 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // The WAL's checkpoints run on a connection of their own, beside the
@@ -41,19 +44,20 @@ const (
 // it can and returns.
 type checkpointer struct {
 	db     *sql.DB
+	log    *slog.Logger
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	copied atomic.Int64 // checkpoints that copied frames
-	errs   atomic.Int64 // checkpoints that failed
-	last   atomic.Pointer[error]
+	copied atomic.Int64          // checkpoints that copied frames
+	errs   atomic.Int64          // checkpoints that failed
+	last   atomic.Pointer[error] // the failure since the last success, nil after one
 
 	stopOnce sync.Once
 }
 
-func startCheckpointer(db *sql.DB) *checkpointer {
+func startCheckpointer(db *sql.DB, log *slog.Logger) *checkpointer {
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &checkpointer{db: db, cancel: cancel, done: make(chan struct{})}
+	c := &checkpointer{db: db, log: log, cancel: cancel, done: make(chan struct{})}
 	go c.run(ctx)
 	return c
 }
@@ -72,11 +76,19 @@ func (c *checkpointer) run(ctx context.Context) {
 		case <-wait.C:
 		}
 		st, err := c.once(ctx)
+		if err == nil && c.last.Swap(nil) != nil {
+			c.log.Info("WAL checkpoints work again")
+		}
 		switch {
 		case ctx.Err() != nil:
 			return
 		case err != nil:
+			// Logged when checkpoints start failing, not every retry;
+			// the writer's own checkpoint still bounds the WAL.
 			c.errs.Add(1)
+			if c.last.Load() == nil {
+				c.log.Warn("WAL checkpoint failed; the writer checkpoints by itself meanwhile", "err", err, "retry", checkpointRetry)
+			}
 			c.last.Store(&err)
 			wait.Reset(checkpointRetry)
 		case st.copied > 0 && st != prev:
@@ -114,4 +126,18 @@ func (c *checkpointer) stop() {
 		c.cancel()
 		<-c.done
 	})
+}
+
+// collectors are the checkpointer's metrics, read from its counters.
+func (c *checkpointer) collectors() []prometheus.Collector {
+	return []prometheus.Collector{
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "bouncer_sqlite_checkpoints_total",
+			Help: "WAL checkpoints that copied frames into the SQLite database file, run beside the writer.",
+		}, func() float64 { return float64(c.copied.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "bouncer_sqlite_checkpoint_errors_total",
+			Help: "WAL checkpoints that failed (retried every second; the writer checkpoints by itself past 64 MiB of WAL).",
+		}, func() float64 { return float64(c.errs.Load()) }),
+	}
 }

@@ -16,6 +16,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"path/filepath"
 	"strconv"
@@ -23,6 +24,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 
 	"github.com/bouncer-mail/bouncer/store"
@@ -67,6 +69,12 @@ type Options struct {
 	// cache_size), allocated as it fills, outside the Go heap: a Go
 	// memory limit does not count it. It takes CacheMemory of it.
 	WriterCacheBytes int64
+	// Logger receives what the store does by itself (its checkpoints'
+	// failures); nil discards it.
+	Logger *slog.Logger
+	// Registerer, when set, receives the store's metrics (its
+	// checkpoints) until Close.
+	Registerer prometheus.Registerer
 }
 
 // Validate reports whether the options are usable.
@@ -93,6 +101,9 @@ func (o Options) withDefaults() Options {
 	if o.WriterCacheBytes == 0 {
 		o.WriterCacheBytes = DefaultWriterCacheBytes
 	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
 	return o
 }
 
@@ -101,6 +112,9 @@ type Store struct {
 	w    *sql.DB // the single write connection
 	r    *sql.DB // the read pool, query_only
 	ckpt *checkpointer
+
+	reg     prometheus.Registerer
+	metrics []prometheus.Collector // registered with reg, until Close
 
 	// mu guards closed. Every method holds it for reading while it runs,
 	// so Close waits for in-flight calls instead of failing them midway.
@@ -174,7 +188,17 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		w.Close()
 		return nil, fmt.Errorf("sqlite: opening %s: %w", abs, err)
 	}
-	return &Store{w: w, r: r, ckpt: startCheckpointer(c)}, nil
+	s := &Store{w: w, r: r, ckpt: startCheckpointer(c, opts.Logger), reg: opts.Registerer}
+	if s.reg != nil {
+		for _, m := range s.ckpt.collectors() {
+			if err := s.reg.Register(m); err != nil {
+				s.Close()
+				return nil, fmt.Errorf("sqlite: metrics: %w (one open Store per Registerer)", err)
+			}
+			s.metrics = append(s.metrics, m)
+		}
+	}
+	return s, nil
 }
 
 // dsn builds a file: URI for the driver. Every connection gets the
@@ -286,6 +310,9 @@ func (s *Store) IngestBatchSize() int { return 8000 }
 // returns nil.
 func (s *Store) Close() error {
 	return s.gate.Close(func() error {
+		for _, m := range s.metrics {
+			s.reg.Unregister(m)
+		}
 		s.ckpt.stop()
 		// The writer closes last: as the last connection it checkpoints
 		// what is left and removes the WAL.
