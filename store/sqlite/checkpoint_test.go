@@ -156,6 +156,7 @@ func TestCheckpointerMetrics(t *testing.T) {
 	s2.Close()
 }
 
+// waitFor polls ok until it holds, failing the test after 10 s.
 func waitFor(t *testing.T, what string, ok func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
