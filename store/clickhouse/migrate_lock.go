@@ -40,10 +40,15 @@ ORDER BY beat`
 
 const insertBeat = "INSERT INTO " + lockTableName + " (holder, beat) SELECT ?, now()"
 
-// ClickHouse's error codes TABLE_ALREADY_EXISTS and UNKNOWN_TABLE.
+// ClickHouse's error codes TABLE_ALREADY_EXISTS, UNKNOWN_TABLE and
+// TABLE_IS_DROPPED.
 const (
 	errCodeTableExists  = 57
 	errCodeUnknownTable = 60
+	// errCodeTableIsDropped is what a read gets while another process's
+	// DROP of the table is under way (seen on 18.16 in CI: Open 1 of 4
+	// at once, TestMigrateConcurrently).
+	errCodeTableIsDropped = 218
 )
 
 // acquireMigrationLock waits until this process holds the migration lock
@@ -56,7 +61,7 @@ func acquireMigrationLock(ctx context.Context, conn driver.Conn) (release func()
 			return startHeartbeat(conn, holder), nil
 		}
 		var ex *ch.Exception
-		if !errors.As(err, &ex) || ex.Code != errCodeTableExists {
+		if !errors.As(err, &ex) || (ex.Code != errCodeTableExists && ex.Code != errCodeTableIsDropped) {
 			return nil, fmt.Errorf("taking the migration lock: %w", err)
 		}
 		stale, err := lockIsStale(ctx, conn)
@@ -95,8 +100,8 @@ func lockIsStale(ctx context.Context, conn driver.Conn) (bool, error) {
 	}
 	if err != nil {
 		var ex *ch.Exception
-		if errors.As(err, &ex) && ex.Code == errCodeUnknownTable {
-			return false, nil // released meanwhile
+		if errors.As(err, &ex) && (ex.Code == errCodeUnknownTable || ex.Code == errCodeTableIsDropped) {
+			return false, nil // released meanwhile, or being released
 		}
 		return false, fmt.Errorf("reading the migration lock: %w", err)
 	}
