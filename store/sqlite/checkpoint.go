@@ -61,9 +61,8 @@ type checkpointer struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	copied atomic.Int64          // checkpoints that copied frames
-	errs   atomic.Int64          // checkpoints that failed
-	last   atomic.Pointer[error] // the failure since the last success, nil after one
+	copied atomic.Int64 // checkpoints that copied frames
+	errs   atomic.Int64 // checkpoints that failed
 
 	stopOnce sync.Once
 }
@@ -81,7 +80,10 @@ func (c *checkpointer) run(ctx context.Context) {
 	defer close(c.done)
 	wait := time.NewTimer(0)
 	defer wait.Stop()
-	var prev walState
+	var (
+		prev    walState
+		failing bool // since the last checkpoint that worked
+	)
 	for {
 		select {
 		case <-ctx.Done():
@@ -89,7 +91,8 @@ func (c *checkpointer) run(ctx context.Context) {
 		case <-wait.C:
 		}
 		st, err := c.once(ctx)
-		if err == nil && c.last.Swap(nil) != nil {
+		if err == nil && failing {
+			failing = false
 			c.log.Info("WAL checkpoints work again")
 		}
 		switch {
@@ -99,10 +102,10 @@ func (c *checkpointer) run(ctx context.Context) {
 			// Logged when checkpoints start failing, not every retry;
 			// the writer's own checkpoint still bounds the WAL.
 			c.errs.Add(1)
-			if c.last.Load() == nil {
+			if !failing {
+				failing = true
 				c.log.Warn("WAL checkpoint failed; the writer checkpoints by itself meanwhile", "err", err, "retry", checkpointRetry)
 			}
-			c.last.Store(&err)
 			wait.Reset(checkpointRetry)
 		default:
 			if st.copied > 0 && st != prev {
