@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -128,7 +129,7 @@ var _ store.Store = (*Store)(nil)
 // Open opens (creating it if absent) the database at path, a file name,
 // and applies the migrations it lacks. ":memory:" is not supported: the
 // read pool needs a file to share.
-func Open(ctx context.Context, path string, opts Options) (*Store, error) {
+func Open(ctx context.Context, path string, opts Options) (_ *Store, err error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
@@ -141,48 +142,59 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("sqlite: %w", err)
 	}
 
-	w, err := sql.Open(driverName, dsn(abs, opts, roleWriter))
+	// The pools opened so far are closed again, the writer last, when a
+	// later step fails; once the Store holds them, Close does it.
+	var opened []*sql.DB
+	defer func() {
+		if err != nil {
+			for _, db := range slices.Backward(opened) {
+				db.Close()
+			}
+		}
+	}()
+	open := func(role role) (*sql.DB, error) {
+		db, err := sql.Open(driverName, dsn(abs, opts, role))
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: opening %s: %w", abs, err)
+		}
+		opened = append(opened, db)
+		return db, nil
+	}
+
+	w, err := open(roleWriter)
 	if err != nil {
-		return nil, fmt.Errorf("sqlite: opening %s: %w", abs, err)
+		return nil, err
 	}
 	oneConn(w)
-	if err := checkWriter(ctx, w); err != nil {
-		w.Close()
+	if err = checkWriter(ctx, w); err != nil {
 		return nil, fmt.Errorf("sqlite: opening %s: %w", abs, err)
 	}
-	if err := migrate(ctx, w); err != nil {
-		w.Close()
+	if err = migrate(ctx, w); err != nil {
 		return nil, fmt.Errorf("sqlite: migrating %s: %w", abs, err)
 	}
 
 	// The read pool opens after the writer switched the file to WAL, so
 	// it never needs to write the journal mode itself.
-	r, err := sql.Open(driverName, dsn(abs, opts, roleReader))
+	r, err := open(roleReader)
 	if err != nil {
-		w.Close()
-		return nil, fmt.Errorf("sqlite: opening %s: %w", abs, err)
+		return nil, err
 	}
 	r.SetMaxOpenConns(opts.ReadConns)
 	r.SetMaxIdleConns(opts.ReadConns)
-	if err := r.PingContext(ctx); err != nil {
-		r.Close()
-		w.Close()
+	if err = r.PingContext(ctx); err != nil {
 		return nil, fmt.Errorf("sqlite: opening %s: %w", abs, err)
 	}
-	c, err := sql.Open(driverName, dsn(abs, opts, roleCheckpointer))
+	c, err := open(roleCheckpointer)
 	if err != nil {
-		r.Close()
-		w.Close()
-		return nil, fmt.Errorf("sqlite: opening %s: %w", abs, err)
+		return nil, err
 	}
 	oneConn(c)
-	if err := c.PingContext(ctx); err != nil {
-		c.Close()
-		r.Close()
-		w.Close()
+	if err = c.PingContext(ctx); err != nil {
 		return nil, fmt.Errorf("sqlite: opening %s: %w", abs, err)
 	}
+
 	s := &Store{w: w, r: r, ckpt: startCheckpointer(c, opts.Logger), reg: opts.Registerer}
+	opened = nil
 	if s.reg != nil {
 		for _, m := range s.ckpt.collectors() {
 			if err := s.reg.Register(m); err != nil {
