@@ -1,12 +1,7 @@
 package main
 
 import (
-	"errors"
-	"fmt"
-	"math"
-	"strconv"
-	"strings"
-
+	"github.com/bouncer-mail/bouncer/internal/memlimit"
 	"github.com/bouncer-mail/bouncer/store/sqlite"
 )
 
@@ -25,64 +20,19 @@ const memoryHeadroom = 256 << 20
 
 // memoryLimit is the soft memory limit the Go runtime is asked to keep
 // (runtime/debug.SetMemoryLimit) for --memory-limit value, and where it
-// comes from. "auto": GOMEMLIMIT when it is set (the runtime already took
-// it: limit is then -1, meaning leave it), else inflight + memoryHeadroom,
-// or 90% of the cgroup's memory.max (cgroupMax, the file's content) when
-// that is lower, less outside while that leaves more than inflight.
-// outside is what the process holds beside the Go heap, which the Go
-// runtime neither counts nor limits: SQLite's writer page cache when
-// SQLite is the store. "off" (or 0): no limit. Otherwise a size: bytes,
-// or a number with a B, KiB, MiB, GiB or TiB suffix, as GOMEMLIMIT takes.
+// comes from (memlimit.Resolve): "auto" is GOMEMLIMIT when it is set,
+// else inflight + memoryHeadroom, or 90% of the cgroup's memory.max
+// (cgroupMax, the file's content) when that is lower, less outside while
+// that leaves more than inflight; a size must be above inflight. outside
+// is what the process holds beside the Go heap, which the Go runtime
+// neither counts nor limits: SQLite's writer page cache when SQLite is
+// the store.
 func memoryLimit(value string, inflight, outside int64, gomemlimit, cgroupMax string) (limit int64, source string, err error) {
-	switch strings.TrimSpace(value) {
-	case "auto", "":
-		if gomemlimit != "" {
-			return -1, "GOMEMLIMIT", nil
-		}
-		limit, source = inflight+memoryHeadroom, "--max-inflight-bytes + 256 MiB"
-		if c, err := strconv.ParseInt(strings.TrimSpace(cgroupMax), 10, 64); err == nil && c > 0 && c/10*9 < limit {
-			limit, source = c/10*9, "90% of the cgroup's memory.max"
-		}
-		if outside > 0 && limit-outside > inflight {
-			limit, source = limit-outside, source+" less SQLite's writer cache"
-		}
-		return limit, source, nil
-	case "off", "0":
-		return math.MaxInt64, "off", nil
-	}
-	limit, err = parseSize(value)
-	if err != nil {
-		return 0, "", fmt.Errorf("--memory-limit %q: %w", value, err)
-	}
-	if limit <= inflight {
-		return 0, "", fmt.Errorf("--memory-limit %q is not above --max-inflight-bytes (%d): the listener alone may hold that much", value, inflight)
-	}
-	return limit, "--memory-limit", nil
-}
-
-// parseSize reads a byte count in GOMEMLIMIT's syntax: digits, then
-// nothing or B, KiB, MiB, GiB, TiB.
-func parseSize(s string) (int64, error) {
-	s = strings.TrimSpace(s)
-	units := []struct {
-		suffix string
-		shift  uint
-	}{{"TiB", 40}, {"GiB", 30}, {"MiB", 20}, {"KiB", 10}, {"B", 0}}
-	shift := uint(0)
-	for _, u := range units {
-		if n, ok := strings.CutSuffix(s, u.suffix); ok {
-			s, shift = n, u.shift
-			break
-		}
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	switch {
-	case err != nil || n < 0:
-		return 0, errors.New("want a byte count, such as 400MiB or 2GiB")
-	case n > math.MaxInt64>>shift:
-		return 0, errors.New("too large")
-	}
-	return n << shift, nil
+	return memlimit.Resolve(value, gomemlimit, memlimit.Auto{
+		Need: inflight + memoryHeadroom, NeedSource: "--max-inflight-bytes + 256 MiB",
+		Floor: inflight, FloorName: "--max-inflight-bytes",
+		Outside: outside, CgroupMax: cgroupMax,
+	})
 }
 
 // outsideGoHeap is what the service holds outside the Go heap, for

@@ -24,6 +24,7 @@ type Options struct {
 	PolicyFile    string
 	HTTPAddr      string
 	LogLevel      string
+	MemoryLimit   string
 }
 
 // parseOptions reads flags (args) over environment values (getenv); usage
@@ -60,6 +61,7 @@ func parseOptions(args []string, getenv func(string) string, output io.Writer) (
 	// share a host. A literal: deploy/manifests_test.go reads it.
 	str(&o.HTTPAddr, "http-addr", "127.0.0.1:8026", "HTTP listen `address` for /healthz, /readyz and /metrics")
 	str(&o.LogLevel, "log-level", "info", "log `level`: debug, info, warn, error")
+	str(&o.MemoryLimit, "memory-limit", "auto", "soft memory `limit` the Go runtime keeps to (400MiB, 2GiB; off): auto is GOMEMLIMIT if set, else 384 MiB, lower in a cgroup with less memory, less SQLite's writer cache")
 	if envErr != nil {
 		return o, fl, envErr
 	}
@@ -100,6 +102,9 @@ func (o Options) Validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		return fmt.Errorf("--log-level %q: want debug, info, warn or error", o.LogLevel)
+	}
+	if _, _, err := memoryLimit(o.MemoryLimit, 0, "", ""); err != nil {
+		return err
 	}
 	return nil
 }

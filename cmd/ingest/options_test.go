@@ -20,6 +20,7 @@ func TestParseOptions(t *testing.T) {
 	want := Options{
 		NATSURL: "nats://n1:4222,nats://n2:4222", NATSReplicas: 1, ClickHouseDSN: "clickhouse://ch:9000/bouncer",
 		DataDir: "./bouncer-data", RulesFile: "/etc/bouncer/rules.json", HTTPAddr: "0.0.0.0:8026", LogLevel: "info",
+		MemoryLimit: "auto",
 	}
 	if o != want {
 		t.Errorf("got  %+v\nwant %+v (the flag wins over the env)", o, want)
@@ -50,7 +51,7 @@ func TestParseOptions(t *testing.T) {
 }
 
 func TestValidate(t *testing.T) {
-	good := Options{NATSURL: "nats://127.0.0.1:4222", NATSReplicas: 1, DataDir: "d", HTTPAddr: "127.0.0.1:8026", LogLevel: "info"}
+	good := Options{NATSURL: "nats://127.0.0.1:4222", NATSReplicas: 1, DataDir: "d", HTTPAddr: "127.0.0.1:8026", LogLevel: "info", MemoryLimit: "auto"}
 	for _, tc := range []struct {
 		name string
 		mod  func(*Options)
@@ -67,6 +68,9 @@ func TestValidate(t *testing.T) {
 		{"replicas 7", func(o *Options) { o.NATSReplicas = 7 }, "--nats-replicas must be 1 to 5"},
 		{"sqlite without data dir", func(o *Options) { o.DataDir = "" }, "--data-dir is required"},
 		{"log level", func(o *Options) { o.LogLevel = "loud" }, "--log-level"},
+		{"memory limit off", func(o *Options) { o.MemoryLimit = "off" }, ""},
+		{"memory limit size", func(o *Options) { o.MemoryLimit = "1GiB" }, ""},
+		{"memory limit typo", func(o *Options) { o.MemoryLimit = "1 gig" }, `--memory-limit "1 gig"`},
 	} {
 		o := good
 		tc.mod(&o)
