@@ -16,12 +16,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"strings"
 	"syscall"
+
+	"github.com/bouncer-mail/bouncer/internal/memlimit"
 )
 
 func main() {
@@ -83,18 +83,12 @@ func runServe(args []string, stderr io.Writer) int {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(opts.LogLevel))
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	cgroupMax, _ := os.ReadFile("/sys/fs/cgroup/memory.max")
-	limit, source, err := memoryLimit(opts.MemoryLimit, opts.MaxInflightBytes, opts.outsideGoHeap(), os.Getenv("GOMEMLIMIT"), string(cgroupMax))
+	limit, source, err := memoryLimit(opts.MemoryLimit, opts.MaxInflightBytes, opts.outsideGoHeap(), os.Getenv("GOMEMLIMIT"), memlimit.CgroupMax())
 	if err != nil {
 		fmt.Fprintf(stderr, "bouncer: %v\n", err)
 		return 2
 	}
-	if limit >= 0 {
-		debug.SetMemoryLimit(limit)
-	}
-	if limit = debug.SetMemoryLimit(-1); limit < math.MaxInt64 {
-		log.Info("Go memory limit", "bytes", limit, "from", source)
-	}
+	memlimit.Apply(limit, source, log)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	svc, err := Start(ctx, opts, log, newRegistry())

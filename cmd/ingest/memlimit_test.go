@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/bouncer-mail/bouncer/internal/memlimit"
 )
 
 // TestMain lets a test start this test binary as bouncer-ingest: with
@@ -70,8 +72,7 @@ func TestMemoryLimit(t *testing.T) {
 // cgroup (384 MiB less SQLite's writer cache where it has room).
 func TestMemoryLimitApplied(t *testing.T) {
 	url, _ := startNATS(t)
-	cgroupMax, _ := os.ReadFile("/sys/fs/cgroup/memory.max")
-	auto, _, err := memoryLimit("auto", Options{}.outsideGoHeap(), "", string(cgroupMax))
+	auto, _, err := memoryLimit("auto", Options{}.outsideGoHeap(), "", memlimit.CgroupMax())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,10 @@ package memlimit
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
+	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 )
@@ -70,6 +73,25 @@ func Resolve(value, gomemlimit string, a Auto) (limit int64, source string, err 
 		return 0, "", fmt.Errorf("--memory-limit %q is not above %s (%d bytes), which the process may hold whatever the limit", value, a.FloorName, a.Floor)
 	}
 	return limit, "--memory-limit", nil
+}
+
+// CgroupMax returns the content of this process's cgroup's memory.max
+// (cgroup v2), "" when there is none, for Auto.CgroupMax.
+func CgroupMax() string {
+	b, _ := os.ReadFile("/sys/fs/cgroup/memory.max")
+	return string(b)
+}
+
+// Apply asks the Go runtime to keep to limit (Resolve's; -1 leaves the
+// limit the runtime has, from GOMEMLIMIT) and logs the limit in force,
+// if any, and where it comes from.
+func Apply(limit int64, source string, log *slog.Logger) {
+	if limit >= 0 {
+		debug.SetMemoryLimit(limit)
+	}
+	if limit = debug.SetMemoryLimit(-1); limit < math.MaxInt64 {
+		log.Info("Go memory limit", "bytes", limit, "from", source)
+	}
 }
 
 // ParseSize reads a byte count in GOMEMLIMIT's syntax: digits, then
