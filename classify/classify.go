@@ -25,13 +25,14 @@ func New(rs *rules.Set) *Classifier {
 }
 
 // Parse reads one message from r and classifies it. The error is dsn.Parse's:
-// the message could not be read at all.
+// the message could not be read at all. The events hold no reference to
+// the message read (detach).
 func (c *Classifier) Parse(r io.Reader) ([]event.Event, error) {
 	m, err := dsn.Parse(r)
 	if err != nil {
 		return nil, err
 	}
-	return c.Message(m), nil
+	return detach(c.Message(m)), nil
 }
 
 // Bytes is Parse over a byte slice.
@@ -48,7 +49,35 @@ func (c *Classifier) Bytes(b []byte) ([]event.Event, error) {
 	if err != nil {
 		return nil, err
 	}
-	return c.Message(m), nil
+	return detach(c.Message(m)), nil
+}
+
+// detach gives the strings of each event read from the message one
+// allocation of their own. The DSN parser works on a normalised copy of
+// the raw bytes and returns substrings of it, so an event holding one
+// would keep the whole copy, about the message's size, alive for as long
+// as the event lives: ingest holds a batch's events until the batch is
+// written and re-folded, behind a backlog every report twice. The
+// provider, parser and rule names come from the rules, not the message.
+func detach(evs []event.Event) []event.Event {
+	for i := range evs {
+		e := &evs[i]
+		fields := [...]*string{&e.Recipient, &e.Status, &e.Action, &e.Diagnostic, &e.RemoteMTA, &e.ReportingMTA, &e.SMTPCommand, &e.MessageID}
+		n := 0
+		for _, f := range fields {
+			n += len(*f)
+		}
+		var b strings.Builder
+		b.Grow(n)
+		for _, f := range fields {
+			b.WriteString(*f)
+		}
+		all := b.String()
+		for _, f := range fields {
+			*f, all = all[:len(*f)], all[len(*f):]
+		}
+	}
+	return evs
 }
 
 // Message classifies a parsed message. It returns no events when the message

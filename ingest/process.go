@@ -611,7 +611,6 @@ func (p *Pipeline) classifyReport(env event.Envelope, raw []byte, stored time.Ti
 	r.events = make([]store.Event, 0, len(evs))
 	returnPath := reportReturnPath(env)
 	for i, ev := range evs {
-		detach(&ev)
 		r.events = append(r.events, store.Event{
 			ID:         store.EventID(env.ID, i),
 			ReportID:   env.ID,
@@ -624,29 +623,6 @@ func (p *Pipeline) classifyReport(env event.Envelope, raw []byte, stored time.Ti
 		})
 	}
 	return r
-}
-
-// detach gives the strings of e read from the report one allocation of
-// their own. The DSN parser works on a normalised copy of the raw bytes
-// and returns substrings of it, so an event holding one keeps the whole
-// copy, about the report's size, alive for as long as its batch waits to
-// be written and re-folded: behind a backlog, every report twice. The
-// provider, parser and rule names come from the rules, not the report.
-func detach(e *event.Event) {
-	fields := [...]*string{&e.Recipient, &e.Status, &e.Action, &e.Diagnostic, &e.RemoteMTA, &e.ReportingMTA, &e.SMTPCommand, &e.MessageID}
-	n := 0
-	for _, f := range fields {
-		n += len(*f)
-	}
-	var b strings.Builder
-	b.Grow(n)
-	for _, f := range fields {
-		b.WriteString(*f)
-	}
-	all := b.String()
-	for _, f := range fields {
-		*f, all = all[:len(*f)], all[len(*f):]
-	}
 }
 
 // reportReturnPath is a report's correlation return path

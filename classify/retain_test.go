@@ -1,28 +1,26 @@
-package ingest
+package classify
 
 import (
 	"fmt"
 	"runtime"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/bouncer-mail/bouncer/classify"
 	"github.com/bouncer-mail/bouncer/event"
 	"github.com/bouncer-mail/bouncer/rules"
 )
 
-// TestEventsDoNotRetainReports: the events a batch holds until its
-// re-fold must not keep the report they were read from alive. The DSN
-// parser works on a normalised copy of the raw bytes and returns
-// substrings of it; an event holding one kept the whole copy, about the
-// size of the report, so a backlog of full batches held each report
-// twice (the raw bytes, released after the write, and the copy). The
-// raw bytes here are dropped at once: what stays must be far below the
-// reports' size.
+// TestEventsDoNotRetainReports: the events Bytes returns must not keep
+// the report they were read from alive (ingest holds a batch's events
+// until its re-fold). The DSN parser works on a normalised copy of the
+// raw bytes and returns substrings of it; an event holding one kept the
+// whole copy, about the size of the report, so a backlog of full batches
+// held each report twice (the raw bytes, released after the write, and
+// the copy). The raw bytes here are dropped at once: what stays must be
+// far below the reports' size.
 func TestEventsDoNotRetainReports(t *testing.T) {
 	const n = 2000
-	p := &Pipeline{cfg: Config{Classifier: classify.New(rules.MustDefault())}}
+	cl := New(rules.MustDefault())
 	padding := strings.Repeat("X-Padding: "+strings.Repeat("p", 60)+"\r\n", 60) // about 4 KB, as the soak's
 	raw := func(i int) []byte {
 		return []byte(fmt.Sprintf("From: MAILER-DAEMON@mx.example.net\r\nTo: b@bounces.example.com\r\n%s"+
@@ -34,22 +32,23 @@ func TestEventsDoNotRetainReports(t *testing.T) {
 			"Remote-MTA: dns; mx%d.example.org\r\nDiagnostic-Code: smtp; 550 5.1.1 <user%d@example.org>: user unknown\r\n\r\n"+
 			"--b--\r\n", padding, i, i, i))
 	}
-	p.classifyReport(event.Envelope{ID: "warm-up", Received: time.Now()}, raw(n), time.Now()) // the rules' lazy state
+	if _, err := cl.Bytes(raw(n)); err != nil { // the rules' lazy state
+		t.Fatal(err)
+	}
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.GC() // sync.Pool's victims go at the second
 	runtime.ReadMemStats(&before)
-	kept := make([]reportEvents, n)
+	kept := make([][]event.Event, n)
 	size := 0
 	for i := range kept {
 		raw := raw(i)
 		size += len(raw)
-		r := p.classifyReport(event.Envelope{ID: fmt.Sprint(i), Received: time.Now()}, raw, time.Now())
-		if len(r.events) != 1 || r.events[0].Class != event.ClassHard {
-			t.Fatalf("report %d: events %+v, want one hard bounce", i, r.events)
+		evs, err := cl.Bytes(raw) // raw is dropped here: only the events stay
+		if err != nil || len(evs) != 1 || evs[0].Class != event.ClassHard {
+			t.Fatalf("report %d: events %+v, %v; want one hard bounce", i, evs, err)
 		}
-		r.report.Raw = nil // written and released; the events stay for the re-fold
-		kept[i] = r
+		kept[i] = evs
 	}
 	runtime.GC()
 	runtime.GC()
