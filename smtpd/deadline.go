@@ -60,6 +60,10 @@ type limitConn struct {
 	wrote      bool       // the greeting is written
 	tls        bool       // STARTTLS was answered: the listener must not write plaintext any more
 	expired    string     // the listener deadline that ended the connection, "" while none did
+
+	wmu  sync.Mutex // guards the output held to be written at once (coalesce.go)
+	wbuf []byte
+	werr error // the error of the last write to the socket; it sticks
 }
 
 func newLimitConn(c net.Conn, l *limitListener, ip string) *limitConn {
@@ -72,6 +76,7 @@ func newLimitConn(c net.Conn, l *limitListener, ip string) *limitConn {
 }
 
 func (c *limitConn) Close() error {
+	c.flushBeforeClose()
 	err := c.Conn.Close()
 	c.once.Do(func() { c.l.release(c) })
 	return err
@@ -129,6 +134,10 @@ func (c *limitConn) Read(p []byte) (int, error) {
 	if expired != "" {
 		return 0, expiredErr(expired, plain)
 	}
+	// The session waits for the client now: send it what it is owed.
+	if err := c.flush(); err != nil {
+		return 0, err
+	}
 	n, err := c.Conn.Read(p)
 	if n > 0 && !c.sawLine.Load() && bytes.IndexByte(p[:n], '\n') >= 0 {
 		c.sawLine.Store(true)
@@ -160,7 +169,8 @@ func (c *limitConn) Read(p []byte) (int, error) {
 		// Our 421, then no more output: the reply go-smtp may give the
 		// fragment is not sent.
 		c.Conn.SetWriteDeadline(time.Now().Add(closeWriteTimeout))
-		c.Conn.Write([]byte(c.l.deadlines.reply(why)))
+		c.holdWrite([]byte(c.l.deadlines.reply(why)))
+		c.flush()
 		if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
 			cw.CloseWrite()
 		}
@@ -194,7 +204,8 @@ func (d deadlines) reply(why string) string {
 }
 
 // Write notes the greeting and the 220 of STARTTLS, after which everything
-// on the socket is TLS.
+// on the socket is TLS, and holds p to be written with what follows it
+// (coalesce.go).
 func (c *limitConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	if c.wrote && !c.tls && bytes.HasPrefix(p, []byte("220 ")) {
@@ -205,35 +216,43 @@ func (c *limitConn) Write(p []byte) (int, error) {
 	}
 	c.wrote = true
 	c.mu.Unlock()
-	return c.Conn.Write(p)
+	return c.holdWrite(p)
 }
 
 // enterData is called as a DATA or BDAT body starts: the command deadlines
-// do not apply to it (go-smtp's ReadTimeout and the size limit do).
+// do not apply to it (go-smtp's ReadTimeout and the size limit do). The
+// 354 the client waits for is written now, with the replies held before
+// it, even if the body is waited for before it is read (the in-flight
+// budget).
 func (c *limitConn) enterData() {
 	if c == nil {
 		return
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.inData = true
 	c.cmdStart = false
 	c.commandBy = time.Time{}
 	c.envelopeBy = time.Time{}
 	c.applyLocked()
+	c.mu.Unlock()
+	c.flush()
 }
 
 // leaveData is called when a transaction ends; after a message the
-// envelope deadline starts again.
+// envelope deadline starts again. The message's final reply (go-smtp
+// ends the transaction after writing it) is written now: a 250 is not
+// held while the session goes on with commands the client pipelined
+// after the message.
 func (c *limitConn) leaveData() {
 	if c == nil {
 		return
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.inData && c.l.deadlines.envelope > 0 {
 		c.envelopeBy = time.Now().Add(c.l.deadlines.envelope)
 	}
 	c.inData = false
 	c.applyLocked()
+	c.mu.Unlock()
+	c.flush()
 }

@@ -69,6 +69,7 @@ func (l *limitListener) oldestIdleLocked(now time.Time, ip string) *limitConn {
 func (c *limitConn) evict() {
 	c.l.m.connections.WithLabelValues("evicted_idle").Inc()
 	c.Conn.SetWriteDeadline(time.Now().Add(evictWriteTimeout))
-	c.Conn.Write([]byte(evictReply))
+	c.holdWrite([]byte(evictReply)) // after the greeting if it is still held
+	c.flush()
 	c.Close()
 }

@@ -41,6 +41,13 @@ type harness struct {
 
 func newHarness(t testing.TB, mod func(*Config)) *harness {
 	t.Helper()
+	return newHarnessOn(t, mod, nil)
+}
+
+// newHarnessOn is newHarness with the listener's socket listener wrapped
+// by wrap (nil: not wrapped).
+func newHarnessOn(t testing.TB, mod func(*Config), wrap func(net.Listener) net.Listener) *harness {
+	t.Helper()
 	h := &harness{t: t, dir: t.TempDir(), reg: prometheus.NewRegistry()}
 	h.startNATS(-1)
 	keys, err := verp.ParseKeys(testKeys)
@@ -70,6 +77,9 @@ func newHarness(t testing.TB, mod func(*Config)) *harness {
 		t.Fatal(err)
 	}
 	h.addr = l.Addr().String()
+	if wrap != nil {
+		l = wrap(l)
+	}
 	go h.srv.Serve(l)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
