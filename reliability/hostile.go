@@ -119,7 +119,7 @@ func runSlowloris(ctx context.Context, e *Env, c Config) (Result, error) {
 	run := newRun()
 	// A new connection per message, as an MTA without a connection
 	// cache: every one competes with the attack for a slot.
-	load := StartLoad(LoadConfig{Addr: b.SMTPAddr, Sessions: c.Sessions, Size: c.Size, Run: run, Rate: c.Rate, Reconnect: true})
+	load := StartLoad(LoadConfig{Addr: b.SMTPAddr, Sessions: c.Sessions, Size: c.Size, Run: run, Rate: c.Rate, Reconnect: true, Pipelining: c.Pipelining})
 	inject := func() error {
 		a = startAttack(b.SMTPAddr, c.Attack)
 		return nil

@@ -170,6 +170,11 @@ type LoadConfig struct {
 	// Reconnect closes the connection after every message, as an MTA
 	// without a connection cache does; otherwise connections persist.
 	Reconnect bool
+	// Pipelining sends MAIL FROM, RCPT TO and DATA in one write when the
+	// server advertises PIPELINING (RFC 2920), as Postfix and the other
+	// MTAs that send bounces do; otherwise each command waits for the
+	// reply to the one before.
+	Pipelining bool
 }
 
 // retryDelay is how long a session waits before resending a message that
@@ -235,7 +240,7 @@ func (l *Load) Finish(ctx context.Context, timeout time.Duration) error {
 }
 
 func (l *Load) session(ctx context.Context, w int, pace *pacer) {
-	cl := &smtpClient{addr: l.cfg.Addr, helo: fmt.Sprintf("mta%d.sender.example", w)}
+	cl := &smtpClient{addr: l.cfg.Addr, helo: fmt.Sprintf("mta%d.sender.example", w), pipelining: l.cfg.Pipelining}
 	defer cl.close()
 	var retry []*entry
 	n := 0

@@ -83,14 +83,21 @@ func (l testLog) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func runScenario(t *testing.T, name string) {
+func runScenario(t *testing.T, name string) { runScenarioWith(t, name, nil) }
+
+// runScenarioWith runs a scenario with ShortConfig changed by mod.
+func runScenarioWith(t *testing.T, name string, mod func(*Config)) {
 	s, ok := Lookup(name)
 	if !ok {
 		t.Fatalf("no scenario %q", name)
 	}
 	t.Parallel()
 	e := testEnv(t)
-	r, err := s.Run(context.Background(), e, ShortConfig())
+	c := ShortConfig()
+	if mod != nil {
+		mod(&c)
+	}
+	r, err := s.Run(context.Background(), e, c)
 	switch {
 	case errors.Is(err, ErrNeedsRoot):
 		t.Skipf("%v", err)
@@ -130,7 +137,14 @@ func TestPostfixKill9(t *testing.T) {
 	}
 	runScenario(t, "postfix-kill9")
 }
-func TestKill9(t *testing.T)     { runScenario(t, "kill9") }
+func TestKill9(t *testing.T) { runScenario(t, "kill9") }
+
+// TestKill9Pipelined is kill9 with senders that pipeline MAIL, RCPT and
+// DATA: replies the listener coalesces (smtpd/coalesce.go) must not be
+// lost at the kill any more than single ones.
+func TestKill9Pipelined(t *testing.T) {
+	runScenarioWith(t, "kill9", func(c *Config) { c.Pipelining = true })
+}
 func TestNATSKill9(t *testing.T) { runScenario(t, "nats-kill9") }
 
 // TestSplitFaults stands for ingest-kill9, clickhouse-freeze and

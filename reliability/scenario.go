@@ -35,6 +35,9 @@ type Config struct {
 	// size= option): room for what the load stores once the filler is
 	// removed.
 	DiskSize string
+	// Pipelining has the load's senders send MAIL, RCPT and DATA in one
+	// write (RFC 2920), as the MTAs that send bounces do.
+	Pipelining bool
 }
 
 // ShortConfig is a few seconds of modest load per scenario, for CI.
@@ -228,7 +231,7 @@ func trimmed(ctx context.Context, natsURL string) string {
 
 // startLoad starts the load of a scenario on addr.
 func (c Config) startLoad(addr, run string) *Load {
-	return StartLoad(LoadConfig{Addr: addr, Sessions: c.Sessions, Size: c.Size, Run: run, Rate: c.Rate})
+	return StartLoad(LoadConfig{Addr: addr, Sessions: c.Sessions, Size: c.Size, Run: run, Rate: c.Rate, Pipelining: c.Pipelining})
 }
 
 // fault is one injected fault: inject starts it, recover ends it.

@@ -3,6 +3,7 @@ package reliability
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"strings"
@@ -18,8 +19,10 @@ const smtpTimeout = 90 * time.Second
 // failure. Not safe for concurrent use.
 type smtpClient struct {
 	addr, helo string
+	pipelining bool // pipeline when the server advertises PIPELINING
 	conn       net.Conn
 	r          *bufio.Reader
+	pipeline   bool // this connection's server advertised PIPELINING
 }
 
 // sendResult is what one transaction came to.
@@ -65,15 +68,51 @@ func (c *smtpClient) send(from, rcpt string, raw []byte) sendResult {
 		if !reply(readReply(c.r)) {
 			return res
 		}
-		if !reply(c.cmd("EHLO " + c.helo)) {
+		if _, err := fmt.Fprintf(c.conn, "EHLO %s\r\n", c.helo); err != nil {
+			res.err = err
 			return res
 		}
+		line, pipelining, err := readEHLO(c.r)
+		if !reply(line, err) {
+			return res
+		}
+		c.pipeline = c.pipelining && pipelining
 	}
 	c.conn.SetDeadline(time.Now().Add(smtpTimeout))
 	res.transaction = true
-	for _, cmd := range []string{"MAIL FROM:<" + from + ">", "RCPT TO:<" + rcpt + ">", "DATA"} {
-		if !reply(c.cmd(cmd)) {
+	cmds := []string{"MAIL FROM:<" + from + ">", "RCPT TO:<" + rcpt + ">", "DATA"}
+	if c.pipeline {
+		// One write; then the three replies, the transaction going on
+		// only if all three say so. A 354 after a refusal (not
+		// bouncer's way) gets an empty message, as RFC 2920 asks.
+		if _, err := io.WriteString(c.conn, strings.Join(cmds, "\r\n")+"\r\n"); err != nil {
+			res.err = err
 			return res
+		}
+		var failed *sendResult
+		for range cmds {
+			ok := reply(readReply(c.r))
+			if res.err != nil {
+				return res
+			}
+			if !ok && failed == nil {
+				f := res
+				failed = &f
+			}
+		}
+		if failed != nil {
+			if res.code == 354 {
+				if _, err := io.WriteString(c.conn, ".\r\n"); err == nil {
+					readReply(c.r)
+				}
+			}
+			return *failed
+		}
+	} else {
+		for _, cmd := range cmds {
+			if !reply(c.cmd(cmd)) {
+				return res
+			}
 		}
 	}
 	if _, err := c.conn.Write(append(raw, ".\r\n"...)); err != nil {
@@ -90,6 +129,23 @@ func (c *smtpClient) cmd(line string) (string, error) {
 		return "", err
 	}
 	return readReply(c.r)
+}
+
+// readEHLO reads the reply to EHLO: its last line, and whether it
+// advertises PIPELINING.
+func readEHLO(r *bufio.Reader) (last string, pipelining bool, err error) {
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return strings.TrimSpace(line), pipelining, err
+		}
+		if len(line) >= 4 && strings.EqualFold(strings.TrimSpace(line[4:]), "PIPELINING") {
+			pipelining = true
+		}
+		if len(line) < 4 || line[3] != '-' {
+			return strings.TrimSpace(line), pipelining, nil
+		}
+	}
 }
 
 // readReply reads one SMTP reply, multi-line or not, and returns its last

@@ -51,6 +51,7 @@ func run() int {
 	flag.DurationVar(&c.FaultEvery, "fault-every", c.FaultEvery, "soak-faults: load between two faults (0: a quarter of -load)")
 	flag.IntVar(&c.Attack, "attack", c.Attack, "connections of the slowloris scenario")
 	flag.StringVar(&c.DiskSize, "disk-size", c.DiskSize, "size of the disk-full scenario's tmpfs (mount -o size=)")
+	flag.BoolVar(&c.Pipelining, "pipelining", c.Pipelining, "the load's senders pipeline MAIL, RCPT and DATA (RFC 2920), as MTAs do")
 	bouncerBin := flag.String("bouncer", "", "bouncer `binary` to test instead of ./cmd/bouncer built from this checkout")
 	ingestBin := flag.String("ingest", "", "bouncer-ingest `binary` to test instead of ./cmd/ingest built from this checkout")
 	keep := flag.Bool("keep", false, "keep the work directory (data dirs, logs, Postfix configs)")
@@ -154,6 +155,11 @@ func command(scenario string) string {
 		case "short":
 			args = append(args, "-short")
 		default:
+			if b, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
+				// "-pipelining true" would end the flags at "true".
+				args = append(args, "-"+f.Name+"="+f.Value.String())
+				break
+			}
 			args = append(args, "-"+f.Name, f.Value.String())
 		}
 	})
