@@ -54,12 +54,14 @@ type config struct {
 	workDir     string
 	drainWait   time.Duration
 	startupWait time.Duration
+	loadTime    time.Duration // sink-harness: how long the load runs
+	pipelining  bool          // sink-harness: the load pipelines MAIL, RCPT and DATA
 }
 
 func main() {
 	var c config
 	flag.StringVar(&c.bouncer, "bouncer", "", "bouncer `binary` to test; empty: go build ./cmd/bouncer into a temp dir")
-	flag.StringVar(&c.mode, "mode", "all", "throughput, idle, kill9 or all")
+	flag.StringVar(&c.mode, "mode", "all", "throughput, idle, kill9, sink-harness or all (the first three)")
 	flag.IntVar(&c.messages, "messages", 20000, "messages per smtp-source run (-m)")
 	flag.IntVar(&c.sessions, "sessions", 50, "parallel SMTP sessions (-s)")
 	flag.IntVar(&c.size, "size", 8000, "message payload bytes (-l)")
@@ -71,6 +73,8 @@ func main() {
 	flag.StringVar(&c.ingestBin, "ingest-bin", "", "bouncer-ingest `binary` for -ingest worker|after; empty: go build ./cmd/ingest into the work dir")
 	flag.IntVar(&c.partitions, "partitions", 0, "bouncer's --report-partitions; 0: its default")
 	flag.BoolVar(&c.keep, "keep", false, "keep the work directory (data dirs, logs)")
+	flag.DurationVar(&c.loadTime, "load-time", time.Minute, "sink-harness: how long the harness's load runs against smtp-sink")
+	flag.BoolVar(&c.pipelining, "pipelining", false, "sink-harness: the load pipelines MAIL, RCPT and DATA")
 	flag.Parse()
 	c.startupWait = 20 * time.Second
 	if err := run(c); err != nil {
@@ -96,7 +100,7 @@ func run(c config) error {
 	} else {
 		defer os.RemoveAll(c.workDir)
 	}
-	if c.bouncer == "" {
+	if c.bouncer == "" && c.mode != "sink-harness" { // sink-harness runs no bouncer
 		c.bouncer = filepath.Join(c.workDir, "bouncer")
 		if err := goBuild(c.bouncer, "./cmd/bouncer"); err != nil {
 			return err
@@ -131,6 +135,8 @@ func run(c config) error {
 			err = idle(c)
 		case "kill9":
 			err = kill9(c)
+		case "sink-harness":
+			err = sinkHarness(c)
 		default:
 			return fmt.Errorf("unknown -mode %q", m)
 		}
