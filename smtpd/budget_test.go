@@ -73,6 +73,63 @@ func TestInflightBudget(t *testing.T) {
 	}
 }
 
+// TestGoAheadWhileBudgetWaits: a message that must wait for room in the
+// in-flight budget still gets its 354 at once (coalesce.go holds replies
+// until the session reads, and this one waits for budget before it
+// reads): its sender is not left without an answer for the wait. The 354
+// must come while the budget is still taken, before anything frees it.
+func TestGoAheadWhileBudgetWaits(t *testing.T) {
+	const limit = 1 << 20
+	h := newHarness(t, func(c *Config) {
+		c.MaxMessageBytes = limit
+		c.MaxInflightBytes = limit + 2*budgetChunk
+	})
+	h.srv.budgetWait = time.Minute // longer than the client's read deadline
+
+	line := strings.Repeat("x", 998) + "\r\n"
+	body := func(n int, tag string) string {
+		return "Subject: " + tag + "\r\n\r\n" + strings.Repeat(line, n/len(line))
+	}
+	// a and c take the whole budget: messages sent but not ended.
+	open := func(rcpt string, size int) *client {
+		c := h.dial()
+		c.expect(250, "EHLO mx.example.net")
+		c.expect(250, "MAIL FROM:<>")
+		c.expect(250, "RCPT TO:<%s>", h.sign(rcpt))
+		c.expect(354, "DATA")
+		io.WriteString(c.conn, body(size, rcpt))
+		return c
+	}
+	a := open("a@example.net", limit-budgetChunk)
+	waitHeld(t, h, limit-budgetChunk)
+	c := open("c@example.net", 2*budgetChunk+budgetChunk/2) // a holds 15 chunks, c the 3 left
+	waitHeld(t, h, limit+2*budgetChunk)
+
+	// b finds no room and waits for it, but is told to go ahead now.
+	b := h.dial()
+	b.expect(250, "EHLO mx.example.net")
+	b.expect(250, "MAIL FROM:<>")
+	b.expect(250, "RCPT TO:<%s>", h.sign("b@example.net"))
+	b.expect(354, "DATA")
+
+	// c ends: its room goes to b, whose message then goes through.
+	io.WriteString(c.conn, ".\r\n")
+	if code, reply := c.read(); code != 250 {
+		t.Fatalf("c: %q, want 250", reply)
+	}
+	io.WriteString(b.conn, body(10<<10, "b")+".\r\n")
+	if code, reply := b.read(); code != 250 {
+		t.Fatalf("b: %q, want 250", reply)
+	}
+	io.WriteString(a.conn, ".\r\n")
+	if code, reply := a.read(); code != 250 {
+		t.Fatalf("a: %q, want 250", reply)
+	}
+	if n := h.stored(); n != 3 {
+		t.Errorf("stream holds %d reports, want 3", n)
+	}
+}
+
 // waitHeld waits until the listener holds at least n bytes of budget.
 func waitHeld(t *testing.T, h *harness, n int64) {
 	t.Helper()
