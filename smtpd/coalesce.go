@@ -70,9 +70,15 @@ func (c *limitConn) flushLocked() error {
 	return err
 }
 
-// flushBeforeClose writes what is held within closeFlushTimeout.
+// flushBeforeClose writes what is held within closeFlushTimeout. When a
+// write is under way (the session's, blocked on a client that does not
+// read), it gives up at once: Close is called from other goroutines too
+// (the shutdown's drain and closeAll, one connection after another), and
+// closing the socket ends that write.
 func (c *limitConn) flushBeforeClose() {
-	c.wmu.Lock()
+	if !c.wmu.TryLock() {
+		return
+	}
 	defer c.wmu.Unlock()
 	if len(c.wbuf) == 0 || c.werr != nil {
 		return

@@ -482,6 +482,38 @@ func TestShutdownIdle(t *testing.T) {
 	idle.closed("an idle connection")
 }
 
+// TestShutdownDeafClient: a client that pipelines commands and never
+// reads the replies leaves the session blocked writing them (the replies
+// coalesce.go holds are written as they fill a block). Shutdown closes
+// that idle connection at once: Close does not wait behind the blocked
+// write, which would hold it for the whole WriteTimeout (a minute).
+func TestShutdownDeafClient(t *testing.T) {
+	h := newHarness(t, nil)
+	deaf := h.dial()
+	deaf.expect(250, "EHLO mx.example.net")
+	noops := []byte(strings.Repeat("NOOP\r\n", 10000))
+	for i := 0; ; i++ {
+		// Write until the listener stops reading: its session is blocked
+		// writing replies nobody reads.
+		deaf.conn.SetWriteDeadline(time.Now().Add(time.Second))
+		if _, err := deaf.conn.Write(noops); err != nil {
+			break
+		}
+		if i == 1000 {
+			t.Fatal("the listener read 60 MB of NOOPs without blocking on its replies")
+		}
+	}
+	done := h.shutdown(time.Minute)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Shutdown: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Shutdown still waiting 20 s after it began: closing the deaf client's connection waited for its blocked write")
+	}
+}
+
 // TestShutdownStalledTransaction: a sender that stops in the middle of its
 // transaction holds Shutdown only until its context ends; then it is
 // closed too.
