@@ -1,0 +1,99 @@
+package clickhouse
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bouncer-mail/bouncer/event"
+	"github.com/bouncer-mail/bouncer/store"
+	"github.com/bouncer-mail/bouncer/store/clickhouse/clickhousetest"
+)
+
+var writeGrowsFill = flag.Int("write-grows-fill", 200000, "BenchmarkWriteAsStoreGrows: reports stored before the last measure")
+
+// growsBatch is n reports of about 4 KB from seq on, as the listener
+// names them: the id is a SHA-256, so a batch's ids fall all over a table
+// ordered by id (benchEvents' ids are sequential and do not). One hard
+// bounce each, for a recipient of its own.
+func growsBatch(seq, n int, at time.Time) ([]store.Report, []store.Event) {
+	raw := []byte(strings.Repeat("Diagnostic-Code: smtp; 550 5.1.1 user unknown\r\n", 85))
+	reports := make([]store.Report, 0, n)
+	events := make([]store.Event, 0, n)
+	for i := seq; i < seq+n; i++ {
+		sum := sha256.Sum256(fmt.Appendf(nil, "report %d", i))
+		id := hex.EncodeToString(sum[:])
+		rcpt := fmt.Sprintf("user%d@example%d.com", i, i%977)
+		rp := "b+" + id[:12] + "@bounces.example.com"
+		reports = append(reports, store.Report{Envelope: event.Envelope{ID: id, Received: at, ReturnPath: rp,
+			Recipients: []string{"bounce@bounces.example.com"}, ClientIP: "192.0.2.7", Helo: "mx.example.net"}, Raw: raw})
+		e := testEvent(id, 0, rcpt, event.ClassHard, at)
+		e.ReturnPath, e.Stream, e.Provider = rp, "news", "gmail"
+		events = append(events, e)
+	}
+	return reports, events
+}
+
+// serverEvent reads one of the server's cumulative counters
+// (system.events; an event that has not happened yet has no row): the
+// server is the benchmark's own.
+func serverEvent(b *testing.B, s *Store, name string) int64 {
+	b.Helper()
+	var v uint64
+	err := s.conn.QueryRow(context.Background(), "SELECT sum(value) FROM system.events WHERE event = ?", name).Scan(&v)
+	if err != nil {
+		b.Fatalf("system.events %s: %v", name, err)
+	}
+	return int64(v)
+}
+
+// BenchmarkWriteAsStoreGrows measures Write of a 2,000-report batch (the
+// size ingest writes when its batches are not full) on a store holding
+// more and more reports, up to -write-grows-fill. Write looks up the
+// batch's report ids in reports, report_versions and events, tables
+// ordered by report id; with ids that are hashes, every granule of every
+// part may hold one, so what a lookup reads grows with the table (the
+// hour of docs/reliability.md "Pipelining senders, and what ClickHouse
+// reads" read 299 KB decompressed a report at 5-9 million stored).
+// marks/op is the index marks the server selected for the batch's
+// SELECTs (system.events SelectedMarks); MB-decompressed/op is
+// CompressedReadBufferBytes, which counts the server's merges as well.
+//
+//	go test -run '^$' -bench WriteAsStoreGrows -benchtime 10x ./store/clickhouse/ -args -write-grows-fill 1000000
+func BenchmarkWriteAsStoreGrows(b *testing.B) {
+	const batch = 2000
+	srv := clickhousetest.NewServer(b)
+	s := openDSN(b, srv.DSN("bench_grows"), Options{})
+	defer s.Close()
+	ctx := context.Background()
+	at := time.Now().UTC().Truncate(time.Second)
+	seq := 0
+	one := func() {
+		reports, events := growsBatch(seq, batch, at)
+		seq += batch
+		if err := s.Write(ctx, reports, events); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, fill := range []int{0, *writeGrowsFill / 4, *writeGrowsFill} {
+		for seq < fill {
+			one()
+		}
+		b.Run(fmt.Sprintf("stored=%d", seq), func(b *testing.B) {
+			marks0, read0 := serverEvent(b, s, "SelectedMarks"), serverEvent(b, s, "CompressedReadBufferBytes")
+			began, n := time.Now(), 0
+			for b.Loop() {
+				one()
+				n += batch
+			}
+			b.ReportMetric(float64(n)/time.Since(began).Seconds(), "reports/s")
+			b.ReportMetric(float64(serverEvent(b, s, "SelectedMarks")-marks0)/float64(b.N), "marks/op")
+			b.ReportMetric(float64(serverEvent(b, s, "CompressedReadBufferBytes")-read0)/float64(b.N)/1e6, "MB-decompressed/op")
+		})
+	}
+}
