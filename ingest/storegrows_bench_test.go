@@ -2,47 +2,21 @@ package ingest
 
 import (
 	"context"
-	"crypto/sha256"
 	"database/sql"
-	"encoding/hex"
 	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/bouncer-mail/bouncer/event"
 	"github.com/bouncer-mail/bouncer/internal/procio"
-	"github.com/bouncer-mail/bouncer/store"
 	"github.com/bouncer-mail/bouncer/store/sqlite"
+	"github.com/bouncer-mail/bouncer/store/storetest"
 	"github.com/bouncer-mail/bouncer/suppress"
 )
 
 var storeGrowsFill = flag.Int("store-grows-fill", 200000, "BenchmarkBatchAsStoreGrows: reports stored before the last measure")
-
-// storeGrowsBatch is n reports of about 4 KB from seq on, as the soak
-// sends them: one hard bounce each, for a recipient of its own, with a
-// VERP return path.
-func storeGrowsBatch(seq, n int, at time.Time) ([]store.Report, []store.Event) {
-	raw := []byte(strings.Repeat("Diagnostic-Code: smtp; 550 5.1.1 user unknown\r\n", 85))
-	reports := make([]store.Report, 0, n)
-	events := make([]store.Event, 0, n)
-	for i := seq; i < seq+n; i++ {
-		sum := sha256.Sum256(fmt.Appendf(nil, "report %d", i))
-		id := hex.EncodeToString(sum[:])
-		rcpt := fmt.Sprintf("user%d@example%d.com", i, i%977)
-		rp := "b+" + id[:12] + "@bounces.example.com"
-		reports = append(reports, store.Report{Envelope: event.Envelope{ID: id, Received: at, ReturnPath: rp, Recipients: []string{"bounce@bounces.example.com"}}, Raw: raw})
-		events = append(events, store.Event{ID: store.EventID(id, 0), ReportID: id, Version: ClassificationVersion, Time: at, Source: SourceNDR,
-			ReturnPath: rp, Stream: "news",
-			Event: event.Event{Recipient: rcpt, Class: event.ClassHard, Reason: event.ReasonUserUnknown, Scope: event.ScopeRecipient,
-				Status: "5.1.1", Action: "failed", Diagnostic: "smtp; 550 5.1.1 user unknown", Provider: "gmail",
-				MessageID: fmt.Sprintf("<m%d@sender.example>", i)}})
-	}
-	return reports, events
-}
 
 // BenchmarkBatchAsStoreGrows measures what ingest asks of SQLite for one
 // batch (its Write, then the re-fold of its recipients: events and
@@ -84,7 +58,7 @@ func BenchmarkBatchAsStoreGrows(b *testing.B) {
 			rf := &Refolder{Store: s, Policy: suppress.Default, Now: func() time.Time { return at }}
 			seq := 0
 			one := func() {
-				reports, events := storeGrowsBatch(seq, batch, at)
+				reports, events := storetest.GrowingBatch(seq, batch, at, ClassificationVersion)
 				seq += batch
 				if err := s.Write(ctx, reports, events); err != nil {
 					b.Fatal(err)

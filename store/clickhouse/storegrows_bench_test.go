@@ -2,42 +2,16 @@ package clickhouse
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"flag"
 	"fmt"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/bouncer-mail/bouncer/event"
-	"github.com/bouncer-mail/bouncer/store"
 	"github.com/bouncer-mail/bouncer/store/clickhouse/clickhousetest"
+	"github.com/bouncer-mail/bouncer/store/storetest"
 )
 
 var writeGrowsFill = flag.Int("write-grows-fill", 200000, "BenchmarkWriteAsStoreGrows: reports stored before the last measure")
-
-// growsBatch is n reports of about 4 KB from seq on, as the listener
-// names them: the id is a SHA-256, so a batch's ids fall all over a table
-// ordered by id (benchEvents' ids are sequential and do not). One hard
-// bounce each, for a recipient of its own.
-func growsBatch(seq, n int, at time.Time) ([]store.Report, []store.Event) {
-	raw := []byte(strings.Repeat("Diagnostic-Code: smtp; 550 5.1.1 user unknown\r\n", 85))
-	reports := make([]store.Report, 0, n)
-	events := make([]store.Event, 0, n)
-	for i := seq; i < seq+n; i++ {
-		sum := sha256.Sum256(fmt.Appendf(nil, "report %d", i))
-		id := hex.EncodeToString(sum[:])
-		rcpt := fmt.Sprintf("user%d@example%d.com", i, i%977)
-		rp := "b+" + id[:12] + "@bounces.example.com"
-		reports = append(reports, store.Report{Envelope: event.Envelope{ID: id, Received: at, ReturnPath: rp,
-			Recipients: []string{"bounce@bounces.example.com"}, ClientIP: "192.0.2.7", Helo: "mx.example.net"}, Raw: raw})
-		e := testEvent(id, 0, rcpt, event.ClassHard, at)
-		e.ReturnPath, e.Stream, e.Provider = rp, "news", "gmail"
-		events = append(events, e)
-	}
-	return reports, events
-}
 
 // serverEvent reads one of the server's cumulative counters
 // (system.events; an event that has not happened yet has no row): the
@@ -74,7 +48,7 @@ func BenchmarkWriteAsStoreGrows(b *testing.B) {
 	at := time.Now().UTC().Truncate(time.Second)
 	seq := 0
 	one := func() {
-		reports, events := growsBatch(seq, batch, at)
+		reports, events := storetest.GrowingBatch(seq, batch, at, 1)
 		seq += batch
 		if err := s.Write(ctx, reports, events); err != nil {
 			b.Fatal(err)
