@@ -134,27 +134,28 @@ func (c *smtpClient) cmd(line string) (string, error) {
 // readEHLO reads the reply to EHLO: its last line, and whether it
 // advertises PIPELINING.
 func readEHLO(r *bufio.Reader) (last string, pipelining bool, err error) {
-	for {
-		line, err := r.ReadString('\n')
-		if err != nil {
-			return strings.TrimSpace(line), pipelining, err
-		}
+	last, err = readReplyLines(r, func(line string) {
 		if len(line) >= 4 && strings.EqualFold(strings.TrimSpace(line[4:]), "PIPELINING") {
 			pipelining = true
 		}
-		if len(line) < 4 || line[3] != '-' {
-			return strings.TrimSpace(line), pipelining, nil
-		}
-	}
+	})
+	return last, pipelining, err
 }
 
 // readReply reads one SMTP reply, multi-line or not, and returns its last
 // line.
-func readReply(r *bufio.Reader) (string, error) {
+func readReply(r *bufio.Reader) (string, error) { return readReplyLines(r, nil) }
+
+// readReplyLines is readReply calling each, when not nil, with every line
+// of the reply as read.
+func readReplyLines(r *bufio.Reader, each func(line string)) (string, error) {
 	for {
 		line, err := r.ReadString('\n')
 		if err != nil {
 			return strings.TrimSpace(line), err
+		}
+		if each != nil {
+			each(line)
 		}
 		if len(line) < 4 || line[3] != '-' {
 			return strings.TrimSpace(line), nil

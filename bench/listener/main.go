@@ -194,28 +194,39 @@ func (c config) load(addr string) (time.Duration, error) {
 	return d, nil
 }
 
-// sinkRun starts smtp-sink on a free port, loads it and stops it.
-func (c config) sinkRun() (time.Duration, error) {
+// startSink starts smtp-sink on a free port; stop kills it.
+func (c config) startSink() (addr string, args []string, stop func(), err error) {
 	port, err := freePort()
 	if err != nil {
-		return 0, err
+		return "", nil, nil, err
 	}
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	args := []string{addr, "1000"}
+	addr = fmt.Sprintf("127.0.0.1:%d", port)
+	args = []string{addr, "1000"}
 	if os.Geteuid() == 0 {
 		args = append([]string{"-u", "nobody"}, args...) // it refuses root otherwise
 	}
 	sink := exec.Command(c.smtpSink, args...)
 	if err := sink.Start(); err != nil {
-		return 0, err
+		return "", nil, nil, err
 	}
-	defer func() {
+	stop = func() {
 		sink.Process.Kill()
 		sink.Wait()
-	}()
-	if err := waitSMTP(addr, 10*time.Second); err != nil {
-		return 0, fmt.Errorf("smtp-sink: %w", err)
 	}
+	if err := waitSMTP(addr, 10*time.Second); err != nil {
+		stop()
+		return "", nil, nil, fmt.Errorf("smtp-sink: %w", err)
+	}
+	return addr, args, stop, nil
+}
+
+// sinkRun starts smtp-sink on a free port, loads it and stops it.
+func (c config) sinkRun() (time.Duration, error) {
+	addr, _, stop, err := c.startSink()
+	if err != nil {
+		return 0, err
+	}
+	defer stop()
 	return c.load(addr)
 }
 

@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/exec"
 	"time"
 
 	"github.com/bouncer-mail/bouncer/reliability"
@@ -17,26 +15,11 @@ import (
 // the throughput mode's load, opens a connection per message and never
 // pipelines; the soaks' rates are compared with this one too.
 func sinkHarness(c config) error {
-	port, err := freePort()
+	addr, args, stop, err := c.startSink()
 	if err != nil {
 		return err
 	}
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	args := []string{addr, "1000"}
-	if os.Geteuid() == 0 {
-		args = append([]string{"-u", "nobody"}, args...)
-	}
-	sink := exec.Command(c.smtpSink, args...)
-	if err := sink.Start(); err != nil {
-		return err
-	}
-	defer func() {
-		sink.Process.Kill()
-		sink.Wait()
-	}()
-	if err := waitSMTP(addr, 10*time.Second); err != nil {
-		return fmt.Errorf("smtp-sink: %w", err)
-	}
+	defer stop()
 	fmt.Printf("\n== sink-harness: smtp-sink %v under the harness's load: %d sessions, %d B reports, pipelining %v, %s\n",
 		args, c.sessions, c.size, c.pipelining, c.loadTime)
 	start := time.Now()
