@@ -3,6 +3,7 @@ package smtpd
 import (
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -110,23 +111,11 @@ func TestRepliesCoalesced(t *testing.T) {
 			}
 			continue
 		}
-		if !equalInts(lines, tt.writes) {
+		if !slices.Equal(lines, tt.writes) {
 			t.Errorf("%s %q: replies written as %q (lines per write %v), want lines per write %v", tt.name, tt.send, got, lines, tt.writes)
 		}
 	}
 	if n := h.stored(); n != 2 {
 		t.Errorf("stream holds %d reports, want the 2 answered 250", n)
 	}
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
