@@ -76,12 +76,21 @@ type StatsKey struct {
 	Provider string
 }
 
+// ResendWindow is how long after a report's first received time every
+// engine still recognises the report received again (Store.Write).
+// ClickHouse's default lookback is this.
+const ResendWindow = 10 * time.Minute
+
 // Store is implemented by every engine. All methods are safe for
 // concurrent use.
 type Store interface {
 	// Write stores reports and events in one transaction. Rows whose id is
 	// already stored are left as they are, so a retry after a crash or a
-	// redelivery writes nothing twice.
+	// redelivery writes nothing twice. A report received again (the same
+	// id under a later received time, with its events) is recognised at
+	// least within ResendWindow of its first received time; an engine
+	// may recognise it later too (store/sqlite always does, ClickHouse
+	// within its ReportLookback).
 	//
 	// An event's id is unique per Version: a higher Version of an id
 	// supersedes the lower ones in every read and count, whatever order

@@ -74,13 +74,23 @@
 // duplicating anything. Ingest acknowledges a message only after Write
 // returned nil, so a partial write is always retried.
 //
-// A report id is looked up in every partition, as a report resent days
-// later keeps its id; that lookup reads the reports' id column once per
-// Write, which Options.ReportLookback can bound for large tables. An
-// event (id, version) is looked up within the batch's time range, widened
-// to the first received time of the batch's reports that were stored
-// already: an event's time is its report's received time, so a report
-// received again later keeps its first events too.
+// A report id is looked up by its 64-bit key in report_keys, which is
+// sorted by received time, within Options.ReportLookback (10 minutes
+// unless set) of the batch's received times (migration 8): a
+// redelivery or a retry carries its first received time and is always
+// found, a resend (the same bytes received again) within the lookback.
+// The lookup reads the keys of that time range, 12 bytes a report,
+// however large the store; looking ids up in reports (sorted by id,
+// which is a SHA-256) read the whole id column of every partition, and
+// the events and report_versions lookups read most of those tables, at
+// each Write (docs/reliability.md, session 17). A key found is confirmed
+// in reports. A report whose key is not found is fresh: Write inserts
+// the keys before any row, so nothing of a fresh report is stored, and
+// its events and sets are not looked up. Other events (id, version)
+// are looked up within the batch's time range, widened to the first
+// received time of the batch's reports that were stored already: an
+// event's time is its report's received time, so a report received
+// again later keeps its first events too.
 //
 // Versioned event sets: a report's events are a set, and a read takes
 // only those of the report's highest version. The events table is sorted

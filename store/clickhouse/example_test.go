@@ -172,6 +172,14 @@ func ExampleClusterDDL() {
 	// PARTITION BY toYYYYMM(minute)
 	// ORDER BY (minute, total, class, reason, provider);
 	//
+	// CREATE TABLE IF NOT EXISTS `bouncer`.`report_keys_local` ON CLUSTER `mail` (
+	// 	received DateTime('UTC'),
+	// 	key UInt64
+	// )
+	// ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/bouncer/report_keys_local', '{replica}')
+	// PARTITION BY toYYYYMM(received)
+	// ORDER BY (received, key);
+	//
 	// CREATE TABLE IF NOT EXISTS `bouncer`.`reports` ON CLUSTER `mail` (
 	// 	id String,
 	// 	received DateTime('UTC'),
@@ -303,5 +311,11 @@ func ExampleClusterDDL() {
 	// )
 	// ENGINE = Distributed('mail', 'bouncer', 'stats_minutes_local', intDiv(toUInt32(minute), 60));
 	//
-	// INSERT INTO `bouncer`.`schema_migrations` (version, applied) SELECT 7, now();
+	// CREATE TABLE IF NOT EXISTS `bouncer`.`report_keys` ON CLUSTER `mail` (
+	// 	received DateTime('UTC'),
+	// 	key UInt64
+	// )
+	// ENGINE = Distributed('mail', 'bouncer', 'report_keys_local', key);
+	//
+	// INSERT INTO `bouncer`.`schema_migrations` (version, applied) SELECT 8, now();
 }

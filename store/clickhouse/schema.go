@@ -147,6 +147,27 @@ var reportVersionsTable = table{
 	settings:    "index_granularity = 1024",
 }
 
+// reportKeysTable is what Write looks a batch's report ids up in: a
+// 64-bit key per id (cityHash64 of the id, which the Go side computes
+// with the same function, reportKey) at the time it was received, sorted
+// by that time. The reports table is sorted by id, and ids are SHA-256s:
+// a batch's ids fall in every granule of every part, so looking them up
+// there read about the whole id column each Write, more as the table
+// grew (docs/reliability.md, session 17). Here a lookup reads the keys
+// received within Options.ReportLookback of the batch, 12 bytes a key,
+// however much is stored (migration 8). A key found is only a candidate:
+// Write confirms it in reports.
+var reportKeysTable = table{
+	name: "report_keys",
+	columns: []column{
+		{"received", "DateTime('UTC')"},
+		{"key", "UInt64"},
+	},
+	partitionBy: "toYYYYMM(received)",
+	orderBy:     "(received, key)",
+	shardingKey: "key",
+}
+
 // statsKindEnum is stats_log's kind: an event version, a set's commit
 // mark, a report received.
 const statsKindEnum = "Enum8('event' = 1, 'set' = 2, 'report' = 3)"
@@ -275,7 +296,8 @@ var migrationsTable = table{
 // produce. ClusterDDL creates it in one go, Write takes its INSERT column
 // lists from it.
 var schema = []table{reportsTable, eventsTable, reportVersionsTable, outcomesTable,
-	suppressionsTable, suppressionAuditTable, statsLogTable, statsSecondsTable, statsMinutesTable}
+	suppressionsTable, suppressionAuditTable, statsLogTable, statsSecondsTable, statsMinutesTable,
+	reportKeysTable}
 
 // migrations are the schema's versions, in order: migrations[i] brings the
 // database to version i+1. They are append-only: a released migration is
@@ -535,6 +557,23 @@ ENGINE = ReplacingMergeTree(gen)
 PARTITION BY toYYYYMM(second)
 ORDER BY (second, total, class, reason, provider)`,
 		recountSecondsStatement,
+	},
+	// 8: report_keys, the lookup of Write's report ids by time
+	// (reportKeysTable), filled from every report stored. A rerun's
+	// second copy of a row collapses, and lookups group by key anyway.
+	// Writers older than migration 8 do not write keys: a report they
+	// store meanwhile is not found by a newer writer's lookup, so a
+	// redelivery of it is stored again (reads take one row per id). Stop
+	// them before migrating.
+	{
+		`CREATE TABLE IF NOT EXISTS report_keys (
+	received DateTime('UTC'),
+	key      UInt64             -- cityHash64(id)
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(received)
+ORDER BY (received, key)`,
+		`INSERT INTO report_keys (received, key) SELECT received, cityHash64(id) FROM reports`,
 	},
 }
 

@@ -13,6 +13,7 @@ import (
 	ch "github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/ext"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/go-faster/city"
 
 	"github.com/bouncer-mail/bouncer/event"
 	"github.com/bouncer-mail/bouncer/store"
@@ -21,10 +22,11 @@ import (
 // Every INSERT lists its columns: clickhouse-go's PrepareBatch needs them
 // on 18.16 ("expected 0 arguments" without).
 var (
-	insertReports  = "INSERT INTO reports " + reportsTable.columnList()
-	insertEvents   = "INSERT INTO events " + eventsTable.columnList()
-	insertVersions = "INSERT INTO report_versions " + reportVersionsTable.columnList()
-	insertStatsLog = "INSERT INTO stats_log " + statsLogTable.columnList()
+	insertReports    = "INSERT INTO reports " + reportsTable.columnList()
+	insertEvents     = "INSERT INTO events " + eventsTable.columnList()
+	insertVersions   = "INSERT INTO report_versions " + reportVersionsTable.columnList()
+	insertStatsLog   = "INSERT INTO stats_log " + statsLogTable.columnList()
+	insertReportKeys = "INSERT INTO report_keys " + reportKeysTable.columnList()
 )
 
 // A Write's recount: recountSeconds recounts the seconds given (UInt32,
@@ -65,6 +67,8 @@ var insertSettings = ch.Settings{"insert_distributed_sync": 1}
 //
 // Rows already stored under their id (and version) are skipped: Write
 // reads which are before it inserts, so the first write of a row wins.
+// A report is looked up within Options.ReportLookback of its received
+// time (see doc.go): one received again later than that is stored again.
 // ClickHouse has no transactions: a Write that failed may have stored
 // part of the batch (reports but not events, or some months' partitions
 // but not others). Retrying it stores the rest and nothing twice, which is
@@ -93,6 +97,16 @@ func (s *Store) Write(ctx context.Context, reports []store.Report, events []stor
 	reports, events = dedupBatch(reports, events)
 	sets := setVersions(events)
 
+	// Which of the batch's reports may be stored already: those whose key
+	// report_keys holds. The others are fresh: no Write stored anything
+	// of them (the keys go in before their rows, below), so their events
+	// and sets need no lookup, and those lookups, in tables sorted by
+	// recipient and report id, are what read the most.
+	fresh, err := s.freshReports(ctx, reports)
+	if err != nil {
+		return fmt.Errorf("clickhouse: write: %w", err)
+	}
+
 	// The lookups, and then the two inserts of rows, go in pairs of
 	// statements at once: each waits on the server, which has cores to
 	// spare for a second (bench/README.md, session 13).
@@ -103,15 +117,23 @@ func (s *Store) Write(ctx context.Context, reports []store.Report, events []stor
 		storedEvents  []statsLogRow
 		earlier       map[string][]time.Time
 	)
-	err := s.pair(func() (err error) {
-		if newReports, firstReceived, err = s.newReports(ctx, reports); err != nil {
+	err = s.pair(func() (err error) {
+		if newReports, firstReceived, err = s.newReports(ctx, reports, fresh); err != nil {
 			return err
 		}
-		newEvents, storedEvents, err = s.newEvents(ctx, events, firstReceived)
+		newEvents, storedEvents, err = s.newEvents(ctx, events, firstReceived, fresh)
 		return err
 	}, func() (err error) {
-		earlier, err = s.storedSetTimes(ctx, sets)
-		return err
+		if earlier, err = s.storedSetTimes(ctx, sets, fresh); err != nil {
+			return err
+		}
+		// Every report's key, before any of its rows: a crash after
+		// this leaves the key of a report that is not stored, which a
+		// retry's lookup finds and newReports does not confirm.
+		if err := s.insertKeys(ctx, reports); err != nil {
+			return fmt.Errorf("report keys: %w", err)
+		}
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("clickhouse: write: %w", err)
@@ -226,18 +248,24 @@ func (s *Store) insertVersions(ctx context.Context, sets map[string]*reportSet) 
 // storedSetTimes returns the times of the stored sets of the batch's
 // reports: a new set must also be marked in the minutes of the sets it
 // replaces, so their events stop counting there.
-func (s *Store) storedSetTimes(ctx context.Context, sets map[string]*reportSet) (map[string][]time.Time, error) {
-	if len(sets) == 0 {
-		return nil, nil
-	}
+// Reports of the batch that are fresh have no stored sets.
+func (s *Store) storedSetTimes(ctx context.Context, sets map[string]*reportSet, fresh map[string]bool) (map[string][]time.Time, error) {
 	tbl, err := ext.NewTable(batchTable, ext.Column("id", "String"))
 	if err != nil {
 		return nil, err
 	}
+	n := 0
 	for id := range sets {
+		if fresh[id] {
+			continue
+		}
 		if err := tbl.Append(id); err != nil {
 			return nil, err
 		}
+		n++
+	}
+	if n == 0 {
+		return nil, nil
 	}
 	rows, err := s.conn.Query(ch.Context(ctx, ch.WithExternalTable(tbl)),
 		`SELECT report_id, time FROM report_versions
@@ -518,36 +546,138 @@ func dedupBatch(reports []store.Report, events []store.Event) ([]store.Report, [
 // exceed 18.16's max_query_size (256 KiB) and be slow to parse.
 const batchTable = "_batch"
 
-// newReports returns the reports whose id is not stored yet, and the
-// first received time of those that are. The lookup is by the sorting
-// key, in every partition (or those within Options.ReportLookback): a
-// report sent again days later has a later received time but must not be
-// stored again.
-func (s *Store) newReports(ctx context.Context, reports []store.Report) ([]store.Report, map[string]time.Time, error) {
-	if len(reports) == 0 {
-		return reports, nil, nil
+// DefaultReportLookback is Options.ReportLookback when it is zero: the
+// least every engine recognises a resend in.
+const DefaultReportLookback = store.ResendWindow
+
+// reportKey is a report id's key in report_keys: ClickHouse's
+// cityHash64 of the id (CityHash 1.0.2, which go-faster/city implements
+// as CH64), so migration 8 computes the same keys from reports in SQL.
+func reportKey(id string) uint64 { return city.CH64([]byte(id)) }
+
+// receivedRange is the range of the reports' received times.
+func receivedRange(reports []store.Report) (lo, hi time.Time) {
+	lo, hi = reports[0].Received, reports[0].Received
+	for _, r := range reports {
+		if r.Received.Before(lo) {
+			lo = r.Received
+		}
+		if r.Received.After(hi) {
+			hi = r.Received
+		}
 	}
+	return lo, hi
+}
+
+// lookbackRange is what Write looks reports up in: the batch's received
+// times widened by the lookback on both sides (a redelivery of an older
+// batch can come after a resend of one of its reports was stored), as
+// DateTime seconds.
+func (s *Store) lookbackRange(reports []store.Report) (from, to uint32) {
+	lo, hi := receivedRange(reports)
+	return clampSeconds(lo.Add(-s.reportLookback).Truncate(time.Second)), clampSeconds(hi.Add(s.reportLookback))
+}
+
+// freshReports returns the ids of the batch's reports whose key
+// report_keys does not hold within the lookback of the batch's received
+// times: nothing of them is stored, unless a Write ran at the same time
+// (see Write) or stored them longer ago than the lookback. A redelivery
+// or a retry carries the received time it was first written with, so
+// the lookback decides only how late a resend (the same bytes received
+// again) is still recognised.
+func (s *Store) freshReports(ctx context.Context, reports []store.Report) (map[string]bool, error) {
+	if len(reports) == 0 {
+		return nil, nil
+	}
+	tbl, err := ext.NewTable(batchTable, ext.Column("key", "UInt64"))
+	if err != nil {
+		return nil, err
+	}
+	keys := make(map[uint64][]string, len(reports))
+	for _, r := range reports {
+		k := reportKey(r.ID)
+		if keys[k] == nil {
+			if err := tbl.Append(k); err != nil {
+				return nil, err
+			}
+		}
+		keys[k] = append(keys[k], r.ID)
+	}
+	from, to := s.lookbackRange(reports)
+	rows, err := s.conn.Query(ch.Context(ctx, ch.WithExternalTable(tbl)),
+		`SELECT DISTINCT key FROM report_keys
+		WHERE received >= toDateTime(?) AND received <= toDateTime(?) AND key IN (SELECT key FROM `+batchTable+`)`,
+		from, to)
+	if err != nil {
+		return nil, fmt.Errorf("looking up report keys: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k uint64
+		if err := rows.Scan(&k); err != nil {
+			return nil, fmt.Errorf("looking up report keys: %w", err)
+		}
+		delete(keys, k)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("looking up report keys: %w", err)
+	}
+	fresh := make(map[string]bool, len(reports))
+	for _, ids := range keys {
+		for _, id := range ids {
+			fresh[id] = true
+		}
+	}
+	return fresh, nil
+}
+
+// insertKeys writes the key of every report of the batch; a key written
+// twice collapses in merges and counts once in the lookups.
+func (s *Store) insertKeys(ctx context.Context, reports []store.Report) error {
+	if len(reports) == 0 {
+		return nil
+	}
+	b, err := s.conn.PrepareBatch(ch.Context(ctx, ch.WithSettings(insertSettings)), insertReportKeys)
+	if err != nil {
+		return err
+	}
+	defer b.Abort() // a no-op after Send
+	for _, r := range reports {
+		if err := b.Append(r.Received.UTC(), reportKey(r.ID)); err != nil {
+			return fmt.Errorf("report %s: %w", r.ID, err)
+		}
+	}
+	return b.Send()
+}
+
+// newReports returns the reports whose id is not stored yet, and the
+// first received time of those that are. Only the reports that are not
+// fresh are looked up, by id in reports within the lookback range: their
+// key says they may be stored, the row says they are (a Write that
+// failed after the keys stored keys alone).
+func (s *Store) newReports(ctx context.Context, reports []store.Report, fresh map[string]bool) ([]store.Report, map[string]time.Time, error) {
 	tbl, err := ext.NewTable(batchTable, ext.Column("id", "String"))
 	if err != nil {
 		return nil, nil, err
 	}
-	oldest := reports[0].Received
+	n := 0
 	for _, r := range reports {
+		if fresh[r.ID] {
+			continue
+		}
 		if err := tbl.Append(r.ID); err != nil {
 			return nil, nil, err
 		}
-		if r.Received.Before(oldest) {
-			oldest = r.Received
-		}
+		n++
 	}
-	from := uint32(0)
-	if s.reportLookback > 0 {
-		from = clampSeconds(oldest.Add(-s.reportLookback))
+	if n == 0 {
+		return reports, nil, nil
 	}
+	from, to := s.lookbackRange(reports)
 	rows, err := s.conn.Query(ch.Context(ctx, ch.WithExternalTable(tbl)),
 		`SELECT id, min(received) FROM reports
-		WHERE received >= toDateTime(?) AND id IN (SELECT id FROM `+batchTable+`)
-		GROUP BY id`, from)
+		WHERE received >= toDateTime(?) AND received <= toDateTime(?) AND id IN (SELECT id FROM `+batchTable+`)
+		GROUP BY id`, from, to)
 	if err != nil {
 		return nil, nil, fmt.Errorf("looking up stored reports: %w", err)
 	}
@@ -579,7 +709,8 @@ func (s *Store) newReports(ctx context.Context, reports []store.Report) ([]store
 }
 
 // newEvents returns the events whose id is not stored yet at their
-// version or a higher one: a stored (id, version) keeps its first
+// version or a higher one (the events of fresh reports without a
+// lookup): a stored (id, version) keeps its first
 // content, and a version lower than one stored would be superseded
 // anyway. For the others it returns the stored highest version's
 // stats_log row, so a retry can complete stats_log.
@@ -593,24 +724,24 @@ func (s *Store) newReports(ctx context.Context, reports []store.Report) ([]store
 // under another time outside that range is not found and is inserted
 // again; reads still take one row per id (argMax by version), but it can
 // then be counted in a window holding either time.
-func (s *Store) newEvents(ctx context.Context, events []store.Event, firstReceived map[string]time.Time) ([]store.Event, []statsLogRow, error) {
-	if len(events) == 0 {
-		return events, nil, nil
-	}
+func (s *Store) newEvents(ctx context.Context, events []store.Event, firstReceived map[string]time.Time, fresh map[string]bool) ([]store.Event, []statsLogRow, error) {
 	tbl, err := ext.NewTable(batchTable, ext.Column("recipient", "String"), ext.Column("id", "String"))
 	if err != nil {
 		return nil, nil, err
 	}
-	lo, hi := events[0].Time, events[0].Time
+	var lo, hi time.Time
 	widen := func(t time.Time) {
-		if t.Before(lo) {
+		if lo.IsZero() || t.Before(lo) {
 			lo = t
 		}
-		if t.After(hi) {
+		if hi.IsZero() || t.After(hi) {
 			hi = t
 		}
 	}
 	for _, e := range events {
+		if fresh[e.ReportID] {
+			continue
+		}
 		if err := tbl.Append(normalizeAddress(e.Recipient), e.ID); err != nil {
 			return nil, nil, err
 		}
@@ -618,6 +749,9 @@ func (s *Store) newEvents(ctx context.Context, events []store.Event, firstReceiv
 		if t, ok := firstReceived[e.ReportID]; ok {
 			widen(t)
 		}
+	}
+	if lo.IsZero() {
+		return events, nil, nil
 	}
 	rows, err := s.conn.Query(ch.Context(ctx, ch.WithExternalTable(tbl)),
 		`SELECT id, v, t.1, t.2, t.3, t.4, t.5 FROM (
@@ -648,7 +782,7 @@ func (s *Store) newEvents(ctx context.Context, events []store.Event, firstReceiv
 	out := make([]store.Event, 0, len(events))
 	var skipped []statsLogRow
 	for _, e := range events {
-		if r, ok := stored[e.ID]; !ok || e.Version > r.version {
+		if r, ok := stored[e.ID]; fresh[e.ReportID] || !ok || e.Version > r.version {
 			out = append(out, e)
 		} else {
 			skipped = append(skipped, r)
