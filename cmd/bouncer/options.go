@@ -12,6 +12,7 @@ import (
 
 	"github.com/bouncer-mail/bouncer/broker"
 	"github.com/bouncer-mail/bouncer/smtpd"
+	"github.com/bouncer-mail/bouncer/store/clickhouse"
 )
 
 // Options is the whole configuration of the all-in-one service. Every flag
@@ -27,6 +28,7 @@ type Options struct {
 	DataDir        string
 	Domains        []string
 	ClickHouseDSN  string
+	ReportLookback time.Duration
 	RulesFile      string
 	PolicyFile     string
 	VERPKeysFile   string
@@ -106,6 +108,7 @@ func parseOptions(args []string, getenv func(string) string) (Options, *flag.Fla
 	_ = domains.Set(env("domain", ""))
 	fl.Var(&domains, "domain", "bounce `domain` accepted at RCPT; repeatable (env BOUNCER_DOMAIN, comma-separated)")
 	str(&o.ClickHouseDSN, "clickhouse-dsn", "", "ClickHouse `dsn` (clickhouse://host:9000/db); empty: SQLite under --data-dir")
+	dur(&o.ReportLookback, "report-lookback", clickhouse.DefaultReportLookback, "with ClickHouse: how long after a report was received the same bytes received again are recognised and not stored twice; each write reads 12 bytes per report received in this time; 0 is the default")
 	str(&o.RulesFile, "rules", "", "extra rules `file` overriding the embedded defaults")
 	str(&o.PolicyFile, "suppression-policy", "", "suppression policy `file` (JSON, docs/suppressions.md); empty: the defaults")
 	str(&o.VERPKeysFile, "verp-keys-file", "", "`file` of VERP keys, one per line; the first signs, all verify")
@@ -189,6 +192,8 @@ func (o Options) Validate() error {
 		return fmt.Errorf("--max-inflight-bytes %d cannot hold one message of --max-message-bytes %d (it needs 128 KiB more)", o.MaxInflightBytes, o.MaxMessageBytes)
 	case o.ReadTimeout <= 0 || o.WriteTimeout <= 0 || o.ShutdownTimeout <= 0 || o.CommandTimeout <= 0 || o.EnvelopeTimeout <= 0:
 		return errors.New("timeouts must be positive")
+	case o.ReportLookback < 0:
+		return fmt.Errorf("--report-lookback must not be negative, got %s", o.ReportLookback)
 	}
 	if _, _, err := memoryLimit(o.MemoryLimit, o.MaxInflightBytes, 0, "", ""); err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 
 	"github.com/bouncer-mail/bouncer/broker"
 	"github.com/bouncer-mail/bouncer/smtpd"
+	"github.com/bouncer-mail/bouncer/store/clickhouse"
 )
 
 // TestListenerDeadlineOptions: the slow-client deadlines have the
@@ -34,6 +35,37 @@ func TestListenerDeadlineOptions(t *testing.T) {
 		}
 		if err == nil || !strings.Contains(err.Error(), "timeouts must be positive") {
 			t.Errorf("%v: %v, want timeouts must be positive", args, err)
+		}
+	}
+}
+
+// TestReportLookbackOption: --report-lookback defaults to ClickHouse's
+// DefaultReportLookback, has its env twin, and must not be negative (0
+// leaves the choice to the store: its default).
+func TestReportLookbackOption(t *testing.T) {
+	for _, tc := range []struct {
+		args    []string
+		env     string
+		want    time.Duration
+		wantErr string
+	}{
+		{nil, "", clickhouse.DefaultReportLookback, ""},
+		{nil, "1h", time.Hour, ""},
+		{[]string{"--report-lookback", "90s"}, "1h", 90 * time.Second, ""},
+		{[]string{"--report-lookback", "0s"}, "", 0, ""},
+		{[]string{"--report-lookback", "-1m"}, "", 0, "--report-lookback must not be negative"},
+		{nil, "a while", 0, "BOUNCER_REPORT_LOOKBACK"},
+	} {
+		env := map[string]string{"BOUNCER_REPORT_LOOKBACK": tc.env}
+		o, _, err := parseOptions(tc.args, func(k string) string { return env[k] })
+		if err == nil {
+			err = o.Validate()
+		}
+		switch {
+		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+			t.Errorf("%v env %q: %v, want %q", tc.args, tc.env, err, tc.wantErr)
+		case tc.wantErr == "" && (err != nil || o.ReportLookback != tc.want):
+			t.Errorf("%v env %q: %s, %v; want %s", tc.args, tc.env, o.ReportLookback, err, tc.want)
 		}
 	}
 }

@@ -282,7 +282,7 @@ func (s *Service) ready(pipe *ingest.Pipeline, published *broker.PublishHealth) 
 // under the data dir.
 func openStore(ctx context.Context, o Options, log *slog.Logger, reg prometheus.Registerer) (store.Store, error) {
 	if o.ClickHouseDSN != "" {
-		return clickhouse.Open(ctx, o.ClickHouseDSN, clickhouse.Options{})
+		return clickhouse.Open(ctx, o.ClickHouseDSN, clickhouse.Options{ReportLookback: o.ReportLookback})
 	}
 	return sqlite.Open(ctx, filepath.Join(o.DataDir, "bouncer.db"), sqlite.Options{Logger: log, Registerer: reg})
 }

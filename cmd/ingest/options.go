@@ -9,6 +9,9 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
+
+	"github.com/bouncer-mail/bouncer/store/clickhouse"
 )
 
 // Options is the whole configuration of an ingest worker. Every flag has
@@ -16,15 +19,16 @@ import (
 // cmd/bouncer where the meaning is the same; the flag wins when both are
 // set.
 type Options struct {
-	NATSURL       string
-	NATSReplicas  int
-	ClickHouseDSN string
-	DataDir       string
-	RulesFile     string
-	PolicyFile    string
-	HTTPAddr      string
-	LogLevel      string
-	MemoryLimit   string
+	NATSURL        string
+	NATSReplicas   int
+	ClickHouseDSN  string
+	ReportLookback time.Duration
+	DataDir        string
+	RulesFile      string
+	PolicyFile     string
+	HTTPAddr       string
+	LogLevel       string
+	MemoryLimit    string
 }
 
 // parseOptions reads flags (args) over environment values (getenv); usage
@@ -51,9 +55,17 @@ func parseOptions(args []string, getenv func(string) string, output io.Writer) (
 		}
 		fl.IntVar(p, name, v, usage+" (env "+envName(name)+")")
 	}
+	dur := func(p *time.Duration, name string, def time.Duration, usage string) {
+		v, err := time.ParseDuration(env(name, def.String()))
+		if err != nil && envErr == nil {
+			envErr = fmt.Errorf("env %s: %w", envName(name), err)
+		}
+		fl.DurationVar(p, name, v, usage+" (env "+envName(name)+")")
+	}
 	str(&o.NATSURL, "nats-url", "", "NATS `url`s of the JetStream cluster, comma-separated (required: ingest embeds no server)")
 	num(&o.NATSReplicas, "nats-replicas", 1, "replicas of bouncer's JetStream streams; the same value as the listeners' (3 on a 3-node cluster)")
 	str(&o.ClickHouseDSN, "clickhouse-dsn", "", "ClickHouse `dsn` (clickhouse://host:9000/db); empty: SQLite under --data-dir, for one worker only")
+	dur(&o.ReportLookback, "report-lookback", clickhouse.DefaultReportLookback, "with ClickHouse: how long after a report was received the same bytes received again are recognised and not stored twice; each write reads 12 bytes per report received in this time; 0 is the default")
 	str(&o.DataDir, "data-dir", "./bouncer-data", "`directory` for SQLite when there is no --clickhouse-dsn")
 	str(&o.RulesFile, "rules", "", "extra rules `file` overriding the embedded defaults")
 	str(&o.PolicyFile, "suppression-policy", "", "suppression policy `file` (JSON, docs/suppressions.md); the same as the listeners' (empty: the defaults)")
@@ -97,6 +109,8 @@ func (o Options) Validate() error {
 		return errors.New("--nats-replicas must be 1 to 5")
 	case o.ClickHouseDSN == "" && o.DataDir == "":
 		return errors.New("--data-dir is required without --clickhouse-dsn (SQLite lives there)")
+	case o.ReportLookback < 0:
+		return fmt.Errorf("--report-lookback must not be negative, got %s", o.ReportLookback)
 	}
 	switch o.LogLevel {
 	case "debug", "info", "warn", "error":

@@ -4,6 +4,9 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/bouncer-mail/bouncer/store/clickhouse"
 )
 
 func TestParseOptions(t *testing.T) {
@@ -20,7 +23,7 @@ func TestParseOptions(t *testing.T) {
 	want := Options{
 		NATSURL: "nats://n1:4222,nats://n2:4222", NATSReplicas: 1, ClickHouseDSN: "clickhouse://ch:9000/bouncer",
 		DataDir: "./bouncer-data", RulesFile: "/etc/bouncer/rules.json", HTTPAddr: "0.0.0.0:8026", LogLevel: "info",
-		MemoryLimit: "auto",
+		MemoryLimit: "auto", ReportLookback: clickhouse.DefaultReportLookback,
 	}
 	if o != want {
 		t.Errorf("got  %+v\nwant %+v (the flag wins over the env)", o, want)
@@ -33,6 +36,12 @@ func TestParseOptions(t *testing.T) {
 	if o.HTTPAddr != "127.0.0.1:8026" || o.NATSReplicas != 1 || o.NATSURL != "" {
 		t.Errorf("defaults %+v", o)
 	}
+	o, _, err = parseOptions([]string{"--report-lookback", "2h"}, func(k string) string {
+		return map[string]string{"BOUNCER_REPORT_LOOKBACK": "30m"}[k]
+	}, io.Discard)
+	if err != nil || o.ReportLookback != 2*time.Hour {
+		t.Errorf("--report-lookback 2h over env 30m: %s, %v", o.ReportLookback, err)
+	}
 
 	for _, bad := range []struct {
 		args []string
@@ -42,6 +51,7 @@ func TestParseOptions(t *testing.T) {
 		{args: []string{"extra"}, want: `unexpected argument "extra"`},
 		{args: []string{"--smtp-addr", ":25"}, want: "flag provided but not defined: -smtp-addr"},
 		{env: map[string]string{"BOUNCER_NATS_REPLICAS": "three"}, want: "env BOUNCER_NATS_REPLICAS"},
+		{env: map[string]string{"BOUNCER_REPORT_LOOKBACK": "an hour"}, want: "env BOUNCER_REPORT_LOOKBACK"},
 	} {
 		_, _, err := parseOptions(bad.args, func(k string) string { return bad.env[k] }, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), bad.want) {
@@ -51,7 +61,8 @@ func TestParseOptions(t *testing.T) {
 }
 
 func TestValidate(t *testing.T) {
-	good := Options{NATSURL: "nats://127.0.0.1:4222", NATSReplicas: 1, DataDir: "d", HTTPAddr: "127.0.0.1:8026", LogLevel: "info", MemoryLimit: "auto"}
+	good := Options{NATSURL: "nats://127.0.0.1:4222", NATSReplicas: 1, DataDir: "d", HTTPAddr: "127.0.0.1:8026", LogLevel: "info", MemoryLimit: "auto",
+		ReportLookback: time.Hour}
 	for _, tc := range []struct {
 		name string
 		mod  func(*Options)
@@ -71,6 +82,8 @@ func TestValidate(t *testing.T) {
 		{"memory limit off", func(o *Options) { o.MemoryLimit = "off" }, ""},
 		{"memory limit size", func(o *Options) { o.MemoryLimit = "1GiB" }, ""},
 		{"memory limit typo", func(o *Options) { o.MemoryLimit = "1 gig" }, `--memory-limit "1 gig"`},
+		{"report lookback 0: the default", func(o *Options) { o.ReportLookback = 0 }, ""},
+		{"report lookback negative", func(o *Options) { o.ReportLookback = -time.Minute }, "--report-lookback must not be negative, got -1m0s"},
 	} {
 		o := good
 		tc.mod(&o)

@@ -194,7 +194,7 @@ func openStore(ctx context.Context, o Options, log *slog.Logger, reg prometheus.
 	// A failed Open returns a nil *Store, which as a store.Store would
 	// not be nil: Stop would call Close on it.
 	if o.ClickHouseDSN != "" {
-		s, err := clickhouse.Open(ctx, o.ClickHouseDSN, clickhouse.Options{})
+		s, err := clickhouse.Open(ctx, o.ClickHouseDSN, clickhouse.Options{ReportLookback: o.ReportLookback})
 		if err != nil {
 			return nil, err
 		}
