@@ -75,8 +75,8 @@ func TestWriteFindsStoredReports(t *testing.T) {
 		wantEvents  uint64        // rows of its event
 	}{
 		{name: "redelivery", again: 0, wantReports: 1, wantEvents: 1},
-		{name: "resend within the lookback", again: 9 * time.Minute, wantReports: 1, wantEvents: 1},
-		{name: "resend past the lookback", again: 11 * time.Minute, wantReports: 2, wantEvents: 2},
+		{name: "resend within the lookback", again: DefaultReportLookback - time.Minute, wantReports: 1, wantEvents: 1},
+		{name: "resend past the lookback", again: DefaultReportLookback + time.Minute, wantReports: 2, wantEvents: 2},
 		{name: "key without its report", keyOnly: true, wantReports: 1, wantEvents: 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -108,7 +108,7 @@ func TestWriteFindsStoredReports(t *testing.T) {
 			if err != nil || len(got) != 1 {
 				t.Fatalf("RecipientEvents = %v, %v; want one event", got, err)
 			}
-			if want := t0; tc.again < 10*time.Minute && !got[0].Time.Equal(want) {
+			if want := t0; tc.again < DefaultReportLookback && !got[0].Time.Equal(want) {
 				t.Errorf("event time %v, want the first write's %v", got[0].Time, want)
 			}
 		})

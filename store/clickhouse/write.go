@@ -247,8 +247,8 @@ func (s *Store) insertVersions(ctx context.Context, sets map[string]*reportSet) 
 
 // storedSetTimes returns the times of the stored sets of the batch's
 // reports: a new set must also be marked in the minutes of the sets it
-// replaces, so their events stop counting there.
-// Reports of the batch that are fresh have no stored sets.
+// replaces, so their events stop counting there. Fresh reports have no
+// stored sets and are not looked up.
 func (s *Store) storedSetTimes(ctx context.Context, sets map[string]*reportSet, fresh map[string]bool) (map[string][]time.Time, error) {
 	tbl, err := ext.NewTable(batchTable, ext.Column("id", "String"))
 	if err != nil {
